@@ -1,0 +1,112 @@
+"""Parley's real-time layer. `create_app` is the composition root: it reads nothing itself
+but the settings it is given, builds every part, owns their lifetimes and background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from quart import Quart, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from . import migrate
+from .auth import Authenticator
+from .backends import EmbeddedLock, make_event_log
+from .db import Database
+from .errors import ApiError
+from .hub import Hub
+from .metrics import Metrics
+from .services import Services
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    settings = settings or Settings.from_env()
+    app = Quart(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["PARLEY_SETTINGS"] = settings
+    tasks: set[asyncio.Task[Any]] = set()
+    lock = EmbeddedLock(settings.data_dir) if settings.embedded else None
+
+    from .api import discussions, ops, session
+    from .transports import sse
+
+    for blueprint in (ops.blueprint, session.blueprint, discussions.blueprint, sse.blueprint):
+        app.register_blueprint(blueprint)
+
+    @app.errorhandler(ApiError)
+    async def api_error(error: ApiError) -> tuple[Response, int] | Response:
+        response = jsonify(error.to_json())
+        response.status_code = error.status
+        retry_after = getattr(error, "retry_after_s", None)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}
+        response = jsonify({"error": {"code": codes.get(status, "http_error"), "message": error.description or ""}})
+        response.status_code = status
+        return response
+
+    @app.errorhandler(Exception)
+    async def unexpected(error: Exception) -> Response:
+        log.exception("unhandled error")
+        response = jsonify({"error": {"code": "internal_error", "message": "something went wrong on our side"}})
+        response.status_code = 500
+        return response
+
+    @app.before_serving
+    async def start() -> None:
+        if lock is not None:
+            lock.acquire()
+            log.info("embedded event log (no REDIS_URL): this process must be the only one")
+        if settings.sqlite_path is not None:
+            await asyncio.to_thread(migrate.upgrade, settings.database_url)
+        if settings.dev_login:
+            log.warning("development login is ON (PARLEY_DEV_LOGIN): anyone can sign in as anyone")
+        metrics = Metrics()
+        event_log = make_event_log(settings)
+        await event_log.open()
+        hub = Hub(event_log, metrics)
+        app.extensions["parley"] = Services(
+            settings=settings,
+            metrics=metrics,
+            db=Database(settings.database_url),
+            log=event_log,
+            hub=hub,
+            auth=Authenticator(settings),
+        )
+        spawn(hub.run(), "hub")
+
+    def spawn(coroutine: Any, name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        tasks.add(task)
+        task.add_done_callback(_finished)
+
+    def _finished(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    @app.after_serving
+    async def stop() -> None:
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        parley: Services | None = app.extensions.pop("parley", None)
+        if parley is not None:
+            await parley.log.close()
+            await parley.db.close()
+        if lock is not None:
+            lock.release()
+
+    return app

@@ -1,0 +1,52 @@
+"""What every handler needs: the caller's identity and a validated JSON body."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from quart import g, request
+
+from ..auth import Identity, token_from
+from ..errors import BadRequest, InvalidField, PayloadTooLarge, Unauthorized
+from ..services import services
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+async def caller() -> Identity:
+    """The authenticated caller, or 401. Also upserts the user from the token's claims."""
+    identity: Identity | None = g.get("identity")
+    if identity is not None:
+        return identity
+    token = token_from(request.headers, request.cookies)
+    if token is None:
+        raise Unauthorized("sign in: send a bearer token or the parley_token cookie", code="unauthenticated")
+    parley = services()
+    identity = await parley.auth.verify(token)
+    await parley.remember_user(identity)
+    g.identity = identity
+    return identity
+
+
+async def json_body(model: type[Model]) -> Model:
+    """Parse the body as JSON into `model`: 400 if it is not a JSON object, 422 if a field is wrong."""
+    limit = services().settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body over {limit} bytes")
+    raw = await request.get_data(cache=False)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"body over {limit} bytes")
+    try:
+        data: Any = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("body is not valid JSON", code="malformed_json") from None
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object", code="malformed_json")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise InvalidField(f"{where}: {first['msg']}") from None

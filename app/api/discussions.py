@@ -1,0 +1,331 @@
+"""Discussions, their responses, and follows (API.md, "Discussions and responses")."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from quart import Blueprint, request
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from .. import topics
+from ..access import readable_discussion
+from ..auth import Identity
+from ..errors import Conflict, Forbidden, InvalidField, NotFound
+from ..events import rfc3339
+from ..models import Discussion, DiscussionMember, Follow, Response, User, utcnow
+from ..services import services
+from .common import caller, json_body
+
+blueprint = Blueprint("discussions", __name__)
+
+MAX_BODY_CHARS = 10_000
+MAX_MEMBERS = 1_000
+MAX_PAGE = 200
+
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Stance = Literal["agree", "disagree", "pass"]
+
+
+class StrictBody(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+
+class NewDiscussion(StrictBody):
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+    visibility: Literal["public", "private"] = "public"
+    members: list[UserId] = Field(default_factory=list, max_length=MAX_MEMBERS)
+
+
+class NewResponse(StrictBody):
+    body: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_BODY_CHARS)]
+    parent_id: Annotated[str, StringConstraints(pattern=r"^\d{1,18}$")] | None = None
+    stances: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], Stance] | None = Field(
+        default=None, max_length=100
+    )
+    client_id: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+
+
+class ResponseEdit(StrictBody):
+    body: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_BODY_CHARS)]
+
+
+def discussion_json(discussion: Discussion) -> dict[str, Any]:
+    return {
+        "id": discussion.id,
+        "title": discussion.title,
+        "visibility": discussion.visibility,
+        "created_by": discussion.created_by,
+        "created_at": rfc3339(discussion.created_at),
+    }
+
+
+def response_json(response: Response, author_name: str) -> dict[str, Any]:
+    return {
+        "id": str(response.id),
+        "discussion_id": response.discussion_id,
+        "author": {"id": response.author_id, "name": author_name},
+        # A deleted response keeps its place in the thread but not its words.
+        "body": "" if response.deleted else response.body,
+        "parent_id": None if response.parent_id is None else str(response.parent_id),
+        "stances": response.stances or {},
+        "created_at": rfc3339(response.created_at),
+        "edited_at": None if response.edited_at is None else rfc3339(response.edited_at),
+        "deleted": response.deleted,
+    }
+
+
+def _response_id(text: str) -> int:
+    if not text.isdigit() or len(text) > 18:
+        raise NotFound(f"no response {text[:40]!r}")
+    return int(text)
+
+
+async def _author_name(session: AsyncSession, user_id: str) -> str:
+    user = await session.get(User, user_id)
+    return user.name if user is not None else user_id
+
+
+async def _publish_response(event_type: str, identity: Identity, payload_response: dict[str, Any]) -> None:
+    discussion_id = payload_response["discussion_id"]
+    await services().publish(
+        topics.discussion(discussion_id),
+        event_type,
+        discussion_id=discussion_id,
+        user=identity.public,
+        payload={"response": payload_response},
+    )
+
+
+@blueprint.post("/api/discussions")
+async def create_discussion() -> tuple[dict[str, Any], int]:
+    identity = await caller()
+    new = await json_body(NewDiscussion)
+    discussion = Discussion(
+        id=secrets.token_urlsafe(12), title=new.title, visibility=new.visibility, created_by=identity.user_id
+    )
+    async with services().db.session() as session:
+        session.add(discussion)
+        await session.flush()
+        for member in sorted(set(new.members) - {identity.user_id}):
+            session.add(DiscussionMember(discussion_id=discussion.id, user_id=member))
+        await session.commit()
+    return discussion_json(discussion), 201
+
+
+@blueprint.get("/api/discussions/<discussion_id>")
+async def get_discussion(discussion_id: str) -> dict[str, Any]:
+    identity = await caller()
+    async with services().db.session() as session:
+        discussion = await readable_discussion(session, identity, discussion_id)
+        authors = await session.exec(
+            select(func.count(func.distinct(Response.author_id))).where(Response.discussion_id == discussion_id)
+        )
+        count = authors.one()
+    return {**discussion_json(discussion), "participant_count": count}
+
+
+@blueprint.get("/api/discussions/<discussion_id>/responses")
+async def list_responses(discussion_id: str) -> dict[str, Any]:
+    identity = await caller()
+    after_text = request.args.get("after")
+    after = 0 if after_text in (None, "") else _response_id_arg(after_text)
+    limit = _limit_arg(request.args.get("limit"))
+    parley = services()
+    # The log position *before* the read: a client that resumes from it misses nothing the
+    # read did not already show (and sees at most a few events twice, deduplicated by id).
+    cursor = await parley.log.head()
+    async with parley.db.session() as session:
+        await readable_discussion(session, identity, discussion_id)
+        rows = await session.exec(
+            select(Response, User.name)
+            .join(User, col(User.id) == col(Response.author_id))
+            .where(Response.discussion_id == discussion_id, col(Response.id) > after)
+            .order_by(col(Response.id))
+            .limit(limit)
+        )
+        responses = [response_json(response, name) for response, name in rows.all()]
+        if responses:
+            await _mark_read(session, identity.user_id, discussion_id, int(responses[-1]["id"]))
+    return {"responses": responses, "cursor": str(cursor)}
+
+
+def _response_id_arg(text: str) -> int:
+    if not text.isdigit() or len(text) > 18:
+        raise InvalidField("after: must be a response id")
+    return int(text)
+
+
+def _limit_arg(text: str | None) -> int:
+    if text in (None, ""):
+        return 50
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+        raise InvalidField(f"limit: must be a whole number from 1 to {MAX_PAGE}")
+    return int(text)
+
+
+async def _mark_read(session: AsyncSession, user_id: str, discussion_id: str, response_id: int) -> None:
+    follow = await session.get(Follow, (user_id, discussion_id))
+    if follow is not None and follow.last_read_response_id < response_id:
+        follow.last_read_response_id = response_id
+        await session.commit()
+
+
+@blueprint.post("/api/discussions/<discussion_id>/responses")
+async def post_response(discussion_id: str) -> tuple[dict[str, Any], int]:
+    identity = await caller()
+    new = await json_body(NewResponse)
+    async with services().db.session() as session:
+        discussion = await readable_discussion(session, identity, discussion_id)
+        if new.client_id is not None:
+            earlier = await _by_client_id(session, identity.user_id, new.client_id)
+            if earlier is not None:
+                return response_json(earlier, identity.name), 200
+        parent_id = None
+        if new.parent_id is not None:
+            parent = await session.get(Response, int(new.parent_id))
+            if parent is None or parent.discussion_id != discussion_id:
+                raise InvalidField("parent_id: no such response in this discussion")
+            parent_id = parent.id
+        response = Response(
+            discussion_id=discussion_id,
+            author_id=identity.user_id,
+            body=new.body,
+            parent_id=parent_id,
+            stances=dict(new.stances) if new.stances else None,
+            client_id=new.client_id,
+        )
+        session.add(response)
+        discussion.last_activity_at = response.created_at
+        session.add(discussion)
+        try:
+            await session.commit()
+        except IntegrityError:
+            # The same client_id raced in from another request: the first one wins.
+            await session.rollback()
+            earlier = await _by_client_id(session, identity.user_id, new.client_id or "")
+            if earlier is None:
+                raise
+            return response_json(earlier, identity.name), 200
+    body = response_json(response, identity.name)
+    await _publish_response("response_posted", identity, body)
+    return body, 201
+
+
+async def _by_client_id(session: AsyncSession, author_id: str, client_id: str) -> Response | None:
+    rows = await session.exec(select(Response).where(Response.author_id == author_id, Response.client_id == client_id))
+    return rows.first()
+
+
+async def _readable_response(
+    session: AsyncSession, identity: Identity, response_id: str
+) -> tuple[Response, Discussion]:
+    response = await session.get(Response, _response_id(response_id))
+    if response is None:
+        raise NotFound(f"no response {response_id!r}")
+    try:
+        discussion = await readable_discussion(session, identity, response.discussion_id)
+    except NotFound:
+        raise NotFound(f"no response {response_id!r}") from None
+    return response, discussion
+
+
+@blueprint.patch("/api/responses/<response_id>")
+async def edit_response(response_id: str) -> dict[str, Any]:
+    identity = await caller()
+    edit = await json_body(ResponseEdit)
+    async with services().db.session() as session:
+        response, _ = await _readable_response(session, identity, response_id)
+        if response.author_id != identity.user_id:
+            raise Forbidden("only the author may edit a response")
+        if response.deleted:
+            raise Conflict("the response was deleted", code="response_deleted")
+        response.body = edit.body
+        response.edited_at = utcnow()
+        session.add(response)
+        await session.commit()
+    body = response_json(response, identity.name)
+    await _publish_response("response_edited", identity, body)
+    return body
+
+
+@blueprint.delete("/api/responses/<response_id>")
+async def delete_response(response_id: str) -> dict[str, Any]:
+    identity = await caller()
+    async with services().db.session() as session:
+        response, discussion = await _readable_response(session, identity, response_id)
+        if identity.user_id not in (response.author_id, discussion.created_by):
+            raise Forbidden("only the author or the discussion's creator may delete a response")
+        if response.deleted:
+            return response_json(response, await _author_name(session, response.author_id))
+        response.deleted = True
+        session.add(response)
+        await session.commit()
+        author_name = await _author_name(session, response.author_id)
+    body = response_json(response, author_name)
+    await _publish_response("response_deleted", identity, body)
+    return body
+
+
+@blueprint.put("/api/discussions/<discussion_id>/follow")
+async def follow(discussion_id: str) -> dict[str, Any]:
+    identity = await caller()
+    async with services().db.session() as session:
+        await readable_discussion(session, identity, discussion_id)
+        if await session.get(Follow, (identity.user_id, discussion_id)) is None:
+            newest = await session.exec(select(func.max(Response.id)).where(Response.discussion_id == discussion_id))
+            session.add(
+                Follow(user_id=identity.user_id, discussion_id=discussion_id, last_read_response_id=newest.one() or 0)
+            )
+            try:
+                await session.commit()
+            except IntegrityError:  # followed twice at once: already following
+                await session.rollback()
+    return {"discussion_id": discussion_id, "following": True}
+
+
+@blueprint.delete("/api/discussions/<discussion_id>/follow")
+async def unfollow(discussion_id: str) -> dict[str, Any]:
+    identity = await caller()
+    async with services().db.session() as session:
+        await readable_discussion(session, identity, discussion_id)
+        existing = await session.get(Follow, (identity.user_id, discussion_id))
+        if existing is not None:
+            await session.delete(existing)
+            await session.commit()
+    return {"discussion_id": discussion_id, "following": False}
+
+
+@blueprint.get("/api/me/follows")
+async def my_follows() -> list[dict[str, Any]]:
+    identity = await caller()
+    async with services().db.session() as session:
+        rows = await session.exec(
+            select(Follow, Discussion)
+            .join(Discussion, col(Discussion.id) == col(Follow.discussion_id))
+            .where(Follow.user_id == identity.user_id)
+            .order_by(col(Discussion.last_activity_at).desc())
+        )
+        follows = []
+        for follow_row, discussion in rows.all():
+            unread = await session.exec(
+                select(func.count(col(Response.id))).where(
+                    Response.discussion_id == discussion.id,
+                    col(Response.id) > follow_row.last_read_response_id,
+                    Response.author_id != identity.user_id,
+                    col(Response.deleted).is_(False),
+                )
+            )
+            follows.append(
+                {
+                    "discussion_id": discussion.id,
+                    "title": discussion.title,
+                    "unread_count": unread.one(),
+                    "last_activity_at": rfc3339(discussion.last_activity_at),
+                }
+            )
+    return follows

@@ -1,0 +1,69 @@
+"""Cookie sessions for browsers, and the development login (API.md, Identity)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
+from quart import Blueprint, Response, jsonify, request
+
+from ..auth import COOKIE_NAME, Identity, token_from
+from ..errors import NotFound, Unauthorized
+from ..services import services
+from .common import caller, json_body
+
+blueprint = Blueprint("session", __name__)
+
+
+class DevLogin(BaseModel):
+    model_config = ConfigDict(strict=True)
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
+    roles: list[Annotated[str, StringConstraints(max_length=32)]] = []
+
+
+def _with_cookie(body: dict[str, Any], token: str, identity: Identity) -> Response:
+    response = jsonify(body)
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        expires=int(identity.expires_at),
+        httponly=True,
+        samesite="Lax",
+        secure=request.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+@blueprint.post("/api/session")
+async def open_session() -> Response:
+    header = request.headers.get("Authorization", "")
+    token = token_from(request.headers, {})
+    if not header or token is None:
+        raise Unauthorized("send the token as `Authorization: Bearer <jwt>`", code="unauthenticated")
+    identity = await caller()
+    return _with_cookie({"user": identity.public, "expires_at": int(identity.expires_at)}, token, identity)
+
+
+@blueprint.delete("/api/session")
+async def close_session() -> Response:
+    response = jsonify({"signed_out": True})
+    response.delete_cookie(COOKIE_NAME, path="/")
+    return response
+
+
+def _user_id_for(name: str) -> str:
+    return "dev-" + (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "user")
+
+
+@blueprint.post("/api/dev/login")
+async def dev_login() -> Response:
+    parley = services()
+    if not parley.settings.dev_login or not parley.auth.can_issue:
+        raise NotFound("development login is off")
+    login = await json_body(DevLogin)
+    token = parley.auth.issue(_user_id_for(login.name), login.name, roles=login.roles or None)
+    identity = await parley.auth.verify(token)
+    await parley.remember_user(identity)
+    return _with_cookie({"token": token, "user": identity.public}, token, identity)

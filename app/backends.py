@@ -1,0 +1,56 @@
+"""Chooses the event log's backend from the settings: Redis Streams when REDIS_URL is set,
+otherwise the embedded in-process log (one process only; see `EmbeddedLock`)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import IO
+
+from .eventlog import EventLog
+from .eventlog_memory import MemoryEventLog
+from .eventlog_redis import RedisEventLog
+from .settings import Settings
+
+
+def make_event_log(settings: Settings) -> EventLog:
+    if settings.redis_url is not None:
+        return RedisEventLog(settings.redis_url, prefix=settings.redis_prefix, retention_s=settings.retention_s)
+    return MemoryEventLog(retention_s=settings.retention_s)
+
+
+class EmbeddedLogBusy(RuntimeError):
+    pass
+
+
+class EmbeddedLock:
+    """Refuses a second process on the same data directory while the log is embedded: two
+    processes would each hold half of the events and silently split every discussion."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._path = data_dir / "embedded-log.lock"
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self._path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise EmbeddedLogBusy(
+                f"another Parley process already serves the embedded event log from {self._path.parent}: "
+                "the embedded log lives in one process. Run one worker, or set REDIS_URL to share a log "
+                "between processes."
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None

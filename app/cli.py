@@ -1,0 +1,64 @@
+"""`parley serve`: run Parley on Hypercorn, bound to $PORT (the Procfile's `web:`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from hypercorn.config import Config
+from hypercorn.run import run
+
+from . import logs, migrate
+from .settings import ConfigError, Settings
+
+# Above the ~90 s idle timeout PaaS routers apply (PITFALLS, "SSE and HTTP/2").
+KEEP_ALIVE_S = 120
+
+
+def hypercorn_config(settings: Settings, host: str, workers: int) -> Config:
+    config = Config()
+    config.application_path = "app:create_app()"
+    config.bind = [f"{host}:{settings.port}"]
+    # workers=0 serves in this very process; more spawn that many worker processes.
+    config.workers = 0 if workers == 1 else workers
+    config.keep_alive_timeout = KEEP_ALIVE_S
+    config.graceful_timeout = 3
+    config.accesslog = None
+    config.errorlog = "-"
+    config.websocket_max_message_size = 64 * 1024
+    config.websocket_ping_interval = 25
+    cert, key = os.environ.get("PARLEY_TLS_CERT"), os.environ.get("PARLEY_TLS_KEY")
+    if cert and key:
+        config.certfile, config.keyfile = cert, key
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="parley", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the API and the streams")
+    serve.add_argument("--host", default=os.environ.get("PARLEY_HOST", "0.0.0.0"))
+    commands.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as error:
+        print(f"parley: {error}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    if args.command == "migrate":
+        migrate.upgrade(settings.database_url)
+        return 0
+    if settings.embedded and settings.workers > 1:
+        print(
+            f"parley: WEB_CONCURRENCY={settings.workers}, but without REDIS_URL the event log lives in one "
+            "process. Set REDIS_URL to run several workers, or run one.",
+            file=sys.stderr,
+        )
+        return 2
+    return run(hypercorn_config(settings, args.host, settings.workers))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

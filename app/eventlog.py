@@ -1,0 +1,68 @@
+"""The event log: one interface, two backends (`MemoryEventLog`, `RedisEventLog`).
+
+Contract, identical for both backends (tests/test_eventlog.py runs one suite against each):
+
+- `append` gives the event the next position in one global, strictly increasing order shared
+  by every topic (see `app.cursor` for why) and stores it in its topic for the retention
+  window. A non-durable event (typing, presence) gets a position and reaches `tail` readers
+  but is not stored: it is never replayed.
+- `tail` yields every event appended after it started, durable or not, in position order, to
+  the one reader a process runs (`app.hub.Hub`). If the backend cannot guarantee the sequence
+  is gap-free (the reader lost its place), it yields `LOG_GAP` and goes on from the present;
+  the hub then drops its subscribers, who resume from the durable log by cursor.
+- `read_after(topics, cursor, limit)` returns the stored events of those topics after the
+  cursor, merged in position order. It raises `CursorUnavailable` when it cannot give all of
+  them: the cursor is from another epoch, ahead of the log, older than the retention window,
+  or more than `limit` events behind. That is the `sync_required` outcome, never a silent gap.
+- `head` is the cursor of the newest position, for a client that must start afresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection
+from typing import Final, Protocol
+
+from .cursor import Cursor
+from .events import Event
+
+
+class LogGap:
+    """Marker yielded by `tail` when events may have been missed."""
+
+    def __repr__(self) -> str:
+        return "LOG_GAP"
+
+
+LOG_GAP: Final = LogGap()
+
+
+class CursorUnavailable(Exception):
+    """The events after a cursor cannot all be given; the client must resynchronise."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EventLog(Protocol):
+    epoch: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise if the log cannot be reached (readiness)."""
+
+    async def append(self, topic: str, event_type: str, body: bytes, *, durable: bool = True) -> Event: ...
+
+    async def read_after(self, topics: Collection[str], cursor: Cursor, limit: int) -> list[Event]: ...
+
+    async def head(self) -> Cursor: ...
+
+    def tail(self) -> AsyncIterator[Event | LogGap]: ...
+
+
+def check_epoch(log_epoch: str, cursor: Cursor) -> None:
+    if cursor.epoch != log_epoch:
+        raise CursorUnavailable("unknown_epoch")

@@ -1,0 +1,26 @@
+"""Every Redis key Parley uses, built in one place from one prefix.
+
+Cluster note: the append script touches the firehose and one topic stream; on Redis Cluster
+they would need one hash slot (wrap the prefix in `{…}`). Parley targets a single primary.
+"""
+
+from __future__ import annotations
+
+
+class RedisKeys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    @property
+    def epoch(self) -> str:
+        """The log's epoch tag; never expires (a flushed Redis gets a new one)."""
+        return f"{self.prefix}:epoch"
+
+    @property
+    def firehose(self) -> str:
+        """Every event in global order, kept a short window: what each process's reader tails."""
+        return f"{self.prefix}:firehose"
+
+    def topic(self, topic: str) -> str:
+        """One topic's durable events, trimmed to the retention window and expiring when idle."""
+        return f"{self.prefix}:topic:{topic}"

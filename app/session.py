@@ -1,0 +1,92 @@
+"""The transport-agnostic half of a real-time connection.
+
+A `StreamSession` is one client's view of the log: who it is, which topics it reads (the
+discussions it named, its own user topic, and the broadcast topic: API.md, Streams), and
+where it stands. SSE, WebSocket and long-poll are thin adapters that move its events.
+
+Resuming without gaps or repeats: the session subscribes to the hub *first* (live events start
+buffering), then reads the log after the client's cursor, then hands out the buffered live
+events, skipping every position it has already given. So an event appended while catching up
+is delivered exactly once, whichever path saw it first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from . import topics
+from .auth import Identity
+from .cursor import Cursor, InvalidCursor
+from .eventlog import CursorUnavailable
+from .events import Event
+from .hub import Subscription
+from .services import Services
+
+MAX_DISCUSSIONS_PER_CONNECTION = 50
+
+
+class StreamSession:
+    def __init__(self, parley: Services, identity: Identity, discussion_ids: Iterable[str]) -> None:
+        self._parley = parley
+        self.identity = identity
+        self.discussion_ids: list[str] = list(dict.fromkeys(discussion_ids))
+        self.topics = [topics.discussion(d) for d in self.discussion_ids]
+        self.topics += [topics.user(identity.user_id), topics.BROADCAST]
+        self._subscription: Subscription | None = None
+
+    @property
+    def subscription(self) -> Subscription:
+        if self._subscription is None:
+            raise RuntimeError("session not open")
+        return self._subscription
+
+    async def open(self, resume: str | None) -> list[Event]:
+        """Subscribe, then return what the client missed since `resume` (or `sync_required`)."""
+        parley = self._parley
+        subscription = parley.hub.subscribe(self.topics, parley.settings.max_buffered_events)
+        self._subscription = subscription
+        try:
+            if not resume:
+                return subscription.take()
+            try:
+                cursor = Cursor.parse(resume)
+                missed = await parley.log.read_after(self.topics, cursor, parley.settings.max_catchup_events)
+            except InvalidCursor:
+                return await self._sync_required("invalid_cursor")
+            except CursorUnavailable as unavailable:
+                return await self._sync_required(unavailable.reason)
+            subscription.last = max(subscription.last, cursor.position)
+            delivered = []
+            for event in missed:
+                if event.position > subscription.last:
+                    delivered.append(event)
+                    subscription.last = event.position
+            return delivered + subscription.take()
+        except BaseException:
+            self.close()
+            raise
+
+    async def _sync_required(self, reason: str) -> list[Event]:
+        """Tell the client to refetch over REST and go on from the head of the log."""
+        head = await self._parley.log.head()
+        subscription = self.subscription
+        subscription.last = max(subscription.last, head.position)
+        notice = Event.synthetic(head, "sync_required", {"reason": reason})
+        return [notice, *subscription.take()]
+
+    async def next_events(self, timeout_s: float) -> list[Event]:
+        """Live events, waiting at most `timeout_s`. Raises `hub.SlowConsumer` when dropped."""
+        return await self.subscription.next_events(timeout_s)
+
+    def seconds_until_expiry(self) -> float:
+        return self.identity.expires_at - time.time()
+
+    def auth_expired(self) -> Event:
+        """Sent as the last event when the token expires; carries no new position."""
+        cursor = Cursor(self._parley.log.epoch, self.subscription.last)
+        return Event.synthetic(cursor, "auth_expired", {"reason": "token_expired"})
+
+    def close(self) -> None:
+        if self._subscription is not None:
+            self._subscription.close()

@@ -1,0 +1,133 @@
+"""Configuration, read once from the environment into one typed object (12-factor).
+
+Nothing deeper in the code reads the environment: `create_app` receives a `Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///parley.db"
+
+
+class ConfigError(ValueError):
+    """A setting is present but unusable; raised at start-up, never at request time."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool | None:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return None
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = 8000
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    # Every Redis key starts with this; tests give each test its own.
+    redis_prefix: str = "parley"
+    jwt_secret: str | None = None
+    jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    dev_login: bool = False
+    vapid_private_key: str | None = None
+    vapid_subject: str = "mailto:ops@parley.invalid"
+    heartbeat_s: float = 30.0
+    retention_s: int = 24 * 3600
+    rate_limit_per_min: int = 100
+    allowed_origins: tuple[str, ...] = ()
+    # Where the embedded default keeps what it generates once (dev JWT secret, VAPID keys, lock).
+    data_dir: Path = field(default_factory=lambda: Path(".parley"))
+    # Largest JSON body accepted, in bytes; larger gets 413.
+    max_body_bytes: int = 64 * 1024
+    # Events a connection may have queued before it counts as a slow consumer and is dropped.
+    max_buffered_events: int = 1024
+    # A resume that would replay more than this many events gets `sync_required` instead.
+    max_catchup_events: int = 1000
+    # Hypercorn workers for `parley serve` (WEB_CONCURRENCY on most PaaS).
+    workers: int = 1
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        """True when the event log lives inside this one process (no REDIS_URL)."""
+        return self.redis_url is None
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        prefix = "sqlite+aiosqlite:///"
+        if self.database_url.startswith(prefix):
+            rest = self.database_url[len(prefix) :]
+            if rest and rest != ":memory:":
+                return Path(rest)
+        return None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        secret = env.get("PARLEY_JWT_SECRET") or None
+        jwks = env.get("PARLEY_JWKS_URL") or None
+        dev_login = _flag(env, "PARLEY_DEV_LOGIN")
+        if dev_login is None:
+            # On by default only when nothing else can identify people (API.md, Identity).
+            dev_login = secret is None and jwks is None
+        origins = tuple(o.strip() for o in env.get("PARLEY_ALLOWED_ORIGINS", "").split(",") if o.strip())
+        return cls(
+            port=_int(env, "PORT", 8000, minimum=0),
+            database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            redis_url=env.get("REDIS_URL") or None,
+            redis_prefix=env.get("PARLEY_REDIS_PREFIX") or "parley",
+            jwt_secret=secret,
+            jwks_url=jwks,
+            jwt_issuer=env.get("PARLEY_JWT_ISSUER") or None,
+            jwt_audience=env.get("PARLEY_JWT_AUDIENCE") or None,
+            dev_login=dev_login,
+            vapid_private_key=env.get("PARLEY_VAPID_PRIVATE_KEY") or None,
+            vapid_subject=env.get("PARLEY_VAPID_SUBJECT") or "mailto:ops@parley.invalid",
+            heartbeat_s=_float(env, "PARLEY_HEARTBEAT_S", 30.0, minimum=0.05),
+            retention_s=_int(env, "PARLEY_RETENTION_S", 24 * 3600, minimum=1),
+            rate_limit_per_min=_int(env, "PARLEY_RATE_LIMIT_PER_MIN", 100, minimum=1),
+            allowed_origins=origins,
+            data_dir=Path(env.get("PARLEY_DATA_DIR") or ".parley"),
+            max_body_bytes=_int(env, "PARLEY_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
+            max_buffered_events=_int(env, "PARLEY_MAX_BUFFERED_EVENTS", 1024, minimum=1),
+            max_catchup_events=_int(env, "PARLEY_MAX_CATCHUP_EVENTS", 1000, minimum=1),
+            workers=_int(env, "WEB_CONCURRENCY", 1, minimum=1),
+            log_level=(env.get("PARLEY_LOG_LEVEL") or "INFO").upper(),
+        )

@@ -1,0 +1,1 @@
+"""Transports: thin adapters that move a `StreamSession`'s events over one wire protocol."""

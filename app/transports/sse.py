@@ -1,0 +1,64 @@
+"""`GET /stream`: Server-Sent Events (API.md, Streams; PITFALLS, "SSE and HTTP/2").
+
+The body is an async generator: a preamble (`retry:` and a comment, so proxies and PaaS routers
+see a first byte at once), the missed events, then live events or a `:` heartbeat every
+`PARLEY_HEARTBEAT_S`. It ends when the token expires (`auth_expired`), or when the connection
+falls too far behind (the browser reconnects and resumes by `Last-Event-ID`). A client
+disconnect arrives as `CancelledError`; the `finally` releases the subscription either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from quart import Blueprint, Response, request
+
+from ..hub import SlowConsumer
+from ..services import Services
+from ..session import StreamSession
+from .common import authorized_session
+
+blueprint = Blueprint("sse", __name__)
+
+RETRY_MS = 2_000
+PREAMBLE = f"retry: {RETRY_MS}\n: connected\n\n".encode()
+HEARTBEAT = b": heartbeat\n\n"
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache, no-transform",
+    # Tell nginx-style proxies not to buffer. No Transfer-Encoding: HTTP/2 forbids it.
+    "X-Accel-Buffering": "no",
+}
+
+
+@blueprint.get("/stream")
+async def stream() -> Response:
+    parley, session = await authorized_session(request.args.getlist("discussion"))
+    # Browsers send Last-Event-ID only on their own reconnects; a page that rebuilt its
+    # EventSource passes its stored cursor in the query instead.
+    resume = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    response = Response(sse_body(parley, session, resume), headers=SSE_HEADERS)
+    response.timeout = None  # Quart's RESPONSE_TIMEOUT would end the stream after 60 s.
+    return response
+
+
+async def sse_body(parley: Services, session: StreamSession, resume: str | None) -> AsyncIterator[bytes]:
+    connections = parley.metrics.connections.labels(transport="sse")
+    heartbeat_s = parley.settings.heartbeat_s
+    connections.inc()
+    try:
+        missed = await session.open(resume)
+        yield PREAMBLE + b"".join(event.sse for event in missed)
+        while True:
+            remaining_s = session.seconds_until_expiry()
+            if remaining_s <= 0:
+                yield session.auth_expired().sse_without_id
+                return
+            try:
+                events = await session.next_events(min(heartbeat_s, remaining_s))
+            except SlowConsumer:
+                return
+            yield b"".join(event.sse for event in events) if events else HEARTBEAT
+    finally:
+        session.close()
+        connections.dec()
