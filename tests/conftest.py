@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .support import Server, free_port, private_redis, server_env
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """REDIS_URL when set, else a private redis-server for this test session."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+    else:
+        with private_redis() as url:
+            yield url
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix of this test's own, so tests never see each other's keys."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start real server processes; every one is stopped after the test."""
+    servers: list[Server] = []
+
+    def start(workdir: Path | None = None, **env: str) -> Server:
+        port = free_port()
+        directory = workdir or tmp_path
+        server = Server(port, server_env(directory, port, **env), directory)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
