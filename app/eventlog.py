@@ -12,8 +12,10 @@ Contract, identical for both backends (tests/test_eventlog.py runs one suite aga
   the hub then drops its subscribers, who resume from the durable log by cursor.
 - `read_after(topics, cursor, limit)` returns the stored events of those topics after the
   cursor, merged in position order. It raises `CursorUnavailable` when it cannot give all of
-  them: the cursor is from another epoch, ahead of the log, older than the retention window,
-  or more than `limit` events behind. That is the `sync_required` outcome, never a silent gap.
+  them: the cursor is from another epoch, ahead of the log, older than the retention window
+  while newer events exist (some of them may be trimmed), or more than `limit` events behind.
+  That is the `sync_required` outcome, never a silent gap. A cursor at the head of the log is
+  always valid, however old.
 - `head` is the cursor of the newest position, for a client that must start afresh.
 """
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection
 from typing import Final, Protocol
 
-from .cursor import Cursor
+from .cursor import Cursor, Position
 from .events import Event
 
 
@@ -66,3 +68,12 @@ class EventLog(Protocol):
 def check_epoch(log_epoch: str, cursor: Cursor) -> None:
     if cursor.epoch != log_epoch:
         raise CursorUnavailable("unknown_epoch")
+
+
+def retention_passed(after: Position, last: Position, created_ms: int, now_ms: int, retention_ms: int) -> bool:
+    """Whether events after `after` may have been trimmed by age.
+
+    The origin cursor (`0-0`, handed out while the log was empty) stands for the moment the
+    log was created, so a client that started on an empty log still resumes exactly.
+    """
+    return after < last and max(after.ms, created_ms) < now_ms - retention_ms

@@ -15,8 +15,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Collection
 
 from .cursor import ORIGIN, Cursor, Position
-from .eventlog import LOG_GAP, CursorUnavailable, LogGap, check_epoch
+from .eventlog import LOG_GAP, CursorUnavailable, LogGap, check_epoch, retention_passed
 from .events import Event, now_ms
+
+SWEEP_INTERVAL_MS = 60_000
 
 
 class _Topic:
@@ -38,6 +40,8 @@ class MemoryEventLog:
         self._last = ORIGIN
         self._tail_buffer: deque[Event | LogGap] = deque()
         self._tail_wakeup = asyncio.Event()
+        self._next_sweep_ms = 0
+        self._created_ms = now_ms()
 
     async def open(self) -> None:
         return None
@@ -60,8 +64,19 @@ class MemoryEventLog:
             stored = self._topics.setdefault(topic, _Topic())
             stored.events.append(event)
             self._trim(stored, event.position.ms)
+            if event.position.ms >= self._next_sweep_ms:
+                self._sweep(event.position.ms)
         self._feed_tail(event)
         return event
+
+    def _sweep(self, now: int) -> None:
+        """Trim idle topics too, and forget the empty ones, so memory follows the retention window.
+        A forgotten topic's cursors are older than the window, which `read_after` catches."""
+        self._next_sweep_ms = now + SWEEP_INTERVAL_MS
+        for name, topic in list(self._topics.items()):
+            self._trim(topic, now)
+            if not topic.events:
+                del self._topics[name]
 
     def _trim(self, topic: _Topic, now: int) -> None:
         oldest_ms = now - self._retention_ms
@@ -82,7 +97,7 @@ class MemoryEventLog:
         after = cursor.position
         if after > self._last:
             raise CursorUnavailable("unknown_position")
-        if after.ms < now_ms() - self._retention_ms:
+        if retention_passed(after, self._last, self._created_ms, now_ms(), self._retention_ms):
             raise CursorUnavailable("expired")
         runs: list[list[Event]] = []
         for name in topics:

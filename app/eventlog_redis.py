@@ -15,6 +15,7 @@ import contextlib
 import heapq
 import logging
 import secrets
+import socket
 from collections.abc import AsyncIterator, Collection
 from importlib import resources
 from typing import Any
@@ -25,20 +26,24 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .cursor import ORIGIN, Cursor, Position
-from .eventlog import LOG_GAP, CursorUnavailable, LogGap, check_epoch
+from .eventlog import LOG_GAP, CursorUnavailable, LogGap, check_epoch, retention_passed
 from .events import Event
 from .redis_keys import RedisKeys
 
 log = logging.getLogger(__name__)
 
 FIREHOSE_WINDOW_S = 60
-# Shorter than the reader connection's socket timeout (PITFALLS: redis-py 8 defaults to 5 s).
 TAIL_BLOCK_MS = 5_000
-TAIL_SOCKET_TIMEOUT_S = 15.0
+CONNECT_TIMEOUT_S = 5.0
+# Probe an idle reader connection after 10 s, every 5 s, give up after 3 misses (~25 s).
+KEEPALIVE_OPTIONS = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3}
 TAIL_BATCH = 1_000
 # How often the reader checks that the firehose was not trimmed past its place.
 GAP_CHECK_S = 5.0
 MAX_BACKOFF_S = 5.0
+POOL_SIZE = 50
+POOL_WAIT_S = 10.0
+CLOSE_TIMEOUT_S = 1.0
 
 _APPEND_LUA = resources.files("app").joinpath("lua/append.lua").read_text()
 
@@ -50,13 +55,20 @@ class RedisEventLog:
         self._retention_ms = retention_s * 1000
         self._window_ms = FIREHOSE_WINDOW_S * 1000
         self.epoch = ""
-        self._client: redis.Redis = redis.Redis.from_url(url)
+        self._created_ms = 0
+        # Blocking pool: a burst of appends waits for a connection instead of failing past the
+        # pool's size (PITFALLS: the default pool raises beyond 100).
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S)
+        self._client: redis.Redis = redis.Redis(connection_pool=pool)
         self._append = self._client.register_script(_APPEND_LUA)
 
     async def open(self) -> None:
-        await self._client.set(self._keys.epoch, secrets.token_hex(4), nx=True)
-        epoch: bytes = await self._client.get(self._keys.epoch)  # type: ignore[assignment]
-        self.epoch = epoch.decode()
+        # "<tag>.<created ms>", set once by whichever process comes first.
+        seconds, micros = await self._client.time()
+        await self._client.set(self._keys.epoch, f"{secrets.token_hex(4)}.{seconds * 1000 + micros // 1000}", nx=True)
+        value: bytes = await self._client.get(self._keys.epoch)  # type: ignore[assignment]
+        tag, _, created_ms = value.decode().partition(".")
+        self.epoch, self._created_ms = tag, int(created_ms or 0)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -97,9 +109,10 @@ class RedisEventLog:
             results = await pipe.execute()
         seconds, micros = results[0]
         now_ms = seconds * 1000 + micros // 1000
-        if after > await self._last_position(self._client):
+        last = await self._last_position(self._client)
+        if after > last:
             raise CursorUnavailable("unknown_position")
-        if after.ms < now_ms - self._retention_ms:
+        if retention_passed(after, last, self._created_ms, now_ms, self._retention_ms):
             raise CursorUnavailable("expired")
         runs = []
         for name, entries in zip(names, results[1:], strict=True):
@@ -121,8 +134,16 @@ class RedisEventLog:
         )
 
     async def tail(self) -> AsyncIterator[Event | LogGap]:
+        # No socket timeout on the reader: with redis-py 8 on Python 3.11, cancelling a read that
+        # runs under a socket timeout is sometimes swallowed, and shutdown hangs (reproduced: 5
+        # of 60 cancels). XREAD BLOCK returns every TAIL_BLOCK_MS anyway; TCP keepalive notices
+        # a dead Redis host instead.
         reader = redis.Redis.from_url(
-            self._url, socket_timeout=TAIL_SOCKET_TIMEOUT_S, socket_connect_timeout=TAIL_SOCKET_TIMEOUT_S
+            self._url,
+            socket_timeout=None,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_keepalive=True,
+            socket_keepalive_options=KEEPALIVE_OPTIONS,
         )
         last: Position | None = None
         backoff_s = 0.1
@@ -150,6 +171,11 @@ class RedisEventLog:
                             last = event.position
                             yield event
                 except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        # redis-py can turn a cancelled read into a connection error; a
+                        # cancellation must never be swallowed, or shutdown hangs.
+                        raise asyncio.CancelledError() from error
                     # Log, back off and go on; the gap check on the next pass tells whether
                     # anything was lost while Redis was away.
                     log.warning("event log reader: %s; retrying in %.1fs", error, backoff_s)
@@ -157,8 +183,9 @@ class RedisEventLog:
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
         finally:
+            # Closing can wait on the cancelled in-flight XREAD; never let it hold up shutdown.
             with contextlib.suppress(Exception):
-                await reader.aclose()
+                await asyncio.wait_for(reader.aclose(), CLOSE_TIMEOUT_S)
 
     async def _trimmed_past(self, reader: redis.Redis, last: Position) -> bool:
         info = await self._stream_info(reader)

@@ -1,0 +1,183 @@
+"""One contract, both backends: the embedded log and Redis Streams (a real redis-server)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as redis
+
+from app.cursor import Cursor, InvalidCursor, Position
+from app.eventlog import CursorUnavailable, EventLog, LogGap
+from app.eventlog_memory import MemoryEventLog
+from app.eventlog_redis import RedisEventLog
+from app.events import Event, envelope_body
+from app.redis_keys import RedisKeys
+
+LogFactory = Callable[..., EventLog]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_log(request: pytest.FixtureRequest) -> AsyncIterator[LogFactory]:
+    opened: list[EventLog] = []
+
+    def make(retention_s: int = 3600, **options: Any) -> EventLog:
+        log: EventLog
+        if request.param == "memory":
+            log = MemoryEventLog(retention_s=retention_s, **options)
+        else:
+            url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+            log = RedisEventLog(url, prefix=prefix, retention_s=retention_s)
+        opened.append(log)
+        return log
+
+    yield make
+    for log in opened:
+        await log.close()
+
+
+def body(text: str) -> bytes:
+    return envelope_body("response_posted", discussion_id="d1", user=None, payload={"text": text})
+
+
+async def append_all(log: EventLog, items: list[tuple[str, str]]) -> list[Event]:
+    return [await log.append(topic, "response_posted", body(text)) for topic, text in items]
+
+
+def texts(events: list[Event]) -> list[str]:
+    return [e.as_dict()["payload"]["text"] for e in events]
+
+
+async def test_positions_increase_across_topics(make_log: LogFactory) -> None:
+    log = make_log()
+    await log.open()
+    events = await append_all(log, [("d:a", "1"), ("d:b", "2"), ("d:a", "3"), ("u:x", "4")] * 25)
+    positions = [e.position for e in events]
+    assert positions == sorted(positions)
+    assert len(set(positions)) == len(positions)
+    assert all(Cursor.parse(e.cursor).epoch == log.epoch for e in events)
+    assert events[0].as_dict()["id"] == events[0].cursor
+
+
+async def test_read_after_merges_topics_in_order_and_excludes_the_cursor(make_log: LogFactory) -> None:
+    log = make_log()
+    await log.open()
+    start = await log.head()
+    events = await append_all(log, [("d:a", "a1"), ("d:b", "b1"), ("d:c", "c1"), ("d:a", "a2"), ("d:b", "b2")])
+    everything = await log.read_after(["d:a", "d:b"], start, limit=100)
+    assert texts(everything) == ["a1", "b1", "a2", "b2"]
+    after_b1 = await log.read_after(["d:a", "d:b"], Cursor.parse(events[1].cursor), limit=100)
+    assert texts(after_b1) == ["a2", "b2"]
+    assert await log.read_after(["d:a"], Cursor.parse(events[-1].cursor), limit=100) == []
+    assert await log.read_after(["d:nothing"], start, limit=100) == []
+
+
+async def test_ephemeral_events_reach_the_tail_but_are_not_replayed(make_log: LogFactory) -> None:
+    log = make_log()
+    await log.open()
+    start = await log.head()
+    async with tailing(log) as received:
+        await log.append("d:a", "typing_started", body("typing"), durable=False)
+        await log.append("d:a", "response_posted", body("kept"))
+        await wait_for(lambda: len(received) >= 2)
+    assert [e.type for e in received if isinstance(e, Event)] == ["typing_started", "response_posted"]
+    assert texts(await log.read_after(["d:a"], start, limit=100)) == ["kept"]
+
+
+async def test_tail_yields_every_append_in_order(make_log: LogFactory) -> None:
+    log = make_log()
+    await log.open()
+    async with tailing(log) as received:
+        await asyncio.sleep(0.1)  # the Redis reader starts from the end of the firehose
+        appended = await asyncio.gather(
+            *(log.append(f"d:{i % 7}", "response_posted", body(str(i))) for i in range(200))
+        )
+        await wait_for(lambda: len(received) >= 200)
+    positions = [e.position for e in received if isinstance(e, Event)]
+    assert positions == sorted(e.position for e in appended)
+
+
+async def test_unavailable_cursors(make_log: LogFactory) -> None:
+    log = make_log()
+    await log.open()
+    await append_all(log, [("d:a", str(i)) for i in range(5)])
+    head = await log.head()
+    cases = {
+        "unknown_epoch": Cursor("otherepoch", head.position),
+        "unknown_position": Cursor(log.epoch, Position(head.position.ms + 60_000, 0)),
+    }
+    for reason, cursor in cases.items():
+        with pytest.raises(CursorUnavailable) as caught:
+            await log.read_after(["d:a"], cursor, limit=100)
+        assert caught.value.reason == reason
+    with pytest.raises(CursorUnavailable) as caught:
+        await log.read_after(["d:a"], Cursor(log.epoch, Position(0, 0)), limit=3)
+    assert caught.value.reason == "too_far_behind"
+    with pytest.raises(InvalidCursor):
+        Cursor.parse("not-a-cursor")
+
+
+async def test_cursor_older_than_retention_is_expired(make_log: LogFactory) -> None:
+    log = make_log(retention_s=1)
+    await log.open()
+    [old] = await append_all(log, [("d:a", "old")])
+    await asyncio.sleep(1.2)
+    await append_all(log, [("d:a", "new")])
+    with pytest.raises(CursorUnavailable) as caught:
+        await log.read_after(["d:a"], Cursor.parse(old.cursor), limit=100)
+    assert caught.value.reason == "expired"
+
+
+async def test_memory_log_is_bounded_per_topic() -> None:
+    log = MemoryEventLog(retention_s=3600, max_per_topic=10)
+    start = await log.head()
+    await append_all(log, [("d:a", str(i)) for i in range(25)])
+    with pytest.raises(CursorUnavailable) as caught:
+        await log.read_after(["d:a"], start, limit=100)
+    assert caught.value.reason == "expired"
+    assert len(log._topics["d:a"].events) == 10
+
+
+async def test_redis_structures_are_trimmed_and_expire(redis_url: str, redis_prefix: str) -> None:
+    log = RedisEventLog(redis_url, prefix=redis_prefix, retention_s=30)
+    await log.open()
+    client = redis.Redis.from_url(redis_url)
+    keys = RedisKeys(redis_prefix)
+    try:
+        await log.append("d:a", "response_posted", body("x"))
+        await log.append("d:b", "typing_started", body("y"), durable=False)
+        ttl_ms = await client.pttl(keys.topic("d:a"))
+        assert 0 < ttl_ms <= 30_000
+        assert not await client.exists(keys.topic("d:b"))  # ephemeral: firehose only
+        assert await client.xlen(keys.firehose) == 2
+    finally:
+        await client.delete(keys.topic("d:a"), keys.firehose, keys.epoch)
+        await client.aclose()
+        await log.close()
+
+
+@contextlib.asynccontextmanager
+async def tailing(log: EventLog) -> AsyncIterator[list[Event | LogGap]]:
+    received: list[Event | LogGap] = []
+
+    async def read() -> None:
+        async for item in log.tail():
+            received.append(item)
+
+    task = asyncio.create_task(read())
+    await asyncio.sleep(0.05)
+    try:
+        yield received
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.01)
