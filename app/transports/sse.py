@@ -9,6 +9,7 @@ disconnect arrives as `CancelledError`; the `finally` releases the subscription 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from quart import Blueprint, Response, request
@@ -48,6 +49,11 @@ async def sse_body(parley: Services, session: StreamSession, resume: str | None)
     connections.inc()
     try:
         missed = await session.open(resume)
+        # Dropped for falling behind while blocked in a send to a client that stopped reading:
+        # cancel this handler, so the connection is closed and its buffers freed.
+        handler = asyncio.current_task()
+        if handler is not None:
+            session.subscription.on_drop = handler.cancel
         yield PREAMBLE + b"".join(event.sse for event in missed)
         while True:
             remaining_s = session.seconds_until_expiry()

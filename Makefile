@@ -1,0 +1,38 @@
+# Two commands do all the set-up on a fresh machine (Python 3.11+ and make):
+#   make serve   install, then serve Parley on http://localhost:8000 (embedded event log)
+#   make test    install (and Chromium, redis-server when missing), then lint, type-check, test
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: serve test lint check system-deps bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/parley serve
+
+# Browser tests need Debian's Chromium; Redis tests need redis-server (or REDIS_URL).
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null 2>&1 || [ -n "$$REDIS_URL" ] || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: $(STAMP) system-deps lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .parley parley.db parley.db-*
