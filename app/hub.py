@@ -45,7 +45,7 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         self._hub = hub
         # Called once when dropped, so a transport blocked on a send can abort its connection.
-        self.on_drop: Callable[[], None] | None = None
+        self.on_drop: Callable[[], object] | None = None
 
     def push(self, event: Event) -> None:
         if len(self._buffer) >= self._max:
