@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import migrate
 from .auth import Authenticator
-from .backends import EmbeddedLock, make_event_log
+from .backends import EmbeddedLock, make_event_log, make_rate_limiter
 from .db import Database
 from .errors import ApiError
 from .hub import Hub
@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> Quart:
             log=event_log,
             hub=hub,
             auth=Authenticator(settings),
+            rate_limit=make_rate_limiter(settings, event_log),
         )
         spawn(hub.run(), "hub")
 

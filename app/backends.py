@@ -1,5 +1,5 @@
-"""Chooses the event log's backend from the settings: Redis Streams when REDIS_URL is set,
-otherwise the embedded in-process log (one process only; see `EmbeddedLock`)."""
+"""Chooses each backend from the settings: Redis when REDIS_URL is set, otherwise the
+embedded in-process variants (one process only; see `EmbeddedLock`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ from typing import IO
 from .eventlog import EventLog
 from .eventlog_memory import MemoryEventLog
 from .eventlog_redis import RedisEventLog
+from .ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from .redis_keys import RedisKeys
 from .settings import Settings
+
+
+def make_rate_limiter(settings: Settings, log: EventLog) -> RateLimiter:
+    if isinstance(log, RedisEventLog):
+        return RedisRateLimiter(log.client, RedisKeys(settings.redis_prefix), settings.rate_limit_per_min)
+    return MemoryRateLimiter(settings.rate_limit_per_min)
 
 
 def make_event_log(settings: Settings) -> EventLog:

@@ -62,6 +62,11 @@ class RedisEventLog:
         self._client: redis.Redis = redis.Redis(connection_pool=pool)
         self._append = self._client.register_script(_APPEND_LUA)
 
+    @property
+    def client(self) -> redis.Redis:
+        """The shared connection pool, for other Redis-backed parts of the same process."""
+        return self._client
+
     async def open(self) -> None:
         # "<tag>.<created ms>", set once by whichever process comes first.
         seconds, micros = await self._client.time()

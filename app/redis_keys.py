@@ -24,3 +24,7 @@ class RedisKeys:
     def topic(self, topic: str) -> str:
         """One topic's durable events, trimmed to the retention window and expiring when idle."""
         return f"{self.prefix}:topic:{topic}"
+
+    def rate(self, user_id: str, window: int) -> str:
+        """A user's action count in one rate-limit window; expires after two windows."""
+        return f"{self.prefix}:rate:{window}:{user_id}"

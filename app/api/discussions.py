@@ -179,6 +179,7 @@ async def _mark_read(session: AsyncSession, user_id: str, discussion_id: str, re
 async def post_response(discussion_id: str) -> tuple[dict[str, Any], int]:
     identity = await caller()
     new = await json_body(NewResponse)
+    await services().rate_limit.hit(identity.user_id)
     async with services().db.session() as session:
         discussion = await readable_discussion(session, identity, discussion_id)
         if new.client_id is not None:
@@ -238,6 +239,7 @@ async def _readable_response(
 async def edit_response(response_id: str) -> dict[str, Any]:
     identity = await caller()
     edit = await json_body(ResponseEdit)
+    await services().rate_limit.hit(identity.user_id)
     async with services().db.session() as session:
         response, _ = await _readable_response(session, identity, response_id)
         if response.author_id != identity.user_id:
@@ -256,6 +258,7 @@ async def edit_response(response_id: str) -> dict[str, Any]:
 @blueprint.delete("/api/responses/<response_id>")
 async def delete_response(response_id: str) -> dict[str, Any]:
     identity = await caller()
+    await services().rate_limit.hit(identity.user_id)
     async with services().db.session() as session:
         response, discussion = await _readable_response(session, identity, response_id)
         if identity.user_id not in (response.author_id, discussion.created_by):
