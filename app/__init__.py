@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from quart import Quart, Response, jsonify
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from . import migrate
@@ -55,6 +56,15 @@ def create_app(settings: Settings | None = None) -> Quart:
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}
         response = jsonify({"error": {"code": codes.get(status, "http_error"), "message": error.description or ""}})
         response.status_code = status
+        return response
+
+    @app.errorhandler(RedisError)
+    async def redis_down(error: RedisError) -> Response:
+        # Redis (event log, rate limits) unreachable: retryable, and the client is told so.
+        log.error("redis unavailable: %s", error)
+        response = jsonify({"error": {"code": "unavailable", "message": "a backing service is unreachable; retry"}})
+        response.status_code = 503
+        response.headers["Retry-After"] = "2"
         return response
 
     @app.errorhandler(Exception)

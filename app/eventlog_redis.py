@@ -68,10 +68,15 @@ class RedisEventLog:
         return self._client
 
     async def open(self) -> None:
+        await self._load_epoch(self._client)
+
+    async def _load_epoch(self, client: redis.Redis) -> None:
+        """Adopt the log's epoch, creating it if Redis has none (new, or flushed: then every
+        older cursor becomes `sync_required`, as it must, since its events are gone)."""
         # "<tag>.<created ms>", set once by whichever process comes first.
-        seconds, micros = await self._client.time()
-        await self._client.set(self._keys.epoch, f"{secrets.token_hex(4)}.{seconds * 1000 + micros // 1000}", nx=True)
-        value: bytes = await self._client.get(self._keys.epoch)  # type: ignore[assignment]
+        seconds, micros = await client.time()
+        await client.set(self._keys.epoch, f"{secrets.token_hex(4)}.{seconds * 1000 + micros // 1000}", nx=True)
+        value: bytes = await client.get(self._keys.epoch)  # type: ignore[assignment]
         tag, _, created_ms = value.decode().partition(".")
         self.epoch, self._created_ms = tag, int(created_ms or 0)
 
@@ -162,7 +167,8 @@ class RedisEventLog:
                     if loop.time() >= next_gap_check:
                         next_gap_check = loop.time() + GAP_CHECK_S
                         if await self._trimmed_past(reader, last):
-                            log.warning("event log reader fell behind the firehose window; dropping subscribers")
+                            log.warning("event log reader lost its place in the firehose; dropping subscribers")
+                            await self._load_epoch(reader)
                             yield LOG_GAP
                             last = await self._last_position(reader)
                     response = await reader.xread(

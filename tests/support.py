@@ -45,12 +45,12 @@ def wait_for_port(port: int, timeout_s: float = 15.0, process: subprocess.Popen[
 
 
 @contextlib.contextmanager
-def private_redis() -> Iterator[str]:
-    """A redis-server of our own on a free port, stopped afterwards."""
+def private_redis(port: int | None = None) -> Iterator[str]:
+    """A redis-server of our own on a free port (or the one given), stopped afterwards."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server), and REDIS_URL is unset")
-    port = free_port()
+    port = port or free_port()
     with tempfile.TemporaryDirectory() as workdir:
         process = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
