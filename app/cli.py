@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -24,8 +25,10 @@ def hypercorn_config(settings: Settings, host: str, workers: int) -> Config:
     config.workers = 0 if workers == 1 else workers
     config.keep_alive_timeout = KEEP_ALIVE_S
     config.graceful_timeout = 3
+    # No access log: request lines carry query strings. Hypercorn's own messages go through our
+    # JSON logging (a Logger instance is used as it is, without Hypercorn's extra handler).
     config.accesslog = None
-    config.errorlog = "-"
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.websocket_max_message_size = 64 * 1024
     config.websocket_ping_interval = 25
     cert, key = os.environ.get("PARLEY_TLS_CERT"), os.environ.get("PARLEY_TLS_KEY")
