@@ -52,6 +52,10 @@ class RedisEventLog:
         self.epoch = ""
         self._client: redis.Redis = redis.Redis.from_url(url)
         self._append = self._client.register_script(_APPEND_LUA)
+        # `read_journal` blocks: on a connection of its own, with a timeout above its block.
+        self._journal_reader: redis.Redis = redis.Redis.from_url(
+            url, socket_timeout=TAIL_SOCKET_TIMEOUT_S, socket_connect_timeout=TAIL_SOCKET_TIMEOUT_S
+        )
 
     async def open(self) -> None:
         await self._client.set(self._keys.epoch, secrets.token_hex(4), nx=True)
@@ -60,13 +64,14 @@ class RedisEventLog:
 
     async def close(self) -> None:
         await self._client.aclose()
+        await self._journal_reader.aclose()
 
     async def ping(self) -> None:
         await self._client.ping()
 
     async def append(self, topic: str, event_type: str, body: bytes, *, durable: bool = True) -> Event:
         position = await self._append(
-            keys=[self._keys.firehose, self._keys.topic(topic)],
+            keys=[self._keys.firehose, self._keys.topic(topic), self._keys.journal],
             args=[topic, event_type, body, self._retention_ms, self._window_ms, "1" if durable else "0"],
         )
         return Event.from_log(self.epoch, Position.parse(position), topic, event_type, body)
@@ -110,6 +115,22 @@ class RedisEventLog:
         if len(merged) > limit:
             raise CursorUnavailable("too_far_behind")
         return merged
+
+    async def read_journal(self, cursor: Cursor, limit: int, wait_s: float) -> list[Event]:
+        check_epoch(self.epoch, cursor)
+        after = cursor.position
+        reader = self._journal_reader
+        try:
+            info: dict[str, Any] = await reader.xinfo_stream(self._keys.journal)
+        except ResponseError:  # no journal yet: nothing durable was ever appended
+            info = {}
+        deleted = info.get("max-deleted-entry-id")
+        if deleted is not None and Position.parse(deleted) > after:
+            raise CursorUnavailable("expired")
+        block_ms = max(1, min(int(wait_s * 1000), TAIL_BLOCK_MS))
+        response = await reader.xread({self._keys.journal: str(after)}, block=block_ms, count=limit)
+        batches: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] = response or []  # type: ignore[assignment]
+        return [self._event(entry_id, fields) for _stream, entries in batches for entry_id, fields in entries]
 
     def _event(self, entry_id: bytes, fields: dict[bytes, bytes], topic: str | None = None) -> Event:
         return Event.from_log(
