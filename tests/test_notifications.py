@@ -306,6 +306,11 @@ async def test_bad_input(start_server: Callable[..., Server]) -> None:
             mine = await notification(stream)
         r = await client.post(f"{server.url}/api/notifications/{mine['id']}/read", headers=bearer(carol))
         assert r.status_code == 404
+        # The service worker is served from the root so that its scope can be the whole site.
+        r = await client.get(server.url + "/sw.js")
+        assert r.status_code == 200 and "javascript" in r.headers["content-type"]
+        assert r.headers["service-worker-allowed"] == "/"
+        assert "showNotification" in r.text
 
 
 async def test_worker_killed_mid_batch_loses_nothing(

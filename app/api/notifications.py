@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
-from quart import Blueprint, current_app, request
+from quart import Blueprint, Response, current_app, request, send_from_directory
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, delete, select, update
 
@@ -224,3 +224,17 @@ async def unsubscribe() -> dict[str, Any]:
         )
         await session.commit()
     return {"endpoint": ref.endpoint, "subscribed": False}
+
+
+@blueprint.get("/sw.js")
+async def service_worker() -> Response:
+    """`static/sw.js` served from the root, so its scope can be the whole site: a worker's
+    scope may not reach above its own path without this header."""
+    static_folder = current_app.static_folder
+    if static_folder is None:
+        raise NotFound("no static folder")
+    response: Response = await send_from_directory(static_folder, "sw.js")
+    response.headers["Service-Worker-Allowed"] = "/"
+    # A stale worker would keep showing old notification formats: always revalidate.
+    response.headers["Cache-Control"] = "no-cache"
+    return response
