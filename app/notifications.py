@@ -11,7 +11,9 @@ what to do. Rules:
 - followers get an `activity` update (unread count, last activity: FR-008) and, when they
   opted in (`followed`), an `activity` notification: at most one unread per discussion, so a
   busy discussion does not send one per response (the worker enforces "unread");
-- nobody is notified of their own action, and each kind can be switched off (FR-010).
+- nobody is notified of their own action, and each kind can be switched off (FR-010);
+- significant new common ground (FR-014, listed by the analysis in `analysis_updated`)
+  notifies followers who kept `common_ground` on.
 """
 
 from __future__ import annotations
@@ -118,3 +120,14 @@ def notification_json(notification: Notification) -> dict[str, Any]:
         "created_at": rfc3339(notification.created_at),
         "read_at": None if notification.read_at is None else rfc3339(notification.read_at),
     }
+
+
+def plan_common_ground(
+    *, actor_id: str, follower_ids: Collection[str], preferences: Mapping[str, Mapping[str, bool]]
+) -> list[Planned]:
+    """FR-014: followers who kept `common_ground` on hear of significant new common ground."""
+    return [
+        Planned(user_id, "common_ground", "normal")
+        for user_id in sorted(set(follower_ids) - {actor_id})
+        if preferences.get(user_id, DEFAULT_PREFERENCES).get("common_ground", True)
+    ]

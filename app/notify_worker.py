@@ -55,7 +55,15 @@ from .models import (
     User,
     utcnow,
 )
-from .notifications import DEFAULT_PREFERENCES, excerpt, mentioned_names, notification_json, plan
+from .notifications import (
+    DEFAULT_PREFERENCES,
+    Planned,
+    excerpt,
+    mentioned_names,
+    notification_json,
+    plan,
+    plan_common_ground,
+)
 from .redis_keys import RedisKeys
 from .services import Services
 from .webpush import PushJob, PushSender, load_vapid
@@ -72,6 +80,7 @@ MAX_ATTEMPTS_PER_EVENT = 5
 PUSH_REQUEUE_WINDOW = timedelta(hours=1)
 PUSH_REQUEUE_LIMIT = 1_000
 _DISCUSSION_PREFIX = topics.discussion("")
+_HANDLED = frozenset({"response_posted", "analysis_updated"})
 
 
 def preferences_of(row: NotificationPreferences | None) -> dict[str, bool]:
@@ -169,8 +178,11 @@ class NotifyWorker:
                 if not await self._lease.hold():
                     return  # lost the lease: its new holder processes this batch again
                 renewed_at = loop.time()
-            if event.type == "response_posted" and event.topic.startswith(_DISCUSSION_PREFIX):
+            if event.type in _HANDLED and event.topic.startswith(_DISCUSSION_PREFIX):
                 try:
+                    if event.type == "analysis_updated":
+                        await self._process_common_ground(event)
+                        continue
                     discussion_id, followers = await self._process(event)
                 except asyncio.CancelledError:
                     raise
@@ -222,46 +234,104 @@ class NotifyWorker:
                 follower_ids=followers,
                 preferences=preferences,
             )
-            existing = {
-                (n.user_id, n.type): n
-                for n in (
-                    await session.exec(select(Notification).where(Notification.source_event == event.cursor))
-                ).all()
-            }
-            subscribed = await self._with_subscriptions(session, {p.user_id for p in decided.notifications})
-            stored: list[Notification] = []
-            for planned in decided.notifications:
-                notification = existing.get((planned.user_id, planned.type))
-                if notification is None:
-                    if planned.type == "activity" and await self._has_unread_activity(
-                        session, planned.user_id, discussion_id
-                    ):
-                        continue  # batched: one unread activity notification per discussion
-                    wants_push = (
-                        planned.user_id in subscribed
-                        and preferences.get(planned.user_id, DEFAULT_PREFERENCES)["push"]
-                        and not await self._active.is_user_active(planned.user_id)
-                    )
-                    notification = Notification(
-                        id=secrets.token_urlsafe(12),
-                        user_id=planned.user_id,
-                        type=planned.type,
-                        priority=planned.priority,
-                        source_event=event.cursor,
-                        discussion_id=discussion_id,
-                        response_id=int(response["id"]),
-                        actor_id=actor_id or None,
-                        actor_name=actor.get("name"),
-                        excerpt=excerpt(body),
-                        push_state="pending" if wants_push else "none",
-                    )
-                    session.add(notification)
-                stored.append(notification)
-            # Stored before delivered. A unique-constraint clash (a stale holder racing us)
-            # raises here; the loop then retries the batch from the checkpoint.
-            await session.commit()
+            stored = await self._store(
+                session,
+                event,
+                decided.notifications,
+                preferences,
+                discussion_id=discussion_id,
+                response_id=int(response["id"]),
+                actor=actor,
+                text=excerpt(body),
+            )
         await self._deliver(stored)
         return discussion_id, decided.activity_updates
+
+    async def _store(
+        self,
+        session: AsyncSession,
+        event: Event,
+        planned_notifications: list[Planned],
+        preferences: dict[str, dict[str, bool]],
+        *,
+        discussion_id: str,
+        response_id: int | None,
+        actor: dict[str, str],
+        text: str,
+    ) -> list[Notification]:
+        """Insert what is not stored yet for this event (idempotent on replay), and commit."""
+        existing = {
+            (n.user_id, n.type): n
+            for n in (await session.exec(select(Notification).where(Notification.source_event == event.cursor))).all()
+        }
+        subscribed = await self._with_subscriptions(session, {p.user_id for p in planned_notifications})
+        stored: list[Notification] = []
+        for planned in planned_notifications:
+            notification = existing.get((planned.user_id, planned.type))
+            if notification is None:
+                if planned.type == "activity" and await self._has_unread_activity(
+                    session, planned.user_id, discussion_id
+                ):
+                    continue  # batched: one unread activity notification per discussion
+                wants_push = (
+                    planned.user_id in subscribed
+                    and preferences.get(planned.user_id, DEFAULT_PREFERENCES)["push"]
+                    and not await self._active.is_user_active(planned.user_id)
+                )
+                notification = Notification(
+                    id=secrets.token_urlsafe(12),
+                    user_id=planned.user_id,
+                    type=planned.type,
+                    priority=planned.priority,
+                    source_event=event.cursor,
+                    discussion_id=discussion_id,
+                    response_id=response_id,
+                    actor_id=actor.get("id") or None,
+                    actor_name=actor.get("name"),
+                    excerpt=text,
+                    push_state="pending" if wants_push else "none",
+                )
+                session.add(notification)
+            stored.append(notification)
+        # Stored before delivered. A unique-constraint clash (a stale holder racing us)
+        # raises here; the loop then retries the batch from the checkpoint.
+        await session.commit()
+        return stored
+
+    async def _process_common_ground(self, event: Event) -> None:
+        """FR-014. The analysis publishes `analysis_updated` on the discussion's topic; when it
+        judges new common ground significant it lists it as `payload.new_common_ground`
+        (proposition ids, or `{"id", "text"}` objects). Followers who kept `common_ground` on
+        are notified."""
+        envelope = event.as_dict()
+        new = envelope.get("payload", {}).get("new_common_ground")
+        discussion_id = envelope.get("discussion_id")
+        if not new or not isinstance(new, list) or not isinstance(discussion_id, str):
+            return
+        first = new[0]
+        text = str(first.get("text", "")) if isinstance(first, dict) else ""
+        text = excerpt(text) if text else f"{len(new)} new point(s) of common ground"
+        actor: dict[str, str] = envelope.get("user") or {}
+        async with self._parley.db.session() as session:
+            followers = list(
+                (await session.exec(select(Follow.user_id).where(Follow.discussion_id == discussion_id))).all()
+            )
+            rows = await session.exec(
+                select(NotificationPreferences).where(col(NotificationPreferences.user_id).in_(followers))
+            )
+            preferences = {row.user_id: preferences_of(row) for row in rows.all()}
+            planned = plan_common_ground(actor_id=actor.get("id", ""), follower_ids=followers, preferences=preferences)
+            stored = await self._store(
+                session,
+                event,
+                planned,
+                preferences,
+                discussion_id=discussion_id,
+                response_id=None,
+                actor=actor,
+                text=text,
+            )
+        await self._deliver(stored)
 
     async def _mentioned(self, session: AsyncSession, discussion: Discussion, names: list[str]) -> list[str]:
         """Users named in the body who can read the discussion (NFR-014: never notify others)."""

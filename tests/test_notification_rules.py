@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.notifications import DEFAULT_PREFERENCES, Planned, excerpt, mentioned_names, plan
+from app.notifications import DEFAULT_PREFERENCES, Planned, excerpt, mentioned_names, plan, plan_common_ground
 
 
 def test_mentions_are_parsed_like_names_not_like_addresses() -> None:
@@ -50,3 +50,9 @@ def test_excerpt_is_short_and_flat() -> None:
     assert excerpt("a\n\nb   c") == "a b c"
     long = excerpt("word " * 100)
     assert len(long) == 140 and long.endswith("…")
+
+
+def test_common_ground_goes_to_followers_who_kept_it_on() -> None:
+    off = {"dan": {**DEFAULT_PREFERENCES, "common_ground": False}}
+    planned = plan_common_ground(actor_id="analyzer", follower_ids=["dan", "bob", "analyzer", "erin"], preferences=off)
+    assert planned == [Planned("bob", "common_ground", "normal"), Planned("erin", "common_ground", "normal")]
