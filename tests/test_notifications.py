@@ -17,6 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
+from app import topics
+from app.eventlog_redis import RedisEventLog
+from app.events import envelope_body
+
 from .push_service import Browser, PushService
 from .support import Server, SseEvent, SseReader, bearer, sign
 from .test_stream import make_discussion, open_stream
@@ -356,3 +360,39 @@ async def test_worker_killed_mid_batch_loses_nothing(
     assert len(listed) == count
     assert sorted(n["response_id"] for n in listed) == sorted(posted)
     assert set(received) == {n["id"] for n in listed}
+
+
+async def test_common_ground_notifies_followers(
+    start_server: Callable[..., Server], redis_url: str, redis_prefix: str
+) -> None:
+    """The analysis (another component) appends `analysis_updated` to the shared log; here the
+    test plays it, writing to the same Redis log the servers read."""
+    server = start_server(REDIS_URL=redis_url, PARLEY_REDIS_PREFIX=redis_prefix)
+    bob, dan, carol = sign("bob"), sign("dan"), sign("carol")
+    log = RedisEventLog(redis_url, prefix=redis_prefix, retention_s=3600)
+    await log.open()
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            discussion = await make_discussion(client, server, carol)
+            for token in (bob, dan):
+                r = await client.put(f"{server.url}/api/discussions/{discussion}/follow", headers=bearer(token))
+                assert r.status_code == 200
+            await set_preferences(client, server, dan, common_ground=False)
+            async with open_stream(server, bob, []) as bob_stream, open_stream(server, dan, []) as dan_stream:
+                payload = {"new_common_ground": [{"id": "p1", "text": "Old trees matter"}]}
+                body = envelope_body(
+                    "analysis_updated",
+                    discussion_id=discussion,
+                    user={"id": "analyzer", "name": "analyzer"},
+                    payload=payload,
+                )
+                await log.append(topics.discussion(discussion), "analysis_updated", body)
+                got = await notification(bob_stream)
+                # Dan switched common ground off: the next thing he gets is the mention after it.
+                await respond(client, server, carol, discussion, "@dan see above")
+                dan_got = await notification(dan_stream)
+    finally:
+        await log.close()
+    assert got["type"] == "common_ground" and got["discussion_id"] == discussion
+    assert got["excerpt"] == "Old trees matter"
+    assert dan_got["type"] == "mention"

@@ -18,7 +18,7 @@ from .. import topics
 from ..errors import InvalidField, NotFound
 from ..events import rfc3339
 from ..models import Notification, NotificationPreferences, PushSubscription, utcnow
-from ..notifications import DEFAULT_PREFERENCES, NOTIFICATION_TYPES, notification_json
+from ..notifications import DEFAULT_PREFERENCES, notification_json
 from ..notify_worker import preferences_of
 from ..services import services
 from ..webpush import MAX_ENDPOINT_CHARS, InvalidSubscription, PushSender, validate_subscription
@@ -83,7 +83,6 @@ async def list_notifications() -> list[dict[str, Any]]:
     query = select(Notification).where(Notification.user_id == identity.user_id)
     if unread in ("true", "1"):
         query = query.where(col(Notification.read_at).is_(None))
-    query = query.where(col(Notification.type).in_(NOTIFICATION_TYPES))
     async with services().db.session() as session:
         rows = await session.exec(
             query.order_by(col(Notification.created_at).desc(), col(Notification.id)).limit(int(limit_text))
