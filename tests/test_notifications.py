@@ -271,6 +271,8 @@ async def test_bad_input(start_server: Callable[..., Server]) -> None:
     cases: list[tuple[str, str, Any, int]] = [
         ("PUT", "/api/notification-preferences", {"replies": True, "sms": True}, 422),
         ("PUT", "/api/notification-preferences", {"replies": "yes"}, 422),
+        ("PUT", "/api/notification-preferences", {"replies": None}, 422),
+        ("PUT", "/api/notification-preferences", {"replies": False, "push": 1}, 422),
         ("PUT", "/api/notification-preferences", [True], 400),
         ("POST", "/api/push/subscriptions", {**valid, "endpoint": "not a url"}, 422),
         ("POST", "/api/push/subscriptions", {**valid, "endpoint": "ftp://push.example.net/x"}, 422),
@@ -328,7 +330,7 @@ async def test_worker_killed_mid_batch_loses_nothing(
         "PARLEY_REDIS_PREFIX": redis_prefix,
         "PARLEY_NOTIFY_LEASE_S": "1.5",
         # Slow the worker so the burst is one long batch the kill lands in the middle of.
-        "PARLEY_NOTIFY_EVENT_DELAY_MS": "40",
+        "PARLEY_NOTIFY_EVENT_DELAY_MS": "80",
     }
     worker = start_server(**env)  # first up: holds the lease
     front = start_server(**env)

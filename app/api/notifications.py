@@ -37,13 +37,14 @@ class StrictBody(BaseModel):
 
 
 class PreferencesUpdate(StrictBody):
-    """A PUT may name any subset of the keys; the others keep their value."""
+    """A PUT may name any subset of the keys; the others keep their value. Only the keys
+    sent are applied (`model_fields_set`); the defaults here are never written."""
 
-    replies: bool | None = None
-    mentions: bool | None = None
-    followed: bool | None = None
-    common_ground: bool | None = None
-    push: bool | None = None
+    replies: bool = True
+    mentions: bool = True
+    followed: bool = False
+    common_ground: bool = True
+    push: bool = True
 
 
 Key = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -149,7 +150,7 @@ async def get_preferences() -> dict[str, bool]:
 async def put_preferences() -> dict[str, bool]:
     identity = await caller()
     change = await json_body(PreferencesUpdate)
-    values = change.model_dump(exclude_none=True)
+    values = change.model_dump(include=change.model_fields_set)
     async with services().db.session() as session:
         row = await session.get(NotificationPreferences, identity.user_id)
         if row is None:
