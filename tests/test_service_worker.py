@@ -1,4 +1,6 @@
-"""`static/sw.js` in real Chromium: a push shows the notification, once per notification id.
+"""`static/sw.js` and `static/notifications.js` in real Chromium.
+
+A push shows the notification, once per notification id.
 
 Headless Chromium cannot subscribe to a real push service (PITFALLS, Web Push), so the push
 is handed to the service worker through the DevTools protocol
@@ -15,10 +17,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from .support import Server
+from .support import Server, bearer, sign
+from .test_stream import make_discussion
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -109,3 +113,45 @@ async def test_push_shows_one_notification_per_id(browser: Browser, start_server
     assert first["title"] == "Carol mentioned you"
     assert first["body"] == "What does @bob think?"
     assert first["data"] == {"id": "n-1", "discussion_id": "d1", "response_id": "7"}
+
+
+async def test_page_module_loads_dedupes_and_marks_read(browser: Browser, start_server: Callable[..., Server]) -> None:
+    """`static/notifications.js` against the real API, signed in with the session cookie."""
+    server = start_server()
+    bob, carol = sign("bob"), sign("carol")
+    async with httpx.AsyncClient(timeout=10) as client:
+        # Bob has signed in once: mentions resolve names of users Parley has seen.
+        assert (await client.get(server.url + "/api/notifications", headers=bearer(bob))).json() == []
+        discussion = await make_discussion(client, server, carol)
+        r = await client.post(
+            f"{server.url}/api/discussions/{discussion}/responses", json={"body": "@bob hi"}, headers=bearer(carol)
+        )
+        assert r.status_code == 201
+        async with asyncio.timeout(10):
+            while True:
+                listed = (await client.get(server.url + "/api/notifications", headers=bearer(bob))).json()
+                if listed:
+                    break
+                await asyncio.sleep(0.05)
+        context = await browser.new_context(base_url=server.url)
+        page = await context.new_page()
+        await page.goto("/healthz")
+        assert (await page.request.post("/api/session", headers=bearer(bob))).ok
+        result = await page.evaluate(
+            """async (id) => {
+              const { Notifications } = await import("/static/notifications.js");
+              const notes = new Notifications();
+              await notes.load();
+              const loaded = notes.list.length;
+              const repeat = notes.receive({ type: "notification", payload: { notification: notes.list[0] } });
+              const unreadBefore = notes.unread;
+              notes.receive({ type: "notification_read", payload: { ids: [id], read_at: "2026-11-25T18:00:00.000Z" } });
+              await notes.markRead(id);
+              return { loaded, repeat, unreadBefore, unreadAfter: notes.unread };
+            }""",
+            listed[0]["id"],
+        )
+        await context.close()
+        read = (await client.get(server.url + "/api/notifications", headers=bearer(bob))).json()
+    assert result == {"loaded": 1, "repeat": False, "unreadBefore": 1, "unreadAfter": 0}
+    assert read[0]["read_at"] is not None
