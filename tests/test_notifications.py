@@ -193,6 +193,26 @@ async def test_one_notification_whatever_the_number_of_tabs(server: Server) -> N
                 assert len(read.json["payload"]["ids"]) == 2
 
 
+async def test_a_reconnecting_client_receives_what_it_missed(server: Server) -> None:
+    """NFR-009: notifications are durable events on the user's topic; a stream resumed with
+    its last cursor replays them."""
+    bob, carol = sign("bob"), sign("carol")
+    async with httpx.AsyncClient(timeout=10) as client:
+        discussion = await make_discussion(client, server, carol)
+        async with open_stream(server, bob, []) as stream:
+            await respond(client, server, carol, discussion, "@bob first")
+            first = await next_of(stream, "notification")
+        await respond(client, server, carol, discussion, "@bob while you were away")
+        while True:  # handled by the worker while bob had no stream open
+            if len(await notifications(client, server, bob)) == 2:
+                break
+            await asyncio.sleep(0.05)
+        async with open_stream(server, bob, [], headers={"Last-Event-ID": first.id or ""}) as stream:
+            missed = await notification(stream)
+        listed = await notifications(client, server, bob)
+    assert missed["id"] == listed[0]["id"] and missed["excerpt"] == "@bob while you were away"
+
+
 async def wait_until(check: Callable[[], Any], timeout_s: float = 15.0) -> None:
     """Poll a condition the server's side effects will make true (not a timing assertion)."""
     async with asyncio.timeout(timeout_s):
