@@ -118,7 +118,6 @@ class NotifyWorker:
         """Owned by the app; cancelled on shutdown (then the lease is released at once)."""
         holder = False
         backoff_s = 0.1
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
@@ -130,7 +129,7 @@ class NotifyWorker:
                         holder = True
                         log.info("notification worker: this process holds the lease")
                         await self._requeue_pending_pushes()
-                    await self._step(loop)
+                    await self._step()
                     backoff_s = 0.1
                 except asyncio.CancelledError:
                     raise
@@ -159,7 +158,7 @@ class NotifyWorker:
         await self._lease.save(str(head))
         return head
 
-    async def _step(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _step(self) -> None:
         cursor = await self._cursor()
         try:
             events = await self._parley.log.read_journal(cursor, BATCH_LIMIT, READ_WAIT_S)
@@ -171,13 +170,36 @@ class NotifyWorker:
             return
         if not events:
             return
+        # Renewed in the background while the batch runs, so a slow database or a full push
+        # queue does not let the lease lapse mid-batch.
+        lost = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_lease(lost), name="notify-lease")
+        try:
+            done = await self._handle(events, lost)
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+        if done and not await self._lease.save(events[-1].cursor):
+            log.warning("notification worker: lease lost before saving the checkpoint; the new holder redoes it")
+
+    async def _keep_lease(self, lost: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            try:
+                held = await self._lease.hold()
+            except Exception as error:  # unknown (Redis away): keep going, the save will tell
+                log.warning("notification worker: lease renewal failed: %s", error)
+                continue
+            if not held:
+                lost.set()
+                return
+
+    async def _handle(self, events: list[Event], lost: asyncio.Event) -> bool:
+        """Process one batch; False if the lease was lost (its new holder redoes the batch)."""
         activity: dict[str, set[str]] = {}
-        renewed_at = loop.time()
         for event in events:
-            if loop.time() - renewed_at > self._lease_s / 3:
-                if not await self._lease.hold():
-                    return  # lost the lease: its new holder processes this batch again
-                renewed_at = loop.time()
+            if lost.is_set():
+                return False
             if event.type in _HANDLED and event.topic.startswith(_DISCUSSION_PREFIX):
                 try:
                     if event.type == "analysis_updated":
@@ -200,8 +222,7 @@ class NotifyWorker:
                 await asyncio.sleep(self._event_delay_s)
         await self._send_activity(activity)
         self._failures.clear()
-        if not await self._lease.save(events[-1].cursor):
-            log.warning("notification worker: lease lost before saving the checkpoint; the new holder redoes it")
+        return True
 
     async def _process(self, event: Event) -> tuple[str, list[str]]:
         envelope = event.as_dict()
