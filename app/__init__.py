@@ -19,6 +19,7 @@ from .db import Database
 from .errors import ApiError
 from .hub import Hub
 from .metrics import Metrics
+from .notify_worker import start_notifications
 from .services import Services
 from .settings import Settings
 
@@ -35,10 +36,10 @@ def create_app(settings: Settings | None = None) -> Quart:
     tasks: set[asyncio.Task[Any]] = set()
     lock = EmbeddedLock(settings.data_dir) if settings.embedded else None
 
-    from .api import discussions, ops, session
+    from .api import discussions, notifications, ops, session
     from .transports import sse
 
-    for blueprint in (ops.blueprint, session.blueprint, discussions.blueprint, sse.blueprint):
+    for blueprint in (ops.blueprint, session.blueprint, discussions.blueprint, notifications.blueprint, sse.blueprint):
         app.register_blueprint(blueprint)
 
     @app.errorhandler(ApiError)
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> Quart:
             rate_limit=make_rate_limiter(settings, event_log),
         )
         spawn(hub.run(), "hub")
+        await start_notifications(app.extensions, app.extensions["parley"], spawn)
 
     def spawn(coroutine: Any, name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)

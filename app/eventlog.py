@@ -17,6 +17,11 @@ Contract, identical for both backends (tests/test_eventlog.py runs one suite aga
   That is the `sync_required` outcome, never a silent gap. A cursor at the head of the log is
   always valid, however old.
 - `head` is the cursor of the newest position, for a client that must start afresh.
+- `read_journal(cursor, limit, wait_s)` returns up to `limit` durable events of *all* topics
+  after the cursor, in position order, waiting up to `wait_s` for the first one if there is
+  none yet (`[]` on timeout). It is how a background worker resumes from its checkpoint after
+  a crash. It raises `CursorUnavailable` when events after the cursor were already trimmed
+  (older than the retention window) or the cursor is from another epoch.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ class EventLog(Protocol):
     async def read_after(self, topics: Collection[str], cursor: Cursor, limit: int) -> list[Event]: ...
 
     async def head(self) -> Cursor: ...
+
+    async def read_journal(self, cursor: Cursor, limit: int, wait_s: float) -> list[Event]: ...
 
     def tail(self) -> AsyncIterator[Event | LogGap]: ...
 

@@ -31,7 +31,9 @@ class _Topic:
 
 
 class MemoryEventLog:
-    def __init__(self, *, retention_s: int, max_per_topic: int = 10_000, max_tail: int = 100_000) -> None:
+    def __init__(
+        self, *, retention_s: int, max_per_topic: int = 10_000, max_tail: int = 100_000, max_journal: int = 100_000
+    ) -> None:
         self.epoch = secrets.token_hex(4)
         self._retention_ms = retention_s * 1000
         self._max_per_topic = max_per_topic
@@ -42,6 +44,10 @@ class MemoryEventLog:
         self._tail_wakeup = asyncio.Event()
         self._next_sweep_ms = 0
         self._created_ms = now_ms()
+        # Every durable event of every topic (references, not copies), for `read_journal`.
+        self._journal = _Topic()
+        self._max_journal = max_journal
+        self._journal_wakeup = asyncio.Event()
 
     async def open(self) -> None:
         return None
@@ -64,6 +70,9 @@ class MemoryEventLog:
             stored = self._topics.setdefault(topic, _Topic())
             stored.events.append(event)
             self._trim(stored, event.position.ms)
+            self._journal.events.append(event)
+            self._trim(self._journal, event.position.ms, self._max_journal)
+            self._journal_wakeup.set()
             if event.position.ms >= self._next_sweep_ms:
                 self._sweep(event.position.ms)
         self._feed_tail(event)
@@ -78,10 +87,11 @@ class MemoryEventLog:
             if not topic.events:
                 del self._topics[name]
 
-    def _trim(self, topic: _Topic, now: int) -> None:
+    def _trim(self, topic: _Topic, now: int, max_events: int | None = None) -> None:
         oldest_ms = now - self._retention_ms
         events = topic.events
-        while events and (len(events) > self._max_per_topic or events[0].position.ms < oldest_ms):
+        limit = self._max_per_topic if max_events is None else max_events
+        while events and (len(events) > limit or events[0].position.ms < oldest_ms):
             topic.trimmed_upto = events.popleft().position
 
     def _feed_tail(self, event: Event) -> None:
@@ -123,6 +133,27 @@ class MemoryEventLog:
 
     async def head(self) -> Cursor:
         return Cursor(self.epoch, self._last)
+
+    async def read_journal(self, cursor: Cursor, limit: int, wait_s: float) -> list[Event]:
+        check_epoch(self.epoch, cursor)
+        after = cursor.position
+        journal = self._journal
+        self._trim(journal, now_ms(), self._max_journal)
+        if after < journal.trimmed_upto:
+            raise CursorUnavailable("expired")
+        if not journal.events or journal.events[-1].position <= after:
+            self._journal_wakeup.clear()
+            try:
+                await asyncio.wait_for(self._journal_wakeup.wait(), wait_s)
+            except TimeoutError:
+                return []
+        found: list[Event] = []
+        for event in reversed(journal.events):  # newest first: stop at the cursor
+            if event.position <= after:
+                break
+            found.append(event)
+        found.reverse()
+        return found[:limit]
 
     async def tail(self) -> AsyncIterator[Event | LogGap]:
         buffer = self._tail_buffer

@@ -48,6 +48,22 @@ CLOSE_TIMEOUT_S = 1.0
 _APPEND_LUA = resources.files("app").joinpath("lua/append.lua").read_text()
 
 
+def blocking_reader(url: str) -> redis.Redis:
+    """A client for blocking reads (XREAD BLOCK), on connections of its own.
+
+    No socket timeout: with redis-py 8 on Python 3.11, cancelling a read that runs under a
+    socket timeout is sometimes swallowed, and shutdown hangs (reproduced: 5 of 60 cancels).
+    Blocking reads return every few seconds anyway; TCP keepalive notices a dead Redis host.
+    """
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=None,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_keepalive=True,
+        socket_keepalive_options=KEEPALIVE_OPTIONS,
+    )
+
+
 class RedisEventLog:
     def __init__(self, url: str, *, prefix: str, retention_s: int) -> None:
         self._url = url
@@ -61,6 +77,8 @@ class RedisEventLog:
         pool = redis.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S)
         self._client: redis.Redis = redis.Redis(connection_pool=pool)
         self._append = self._client.register_script(_APPEND_LUA)
+        # `read_journal` blocks: on a connection of its own.
+        self._journal_reader = blocking_reader(url)
 
     @property
     def client(self) -> redis.Redis:
@@ -82,13 +100,14 @@ class RedisEventLog:
 
     async def close(self) -> None:
         await self._client.aclose()
+        await self._journal_reader.aclose()
 
     async def ping(self) -> None:
         await self._client.ping()
 
     async def append(self, topic: str, event_type: str, body: bytes, *, durable: bool = True) -> Event:
         position = await self._append(
-            keys=[self._keys.firehose, self._keys.topic(topic)],
+            keys=[self._keys.firehose, self._keys.topic(topic), self._keys.journal],
             args=[topic, event_type, body, self._retention_ms, self._window_ms, "1" if durable else "0"],
         )
         return Event.from_log(self.epoch, Position.parse(position), topic, event_type, body)
@@ -134,6 +153,22 @@ class RedisEventLog:
             raise CursorUnavailable("too_far_behind")
         return merged
 
+    async def read_journal(self, cursor: Cursor, limit: int, wait_s: float) -> list[Event]:
+        check_epoch(self.epoch, cursor)
+        after = cursor.position
+        reader = self._journal_reader
+        try:
+            info: dict[str, Any] = await reader.xinfo_stream(self._keys.journal)
+        except ResponseError:  # no journal yet: nothing durable was ever appended
+            info = {}
+        deleted = info.get("max-deleted-entry-id")
+        if deleted is not None and Position.parse(deleted) > after:
+            raise CursorUnavailable("expired")
+        block_ms = max(1, min(int(wait_s * 1000), TAIL_BLOCK_MS))
+        response = await reader.xread({self._keys.journal: str(after)}, block=block_ms, count=limit)
+        batches: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] = response or []  # type: ignore[assignment]
+        return [self._event(entry_id, fields) for _stream, entries in batches for entry_id, fields in entries]
+
     def _event(self, entry_id: bytes, fields: dict[bytes, bytes], topic: str | None = None) -> Event:
         return Event.from_log(
             self.epoch,
@@ -144,17 +179,7 @@ class RedisEventLog:
         )
 
     async def tail(self) -> AsyncIterator[Event | LogGap]:
-        # No socket timeout on the reader: with redis-py 8 on Python 3.11, cancelling a read that
-        # runs under a socket timeout is sometimes swallowed, and shutdown hangs (reproduced: 5
-        # of 60 cancels). XREAD BLOCK returns every TAIL_BLOCK_MS anyway; TCP keepalive notices
-        # a dead Redis host instead.
-        reader = redis.Redis.from_url(
-            self._url,
-            socket_timeout=None,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
-            socket_keepalive=True,
-            socket_keepalive_options=KEEPALIVE_OPTIONS,
-        )
+        reader = blocking_reader(self._url)
         last: Position | None = None
         backoff_s = 0.1
         next_gap_check = 0.0

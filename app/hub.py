@@ -116,6 +116,13 @@ class Hub:
     def subscription_count(self) -> int:
         return len(self._subscriptions)
 
+    def has_subscribers(self, topic: str) -> bool:
+        return bool(self._by_topic.get(topic))
+
+    def subscribed_topics(self) -> list[str]:
+        """The topics some connection of this process reads (e.g. who is connected here)."""
+        return list(self._by_topic)
+
     def subscribe(self, topics: Iterable[str], max_buffered: int) -> Subscription:
         subscription = Subscription(self, topics, max_buffered)
         self._subscriptions.add(subscription)

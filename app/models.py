@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -62,3 +62,61 @@ class Follow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     # Responses after this one are unread; reading the thread moves it forward.
     last_read_response_id: int = 0
+
+
+class Notification(SQLModel, table=True):
+    """One notification for one user, stored *before* it is delivered (NFR-009).
+
+    `id` is what every tab and device dedupes on (FR-011). The unique constraint on
+    (source event, recipient, type) makes the worker's redelivery after a crash idempotent:
+    processing the same log event twice finds the row instead of making a second one.
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("source_event", "user_id", "type", name="uq_notifications_source_user_type"),
+        Index("ix_notifications_user_created", "user_id", "created_at"),
+    )
+    id: str = Field(primary_key=True, max_length=32)
+    user_id: str = Field(max_length=200)
+    type: str = Field(max_length=16)
+    priority: str = Field(default="normal", max_length=8)
+    # The log cursor of the event that caused it (e.g. the `response_posted`).
+    source_event: str = Field(max_length=64)
+    discussion_id: str | None = Field(default=None, max_length=64)
+    response_id: int | None = None
+    actor_id: str | None = Field(default=None, max_length=200)
+    actor_name: str | None = Field(default=None, max_length=200)
+    excerpt: str = Field(default="", max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+    read_at: datetime | None = None
+    # In-app delivery: "pending" until published on the user's topic, then "published".
+    delivery_state: str = Field(default="pending", max_length=16)
+    # Web Push: "none" (not wanted or user active), "pending", "sent", "failed", "gone".
+    push_state: str = Field(default="none", max_length=16)
+
+
+class NotificationPreferences(SQLModel, table=True):
+    """FR-010. A user without a row has the defaults (see `app.notifications.DEFAULT_PREFERENCES`)."""
+
+    __tablename__ = "notification_preferences"
+    user_id: str = Field(primary_key=True, max_length=200)
+    replies: bool = True
+    mentions: bool = True
+    followed: bool = False
+    common_ground: bool = True
+    push: bool = True
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class PushSubscription(SQLModel, table=True):
+    """A browser's Push API subscription. The endpoint is globally unique: a browser that
+    signs in as someone else moves its subscription to them."""
+
+    __tablename__ = "push_subscriptions"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(index=True, max_length=200)
+    endpoint: str = Field(unique=True, max_length=2048)
+    p256dh: str = Field(max_length=200)
+    auth: str = Field(max_length=100)
+    created_at: datetime = Field(default_factory=utcnow)

@@ -28,3 +28,21 @@ class RedisKeys:
     def rate(self, user_id: str, window: int) -> str:
         """A user's action count in one rate-limit window; expires after two windows."""
         return f"{self.prefix}:rate:{window}:{user_id}"
+
+    @property
+    def journal(self) -> str:
+        """Every durable event of every topic, trimmed to the retention window: what background
+        workers (the notification worker) read after their checkpoint."""
+        return f"{self.prefix}:journal"
+
+    def lease(self, name: str) -> str:
+        """Who holds a cluster-wide worker lease (`name`); expires unless renewed."""
+        return f"{self.prefix}:lease:{name}"
+
+    def checkpoint(self, name: str) -> str:
+        """A worker's last processed log position; expires after the retention window."""
+        return f"{self.prefix}:checkpoint:{name}"
+
+    def active_user(self, user_id: str) -> str:
+        """Set while some process holds a stream connection of that user; short expiry."""
+        return f"{self.prefix}:active:{user_id}"

@@ -83,6 +83,18 @@ class Settings:
     # Hypercorn workers for `parley serve` (WEB_CONCURRENCY on most PaaS).
     workers: int = 1
     log_level: str = "INFO"
+    # Web Push (issue 6): one attempt's timeout, parallel sends, first retry's backoff (doubles).
+    push_timeout_s: float = 10.0
+    push_concurrency: int = 16
+    push_backoff_s: float = 1.0
+    # Accept http:// and loopback push endpoints. Off in production (a subscription endpoint
+    # is a URL the server will POST to: SSRF); the tests' loopback push service needs it.
+    push_allow_insecure: bool = False
+    # The notification worker's cluster-wide lease: a crashed holder is replaced after this.
+    notify_lease_s: float = 5.0
+    # Test knob: a pause per event processed by the notification worker, so a test can kill
+    # a worker mid-batch deterministically. 0 in production.
+    notify_event_delay_ms: int = 0
 
     @property
     def embedded(self) -> bool:
@@ -130,4 +142,10 @@ class Settings:
             max_catchup_events=_int(env, "PARLEY_MAX_CATCHUP_EVENTS", 1000, minimum=1),
             workers=_int(env, "WEB_CONCURRENCY", 1, minimum=1),
             log_level=(env.get("PARLEY_LOG_LEVEL") or "INFO").upper(),
+            push_timeout_s=_float(env, "PARLEY_PUSH_TIMEOUT_S", 10.0, minimum=0.1),
+            push_concurrency=_int(env, "PARLEY_PUSH_CONCURRENCY", 16, minimum=1),
+            push_backoff_s=_float(env, "PARLEY_PUSH_BACKOFF_S", 1.0, minimum=0.0),
+            push_allow_insecure=bool(_flag(env, "PARLEY_PUSH_ALLOW_INSECURE")),
+            notify_lease_s=_float(env, "PARLEY_NOTIFY_LEASE_S", 5.0, minimum=0.5),
+            notify_event_delay_ms=_int(env, "PARLEY_NOTIFY_EVENT_DELAY_MS", 0, minimum=0),
         )

@@ -1,0 +1,240 @@
+"""Notifications, preferences and Web Push subscriptions (API.md, "Notifications and Web Push").
+
+The list over REST is the source of truth (NFR-009): a client that reconnects or missed an
+event refetches it. Reading fires `notification_read` on the user's own topic, so every other
+tab and device of theirs marks it read too (FR-011).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
+from quart import Blueprint, Response, current_app, request, send_from_directory
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, delete, select, update
+
+from .. import topics
+from ..errors import InvalidField, NotFound
+from ..events import rfc3339
+from ..models import Notification, NotificationPreferences, PushSubscription, utcnow
+from ..notifications import DEFAULT_PREFERENCES, notification_json
+from ..notify_worker import preferences_of
+from ..services import services
+from ..webpush import MAX_ENDPOINT_CHARS, InvalidSubscription, PushSender, validate_subscription
+from .common import caller, json_body
+
+blueprint = Blueprint("notifications", __name__)
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
+MAX_ID_CHARS = 32
+
+
+class StrictBody(BaseModel):
+    # extra="forbid": unknown preference keys are refused (422), never silently ignored.
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class PreferencesUpdate(StrictBody):
+    """A PUT may name any subset of the keys; the others keep their value. Only the keys
+    sent are applied (`model_fields_set`); the defaults here are never written."""
+
+    replies: bool = True
+    mentions: bool = True
+    followed: bool = False
+    common_ground: bool = True
+    push: bool = True
+
+
+Key = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class SubscriptionKeys(StrictBody):
+    p256dh: Key
+    auth: Key
+
+
+class NewSubscription(BaseModel):
+    # A browser's PushSubscription.toJSON() also has `expirationTime`: accept and ignore it.
+    model_config = ConfigDict(strict=True, extra="ignore")
+    endpoint: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ENDPOINT_CHARS)]
+    keys: SubscriptionKeys
+
+
+class SubscriptionRef(StrictBody):
+    endpoint: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ENDPOINT_CHARS)]
+
+
+def pusher() -> PushSender:
+    value: PushSender = current_app.extensions["parley.push"]
+    return value
+
+
+@blueprint.get("/api/notifications")
+async def list_notifications() -> list[dict[str, Any]]:
+    """Newest first. `?unread=true` for unread only, `?limit=` (1..200, default 50)."""
+    identity = await caller()
+    unread = request.args.get("unread", "false").lower()
+    if unread not in ("true", "false", "1", "0"):
+        raise InvalidField("unread: must be true or false")
+    limit_text = request.args.get("limit") or str(DEFAULT_PAGE)
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+        raise InvalidField(f"limit: must be a whole number from 1 to {MAX_PAGE}")
+    query = select(Notification).where(Notification.user_id == identity.user_id)
+    if unread in ("true", "1"):
+        query = query.where(col(Notification.read_at).is_(None))
+    async with services().db.session() as session:
+        rows = await session.exec(
+            query.order_by(col(Notification.created_at).desc(), col(Notification.id)).limit(int(limit_text))
+        )
+        return [notification_json(n) for n in rows.all()]
+
+
+async def _announce_read(user_id: str, ids: list[str], read_at: str) -> None:
+    await services().publish(
+        topics.user(user_id),
+        "notification_read",
+        discussion_id=None,
+        user=None,
+        payload={"ids": ids, "read_at": read_at},
+    )
+
+
+@blueprint.post("/api/notifications/<notification_id>/read")
+async def read_one(notification_id: str) -> dict[str, Any]:
+    identity = await caller()
+    async with services().db.session() as session:
+        notification = None
+        if len(notification_id) <= MAX_ID_CHARS:
+            notification = await session.get(Notification, notification_id)
+        # Someone else's notification does not exist, as far as this caller knows.
+        if notification is None or notification.user_id != identity.user_id:
+            raise NotFound(f"no notification {notification_id[:MAX_ID_CHARS]!r}")
+        changed = notification.read_at is None
+        if changed:
+            notification.read_at = utcnow()
+            session.add(notification)
+            await session.commit()
+        body = notification_json(notification)
+    if changed:
+        await _announce_read(identity.user_id, [notification.id], body["read_at"])
+    return body
+
+
+@blueprint.post("/api/notifications/read-all")
+async def read_all() -> dict[str, Any]:
+    identity = await caller()
+    now = utcnow()
+    async with services().db.session() as session:
+        rows = await session.exec(
+            select(Notification.id).where(Notification.user_id == identity.user_id, col(Notification.read_at).is_(None))
+        )
+        ids = list(rows.all())
+        if ids:
+            await session.exec(update(Notification).where(col(Notification.id).in_(ids)).values(read_at=now))
+            await session.commit()
+    if ids:
+        await _announce_read(identity.user_id, ids, rfc3339(now))
+    return {"read": len(ids), "ids": ids}
+
+
+@blueprint.get("/api/notification-preferences")
+async def get_preferences() -> dict[str, bool]:
+    identity = await caller()
+    async with services().db.session() as session:
+        return preferences_of(await session.get(NotificationPreferences, identity.user_id))
+
+
+@blueprint.put("/api/notification-preferences")
+async def put_preferences() -> dict[str, bool]:
+    identity = await caller()
+    change = await json_body(PreferencesUpdate)
+    values = change.model_dump(include=change.model_fields_set)
+    async with services().db.session() as session:
+        row = await session.get(NotificationPreferences, identity.user_id)
+        if row is None:
+            row = NotificationPreferences.model_validate({"user_id": identity.user_id, **DEFAULT_PREFERENCES})
+        for key, value in values.items():
+            setattr(row, key, value)
+        row.updated_at = utcnow()
+        session.add(row)
+        try:
+            await session.commit()
+        except IntegrityError:  # created concurrently by another request: apply on top of it
+            await session.rollback()
+            row = await session.get(NotificationPreferences, identity.user_id)
+            if row is None:
+                raise
+            for key, value in values.items():
+                setattr(row, key, value)
+            session.add(row)
+            await session.commit()
+        return preferences_of(row)
+
+
+@blueprint.get("/api/push/vapid-public-key")
+async def vapid_key() -> dict[str, str]:
+    await caller()
+    return {"key": pusher().public_key}
+
+
+@blueprint.post("/api/push/subscriptions")
+async def subscribe() -> tuple[dict[str, Any], int]:
+    identity = await caller()
+    new = await json_body(NewSubscription)
+    try:
+        validate_subscription(
+            new.endpoint, new.keys.p256dh, new.keys.auth, allow_insecure=services().settings.push_allow_insecure
+        )
+    except InvalidSubscription as invalid:
+        raise InvalidField(str(invalid)) from None
+    async with services().db.session() as session:
+        for attempt in range(2):
+            rows = await session.exec(select(PushSubscription).where(PushSubscription.endpoint == new.endpoint))
+            existing = rows.first()
+            status = 200
+            if existing is None:
+                existing = PushSubscription(user_id=identity.user_id, endpoint=new.endpoint, p256dh="", auth="")
+                status = 201
+            # The same browser signed in as someone else, or its keys rotated: the newest wins.
+            existing.user_id = identity.user_id
+            existing.p256dh = new.keys.p256dh
+            existing.auth = new.keys.auth
+            session.add(existing)
+            try:
+                await session.commit()
+                break
+            except IntegrityError:  # the same endpoint raced in: update that one instead
+                await session.rollback()
+                if attempt:
+                    raise
+    return {"endpoint": new.endpoint, "subscribed": True}, status
+
+
+@blueprint.delete("/api/push/subscriptions")
+async def unsubscribe() -> dict[str, Any]:
+    identity = await caller()
+    ref = await json_body(SubscriptionRef)
+    async with services().db.session() as session:
+        await session.exec(
+            delete(PushSubscription).where(
+                col(PushSubscription.endpoint) == ref.endpoint, col(PushSubscription.user_id) == identity.user_id
+            )
+        )
+        await session.commit()
+    return {"endpoint": ref.endpoint, "subscribed": False}
+
+
+@blueprint.get("/sw.js")
+async def service_worker() -> Response:
+    """`static/sw.js` served from the root, so its scope can be the whole site: a worker's
+    scope may not reach above its own path without this header."""
+    static_folder = current_app.static_folder
+    if static_folder is None:
+        raise NotFound("no static folder")
+    response: Response = await send_from_directory(static_folder, "sw.js")
+    response.headers["Service-Worker-Allowed"] = "/"
+    # A stale worker would keep showing old notification formats: always revalidate.
+    response.headers["Cache-Control"] = "no-cache"
+    return response

@@ -1,0 +1,100 @@
+"""A cluster-wide worker lease with a checkpoint: one holder at a time processes a stream of
+work, and whoever holds it next resumes from the last checkpoint the holders saved.
+
+- `MemoryLease`: the embedded default (one process: always held; the checkpoint lives as
+  long as the embedded log it points into).
+- `RedisLease`: a key `SET … PX` with the holder's random token, renewed while working; the
+  checkpoint is saved only while the lease is still ours (`lease_save.lua`), and expires with
+  the log's retention window (an older checkpoint points at nothing anyway).
+"""
+
+from __future__ import annotations
+
+import secrets
+from importlib import resources
+from typing import Protocol
+
+import redis.asyncio as redis
+
+from .redis_keys import RedisKeys
+
+
+class Lease(Protocol):
+    async def hold(self) -> bool:
+        """Acquire or renew; True while this process is the holder."""
+
+    async def release(self) -> None: ...
+
+    async def checkpoint(self) -> str | None: ...
+
+    async def initialise(self, cursor: str) -> None:
+        """Set the checkpoint if there is none yet (first start of a cluster)."""
+
+    async def save(self, cursor: str) -> bool:
+        """Store the checkpoint; False if the lease was lost (the save is then refused)."""
+
+    async def close(self) -> None: ...
+
+
+class MemoryLease:
+    def __init__(self) -> None:
+        self._checkpoint: str | None = None
+
+    async def hold(self) -> bool:
+        return True
+
+    async def release(self) -> None:
+        return None
+
+    async def checkpoint(self) -> str | None:
+        return self._checkpoint
+
+    async def initialise(self, cursor: str) -> None:
+        if self._checkpoint is None:
+            self._checkpoint = cursor
+
+    async def save(self, cursor: str) -> bool:
+        self._checkpoint = cursor
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+def _script(name: str) -> str:
+    return resources.files("app").joinpath(f"lua/{name}.lua").read_text()
+
+
+class RedisLease:
+    def __init__(self, url: str, keys: RedisKeys, name: str, *, lease_s: float, checkpoint_ttl_s: int) -> None:
+        self._client: redis.Redis = redis.Redis.from_url(url)
+        self._lease_key = keys.lease(name)
+        self._checkpoint_key = keys.checkpoint(name)
+        self._token = secrets.token_hex(8)
+        self._lease_ms = int(lease_s * 1000)
+        self._checkpoint_ms = checkpoint_ttl_s * 1000
+        self._hold = self._client.register_script(_script("lease_hold"))
+        self._save = self._client.register_script(_script("lease_save"))
+        self._release = self._client.register_script(_script("lease_release"))
+
+    async def hold(self) -> bool:
+        return bool(await self._hold(keys=[self._lease_key], args=[self._token, self._lease_ms]))
+
+    async def release(self) -> None:
+        await self._release(keys=[self._lease_key], args=[self._token])
+
+    async def checkpoint(self) -> str | None:
+        value: bytes | None = await self._client.get(self._checkpoint_key)  # type: ignore[assignment]
+        return None if value is None else value.decode()
+
+    async def initialise(self, cursor: str) -> None:
+        await self._client.set(self._checkpoint_key, cursor, nx=True, px=self._checkpoint_ms)
+
+    async def save(self, cursor: str) -> bool:
+        saved = await self._save(
+            keys=[self._lease_key, self._checkpoint_key], args=[self._token, cursor, self._checkpoint_ms]
+        )
+        return bool(saved)
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,157 @@
+"""`static/sw.js` and `static/notifications.js` in real Chromium.
+
+A push shows the notification, once per notification id.
+
+Headless Chromium cannot subscribe to a real push service (PITFALLS, Web Push), so the push
+is handed to the service worker through the DevTools protocol
+(`ServiceWorker.deliverPushMessage`), with the payload the server's sender encrypts.
+Chromium is the machine's (`/usr/bin/chromium`), driven by Playwright.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+from .support import Server, bearer, sign
+from .test_stream import make_discussion
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+SHOWN = """async () => {
+  const registration = await navigator.serviceWorker.ready;
+  const shown = await registration.getNotifications();
+  return shown.map((n) => ({ title: n.title, body: n.body, tag: n.tag, data: n.data }));
+}"""
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not HAVE_CHROMIUM:
+        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+def push_payload(notification_id: str) -> str:
+    return json.dumps(
+        {
+            "notification": {
+                "id": notification_id,
+                "type": "mention",
+                "priority": "high",
+                "discussion_id": "d1",
+                "response_id": "7",
+                "actor": {"id": "carol", "name": "Carol"},
+                "excerpt": "What does @bob think?",
+                "created_at": "2026-11-25T18:00:00.000Z",
+                "read_at": None,
+            }
+        }
+    )
+
+
+async def test_push_shows_one_notification_per_id(browser: Browser, start_server: Callable[..., Server]) -> None:
+    server = start_server()
+    context = await browser.new_context(base_url=server.url)
+    await context.grant_permissions(["notifications"], origin=server.url)
+    page = await context.new_page()
+    await page.goto("/healthz")  # any page of the origin
+    cdp = await context.new_cdp_session(page)
+    registrations: asyncio.Queue[dict[str, Any]] = asyncio.Queue(100)
+    cdp.on(
+        "ServiceWorker.workerRegistrationUpdated",
+        lambda event: [registrations.put_nowait(r) for r in event["registrations"]],
+    )
+    await cdp.send("ServiceWorker.enable")
+    scope = await page.evaluate(
+        """async () => {
+          const registration = await navigator.serviceWorker.register("/sw.js", { scope: "/" });
+          await navigator.serviceWorker.ready;
+          return registration.scope;
+        }"""
+    )
+    async with asyncio.timeout(10):
+        while True:
+            registration = await registrations.get()
+            if registration["scopeURL"] == scope and not registration.get("isDeleted"):
+                break
+    for notification_id in ("n-1", "n-1", "n-2"):  # the first one delivered twice (at-least-once)
+        await cdp.send(
+            "ServiceWorker.deliverPushMessage",
+            {
+                "origin": server.url,
+                "registrationId": registration["registrationId"],
+                "data": push_payload(notification_id),
+            },
+        )
+    async with asyncio.timeout(10):
+        while True:
+            shown = await page.evaluate(SHOWN)
+            if len({n["tag"] for n in shown}) == 2:
+                break
+            await asyncio.sleep(0.05)
+    await context.close()
+    assert sorted(n["tag"] for n in shown) == ["n-1", "n-2"]
+    first = next(n for n in shown if n["tag"] == "n-1")
+    assert first["title"] == "Carol mentioned you"
+    assert first["body"] == "What does @bob think?"
+    assert first["data"] == {"id": "n-1", "discussion_id": "d1", "response_id": "7"}
+
+
+async def test_page_module_loads_dedupes_and_marks_read(browser: Browser, start_server: Callable[..., Server]) -> None:
+    """`static/notifications.js` against the real API, signed in with the session cookie."""
+    server = start_server()
+    bob, carol = sign("bob"), sign("carol")
+    async with httpx.AsyncClient(timeout=10) as client:
+        # Bob has signed in once: mentions resolve names of users Parley has seen.
+        assert (await client.get(server.url + "/api/notifications", headers=bearer(bob))).json() == []
+        discussion = await make_discussion(client, server, carol)
+        r = await client.post(
+            f"{server.url}/api/discussions/{discussion}/responses", json={"body": "@bob hi"}, headers=bearer(carol)
+        )
+        assert r.status_code == 201
+        async with asyncio.timeout(10):
+            while True:
+                listed = (await client.get(server.url + "/api/notifications", headers=bearer(bob))).json()
+                if listed:
+                    break
+                await asyncio.sleep(0.05)
+        context = await browser.new_context(base_url=server.url)
+        page = await context.new_page()
+        await page.goto("/healthz")
+        assert (await page.request.post("/api/session", headers=bearer(bob))).ok
+        result = await page.evaluate(
+            """async (id) => {
+              const { Notifications } = await import("/static/notifications.js");
+              const notes = new Notifications();
+              await notes.load();
+              const loaded = notes.list.length;
+              const repeat = notes.receive({ type: "notification", payload: { notification: notes.list[0] } });
+              const unreadBefore = notes.unread;
+              notes.receive({ type: "notification_read", payload: { ids: [id], read_at: "2026-11-25T18:00:00.000Z" } });
+              await notes.markRead(id);
+              return { loaded, repeat, unreadBefore, unreadAfter: notes.unread };
+            }""",
+            listed[0]["id"],
+        )
+        await context.close()
+        read = (await client.get(server.url + "/api/notifications", headers=bearer(bob))).json()
+    assert result == {"loaded": 1, "repeat": False, "unreadBefore": 1, "unreadAfter": 0}
+    assert read[0]["read_at"] is not None
