@@ -116,6 +116,10 @@ class Hub:
     def subscription_count(self) -> int:
         return len(self._subscriptions)
 
+    def topic_names(self) -> list[str]:
+        """The topics this process has subscribers for (e.g. which discussions to sweep)."""
+        return list(self._by_topic)
+
     def subscribe(self, topics: Iterable[str], max_buffered: int) -> Subscription:
         subscription = Subscription(self, topics, max_buffered)
         self._subscriptions.add(subscription)

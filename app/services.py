@@ -20,6 +20,7 @@ from .events import Event, envelope_body
 from .hub import Hub
 from .metrics import Metrics
 from .models import User, utcnow
+from .presence_tracker import PresenceTracker
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class Services:
     log: EventLog
     hub: Hub
     auth: Authenticator
+    presence: PresenceTracker
     # user id -> name last written, so a request writes the users table only when a name changes.
     _known_users: OrderedDict[str, str] = field(default_factory=OrderedDict)
 
