@@ -7,8 +7,9 @@ sleeping and no dependence on how fast the machine is.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as redis
@@ -130,16 +131,18 @@ async def test_a_typing_flood_is_throttled_and_ends_consistent(store: PresenceSt
     now = t0
     for i in range(100):
         now = t0 + i * 30
-        for change in await store.sweep(D, now_ms=now) + await store.typing(D, "alice", "Alice", i % 2 == 0, now_ms=now):
+        for change in await store.sweep(D, now_ms=now) + await store.typing(
+            D, "alice", "Alice", i % 2 == 0, now_ms=now
+        ):
             broadcasts.append((now, change.type))
     for extra in range(1, 40):  # let held-back broadcasts out
         for change in await store.sweep(D, now_ms=now + extra * 30):
             broadcasts.append((now + extra * 30, change.type))
     times = [at for at, _ in broadcasts]
-    assert all(b - a >= TIMINGS.throttle_ms for a, b in zip(times, times[1:], strict=False)), broadcasts
+    assert all(b - a >= TIMINGS.throttle_ms for a, b in itertools.pairwise(times)), broadcasts
     types = [kind for _, kind in broadcasts]
     assert types[0] == "typing_started"
-    assert all(a != b for a, b in zip(types, types[1:], strict=False)), types
+    assert all(a != b for a, b in itertools.pairwise(types)), types
     assert types[-1] == "typing_stopped"  # the flood ended with typing=false
     assert 2 <= len(broadcasts) <= 3_000 // TIMINGS.throttle_ms + 2
 
@@ -183,8 +186,6 @@ async def test_activity_is_remembered(store: PresenceStore, t0: int) -> None:
     assert await store.last_active_ms("alice") is None
     await store.mark_active("alice", now_ms=t0)
     assert await store.last_active_ms("alice") == t0
-
-
 
 
 async def test_every_redis_key_expires(redis_url: str, redis_prefix: str, t0: int) -> None:
