@@ -2,7 +2,9 @@
 
 The same state machine as `lua/presence.lua`, on dicts. Bounded like the Redis layout: entries
 expire (the sweep removes them), a discussion holds at most MAX_CONNECTIONS_PER_DISCUSSION
-connections, and a discussion with nothing left is forgotten.
+connections, and a discussion with nothing left is forgotten. The tracker sweeps only the
+discussions someone streams here; past MAX_DISCUSSIONS, the rest are purged of expired entries
+without events (in one process, a discussion nobody streams has nobody to tell).
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ class _Discussion:
         return not (self.conns or self.users or self.typing)
 
 
+MAX_DISCUSSIONS = 10_000
+MAX_USERS = 100_000
+
+
 def _clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -84,7 +90,19 @@ class MemoryPresenceStore:
         self._discussions.clear()
 
     def _get(self, discussion_id: str) -> _Discussion:
+        if discussion_id not in self._discussions and len(self._discussions) >= MAX_DISCUSSIONS:
+            self._purge(_clock_ms())
         return self._discussions.setdefault(discussion_id, _Discussion())
+
+    def _purge(self, now: int) -> None:
+        for discussion_id in list(self._discussions):
+            self._sweep_now(discussion_id, now)
+        for user_id in list(self._user_index):
+            index = {d: expires for d, expires in self._user_index[user_id].items() if expires > now}
+            if index:
+                self._user_index[user_id] = index
+            else:
+                del self._user_index[user_id]
 
     def _done(self, discussion_id: str, d: _Discussion) -> None:
         if d.empty:
@@ -127,6 +145,8 @@ class MemoryPresenceStore:
                 u.online += c.status == "online"
                 d.conns[c.conn_id] = _Conn(c.user_id, c.status, now + t.ttl_ms)
                 self._settle(d, c.user_id, u, was_present, out)
+            if c.user_id not in self._user_index and len(self._user_index) >= MAX_USERS:
+                self._purge(now)
             index = self._user_index.setdefault(c.user_id, {})
             index[discussion_id] = now + t.ttl_ms + t.grace_ms
             for other, expires in list(index.items()):
@@ -229,7 +249,9 @@ class MemoryPresenceStore:
         return out
 
     async def sweep(self, discussion_id: str, *, now_ms: int | None = None) -> list[PresenceChange]:
-        now = _clock_ms() if now_ms is None else now_ms
+        return self._sweep_now(discussion_id, _clock_ms() if now_ms is None else now_ms)
+
+    def _sweep_now(self, discussion_id: str, now: int) -> list[PresenceChange]:
         d = self._discussions.get(discussion_id)
         if d is None:
             return []
@@ -279,7 +301,7 @@ class MemoryPresenceStore:
         now = _clock_ms() if now_ms is None else now_ms
         self._active[user_id] = now
         # Bounded: forget users whose activity is older than the idle timeout.
-        if len(self._active) > 10_000:
+        if len(self._active) > MAX_USERS:
             floor = now - self.timings.idle_ms
             self._active = {k: v for k, v in self._active.items() if v > floor}
 
