@@ -261,6 +261,8 @@ class PresenceTracker:
         next_sweep = loop.time() + self._sweep_interval_s
         backoff_s = 0.1
         while True:
+            # Cleared before the work, so a wake-up arriving during it is not lost.
+            self._wake.clear()
             try:
                 await self._drain_leaves()
                 now = loop.time()
@@ -271,7 +273,6 @@ class PresenceTracker:
                 elif self._wake.is_set():
                     for conn_id, registration in list(self._registrations.items()):
                         await self._sync(conn_id, registration)
-                self._wake.clear()
                 if loop.time() >= next_sweep:
                     next_sweep = loop.time() + self._sweep_interval_s
                     await self._sweep()
