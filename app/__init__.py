@@ -14,17 +14,19 @@ from werkzeug.exceptions import HTTPException
 
 from . import migrate
 from .auth import Authenticator
-from .backends import EmbeddedLock, make_event_log, make_rate_limiter
+from .backends import EmbeddedLock, make_event_log, make_presence_store, make_rate_limiter
 from .db import Database
 from .errors import ApiError
 from .hub import Hub
 from .metrics import Metrics
 from .notify_worker import start_notifications
+from .presence_tracker import PresenceTracker
 from .services import Services
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+PRESENCE_DRAIN_S = 1.0
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
@@ -36,10 +38,12 @@ def create_app(settings: Settings | None = None) -> Quart:
     tasks: set[asyncio.Task[Any]] = set()
     lock = EmbeddedLock(settings.data_dir) if settings.embedded else None
 
-    from .api import discussions, notifications, ops, session
+    from .api import discussions, notifications, ops, presence, session
     from .transports import sse
 
-    for blueprint in (ops.blueprint, session.blueprint, discussions.blueprint, notifications.blueprint, sse.blueprint):
+    blueprints = (ops, session, discussions, notifications, presence, sse)
+    for module in blueprints:
+        app.register_blueprint(module.blueprint)
         app.register_blueprint(blueprint)
 
     @app.errorhandler(ApiError)
@@ -88,7 +92,10 @@ def create_app(settings: Settings | None = None) -> Quart:
         event_log = make_event_log(settings)
         await event_log.open()
         hub = Hub(event_log, metrics)
-        app.extensions["parley"] = Services(
+        presence_store = make_presence_store(settings)
+        await presence_store.open()
+        tracker = PresenceTracker(presence_store, hub, sweep_interval_s=settings.presence_sweep_s)
+        app.extensions["parley"] = parley = Services(
             settings=settings,
             metrics=metrics,
             db=Database(settings.database_url),
@@ -96,8 +103,11 @@ def create_app(settings: Settings | None = None) -> Quart:
             hub=hub,
             auth=Authenticator(settings),
             rate_limit=make_rate_limiter(settings, event_log),
+            presence=tracker,
         )
+        tracker.attach(parley.publish)
         spawn(hub.run(), "hub")
+        spawn(tracker.run(), "presence")
         await start_notifications(app.extensions, app.extensions["parley"], spawn)
 
     def spawn(coroutine: Any, name: str) -> None:
@@ -112,12 +122,17 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     @app.after_serving
     async def stop() -> None:
+        running: Services | None = app.extensions.get("parley")
+        if running is not None:
+            # Connections closed during shutdown leave now, not at their expiry.
+            await running.presence.drain(PRESENCE_DRAIN_S)
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         parley: Services | None = app.extensions.pop("parley", None)
         if parley is not None:
             await parley.log.close()
+            await parley.presence.store.close()
             await parley.db.close()
         if lock is not None:
             lock.release()

@@ -13,6 +13,9 @@ from .eventlog_memory import MemoryEventLog
 from .eventlog_redis import RedisEventLog
 from .ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from .redis_keys import RedisKeys
+from .presence import PresenceStore, PresenceTimings
+from .presence_memory import MemoryPresenceStore
+from .presence_redis import RedisPresenceStore
 from .settings import Settings
 
 
@@ -62,3 +65,17 @@ class EmbeddedLock:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+
+
+def make_presence_store(settings: Settings) -> PresenceStore:
+    """Presence follows the event log: in Redis when REDIS_URL is set, else in this process."""
+    timings = PresenceTimings(
+        ttl_ms=round(settings.presence_ttl_s * 1000),
+        grace_ms=round(settings.presence_grace_s * 1000),
+        typing_ttl_ms=round(settings.typing_ttl_s * 1000),
+        throttle_ms=settings.typing_throttle_ms,
+        idle_ms=round(settings.idle_timeout_s * 1000),
+    )
+    if settings.redis_url is not None:
+        return RedisPresenceStore(settings.redis_url, prefix=settings.redis_prefix, timings=timings)
+    return MemoryPresenceStore(timings)

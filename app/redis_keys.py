@@ -46,3 +46,18 @@ class RedisKeys:
     def active_user(self, user_id: str) -> str:
         """Set while some process holds a stream connection of that user; short expiry."""
         return f"{self.prefix}:active:{user_id}"
+
+    # Presence and typing (app/lua/presence.lua): per discussion, every key PEXPIREd past its
+    # newest entry, so a discussion nobody touches leaves nothing behind.
+    def presence(self, discussion_id: str) -> list[str]:
+        """The five keys of one discussion's presence, in presence.lua's KEYS order."""
+        base = f"{self.prefix}:presence:{discussion_id}"
+        return [f"{base}:conns", f"{base}:conn-info", f"{base}:users", f"{base}:typing", f"{base}:typing-info"]
+
+    def presence_user(self, user_id: str) -> str:
+        """The discussions a user has connections in (for a per-user status change); expiring."""
+        return f"{self.prefix}:presence-user:{user_id}"
+
+    def presence_active(self, user_id: str) -> str:
+        """When the user last did something (ms), for the idle timeout; expires after it."""
+        return f"{self.prefix}:presence-active:{user_id}"

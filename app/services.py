@@ -21,6 +21,7 @@ from .hub import Hub
 from .metrics import Metrics
 from .models import User, utcnow
 from .ratelimit import RateLimiter
+from .presence_tracker import PresenceTracker
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class Services:
     hub: Hub
     auth: Authenticator
     rate_limit: RateLimiter
+    presence: PresenceTracker
     # user id -> name last written, so a request writes the users table only when a name changes.
     _known_users: OrderedDict[str, str] = field(default_factory=OrderedDict)
 

@@ -18,9 +18,11 @@ from collections.abc import Iterable
 from . import topics
 from .auth import Identity
 from .cursor import Cursor, InvalidCursor
+from .errors import NotFound
 from .eventlog import CursorUnavailable
 from .events import Event
 from .hub import Subscription
+from .presence import Status
 from .services import Services
 
 MAX_DISCUSSIONS_PER_CONNECTION = 50
@@ -34,6 +36,9 @@ class StreamSession:
         self.topics = [topics.discussion(d) for d in self.discussion_ids]
         self.topics += [topics.user(identity.user_id), topics.BROADCAST]
         self._subscription: Subscription | None = None
+        # Presence (app/presence_tracker.py): this connection's id there while open, its status.
+        self.presence_id: str | None = None
+        self.status: Status = "online"
 
     @property
     def subscription(self) -> Subscription:
@@ -47,6 +52,7 @@ class StreamSession:
         subscription = parley.hub.subscribe(self.topics, parley.settings.max_buffered_events)
         self._subscription = subscription
         try:
+            self.presence_id = await parley.presence.connect(self)
             if not resume:
                 return subscription.take()
             try:
@@ -76,8 +82,30 @@ class StreamSession:
         return [notice, *subscription.take()]
 
     async def next_events(self, timeout_s: float) -> list[Event]:
-        """Live events, waiting at most `timeout_s`. Raises `hub.SlowConsumer` when dropped."""
+        """Live events, waiting at most `timeout_s`. Raises `hub.SlowConsumer` when dropped, and
+        `SessionIdle` (a SlowConsumer) after a `session_idle` event when idle (FR-035)."""
+        notice = self._parley.presence.idle_notice(self.presence_id, self._notice)
+        if notice is not None:
+            return notice
         return await self.subscription.next_events(timeout_s)
+
+    def _notice(self, event_type: str) -> Event:
+        cursor = Cursor(self._parley.log.epoch, self.subscription.last)
+        return Event.synthetic(cursor, event_type, {"reason": "idle"})
+
+    async def set_status(self, status: Status) -> None:
+        """This connection's presence: "online" (page visible) or "away" (hidden). For a
+        WebSocket's `{"type":"presence","status"}`; validate the value first (`STATUSES`)."""
+        if self.presence_id is not None:
+            await self._parley.presence.set_status(self.presence_id, status)
+
+    async def set_typing(self, discussion_id: str, typing: bool) -> None:
+        """A typing signal for one of this session's discussions (`{"type":"typing",...}`).
+        Throttled by the store, never an error; raises `NotFound` for a discussion this session
+        does not read (its access was checked when it was added)."""
+        if discussion_id not in self.discussion_ids:
+            raise NotFound(f"not subscribed to discussion {discussion_id[:64]!r}")
+        await self._parley.presence.typing(discussion_id, self.identity, typing)
 
     def seconds_until_expiry(self) -> float:
         return self.identity.expires_at - time.time()
@@ -90,3 +118,6 @@ class StreamSession:
     def close(self) -> None:
         if self._subscription is not None:
             self._subscription.close()
+        if self.presence_id is not None:
+            self._parley.presence.disconnect(self.presence_id)
+            self.presence_id = None

@@ -95,6 +95,17 @@ class Settings:
     # Test knob: a pause per event processed by the notification worker, so a test can kill
     # a worker mid-batch deterministically. 0 in production.
     notify_event_delay_ms: int = 0
+    # Presence (app/presence.py): a connection not refreshed for this long is gone (a killed
+    # server's users vanish after it); the refresh runs every third of it.
+    presence_ttl_s: float = 45.0
+    # A user's last connection lingers this long after closing, so a reload does not flap.
+    presence_grace_s: float = 5.0
+    # How often this process sweeps expired presence and typing in its discussions.
+    presence_sweep_s: float = 1.0
+    typing_ttl_s: float = 5.0
+    typing_throttle_ms: int = 500
+    # A stream whose user did nothing for this long is closed (FR-035).
+    idle_timeout_s: float = 30 * 60.0
 
     @property
     def embedded(self) -> bool:
@@ -148,4 +159,10 @@ class Settings:
             push_allow_insecure=bool(_flag(env, "PARLEY_PUSH_ALLOW_INSECURE")),
             notify_lease_s=_float(env, "PARLEY_NOTIFY_LEASE_S", 5.0, minimum=0.5),
             notify_event_delay_ms=_int(env, "PARLEY_NOTIFY_EVENT_DELAY_MS", 0, minimum=0),
+            presence_ttl_s=_float(env, "PARLEY_PRESENCE_TTL_S", 45.0, minimum=0.1),
+            presence_grace_s=_float(env, "PARLEY_PRESENCE_GRACE_S", 5.0, minimum=0.01),
+            presence_sweep_s=_float(env, "PARLEY_PRESENCE_SWEEP_S", 1.0, minimum=0.01),
+            typing_ttl_s=_float(env, "PARLEY_TYPING_TTL_S", 5.0, minimum=0.1),
+            typing_throttle_ms=_int(env, "PARLEY_TYPING_THROTTLE_MS", 500, minimum=1),
+            idle_timeout_s=_float(env, "PARLEY_IDLE_TIMEOUT_S", 30 * 60.0, minimum=1.0),
         )

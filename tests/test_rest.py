@@ -103,7 +103,8 @@ async def test_discussion_lifecycle(client: Client) -> None:
     r = await client.get(path, query_string={"after": first["id"], "limit": "1"}, headers=bearer(bob))
     assert [x["id"] for x in (await r.get_json())["responses"]] == [reply["id"]]
     r = await client.get(f"/api/discussions/{discussion['id']}", headers=bearer(bob))
-    assert (await r.get_json())["participant_count"] == 2
+    # Who is connected now (FR-033, the presence store), not who ever wrote: nobody streams here.
+    assert (await r.get_json())["participant_count"] == 0
 
     # Editing: the author only. Deleting: the author or the discussion's creator.
     r = await client.patch(f"/api/responses/{reply['id']}", json={"body": "Edited"}, headers=bearer(alice))

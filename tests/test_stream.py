@@ -53,9 +53,19 @@ async def post(client: httpx.AsyncClient, server: Server, token: str, discussion
     return dict(r.json())
 
 
+# Presence events (user_joined when a stream opens, ...) ride the same streams; the tests here
+# count the others. tests/test_presence.py checks presence events.
+PRESENCE_EVENTS = frozenset({"user_joined", "user_left", "presence_changed", "typing_started", "typing_stopped"})
+
+
 async def events(reader: SseReader, count: int, timeout_s: float = 5.0) -> list[SseEvent]:
+    got: list[SseEvent] = []
     async with asyncio.timeout(timeout_s):
-        return [await reader.next_event() for _ in range(count)]
+        while len(got) < count:
+            event = await reader.next_event()
+            if event.event not in PRESENCE_EVENTS:
+                got.append(event)
+    return got
 
 
 async def metric(server: Server, name: str) -> float:

@@ -120,13 +120,12 @@ async def create_discussion() -> tuple[dict[str, Any], int]:
 @blueprint.get("/api/discussions/<discussion_id>")
 async def get_discussion(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
-    async with services().db.session() as session:
+    parley = services()
+    async with parley.db.session() as session:
         discussion = await readable_discussion(session, identity, discussion_id)
-        authors = await session.exec(
-            select(func.count(func.distinct(Response.author_id))).where(Response.discussion_id == discussion_id)
-        )
-        count = authors.one()
-    return {**discussion_json(discussion), "participant_count": count}
+    # Who is here now (FR-033), from the same store as GET .../presence.
+    here = await parley.presence.snapshot(discussion_id)
+    return {**discussion_json(discussion), "participant_count": len(here.participants)}
 
 
 @blueprint.get("/api/discussions/<discussion_id>/responses")
@@ -213,6 +212,8 @@ async def post_response(discussion_id: str) -> tuple[dict[str, Any], int]:
                 raise
             return response_json(earlier, identity.name), 200
     body = response_json(response, identity.name)
+    # FR-021: posting ends the author's typing at once (before the post reaches anyone).
+    await services().presence.stop_typing(discussion_id, identity)
     await _publish_response("response_posted", identity, body)
     return body, 201
 

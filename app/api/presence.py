@@ -1,0 +1,65 @@
+"""Presence and typing over REST (API.md, "Presence, typing, broadcasts").
+
+- `PUT /api/discussions/{id}/typing {"typing": bool}`: for clients without a WebSocket. A flood
+  is throttled (one broadcast per user and discussion per 500 ms), never an error: 200 always.
+- `PUT /api/presence {"status": "online"|"away"}`: per *user*: every connection of the caller's,
+  on every server, takes that status (a REST call cannot name one SSE connection; a WebSocket
+  sets its own connection's status with a `presence` message).
+- `GET /api/discussions/{id}/presence`: `{"count","participants","typing"}`.
+A discussion the caller may not read is 404 (NFR-014); a status outside the two is 422.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from quart import Blueprint
+
+from ..access import readable_discussion
+from ..auth import Identity
+from ..presence import Status
+from ..services import services
+from .common import caller, json_body
+
+blueprint = Blueprint("presence", __name__)
+
+
+class TypingSignal(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    typing: bool
+
+
+class PresenceSignal(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    status: Status
+
+
+async def _readable(identity: Identity, discussion_id: str) -> None:
+    async with services().db.session() as session:
+        await readable_discussion(session, identity, discussion_id)
+
+
+@blueprint.put("/api/discussions/<discussion_id>/typing")
+async def put_typing(discussion_id: str) -> dict[str, Any]:
+    identity = await caller()
+    signal = await json_body(TypingSignal)
+    await _readable(identity, discussion_id)
+    await services().presence.typing(discussion_id, identity, signal.typing)
+    return {"discussion_id": discussion_id, "typing": signal.typing}
+
+
+@blueprint.put("/api/presence")
+async def put_presence() -> dict[str, Any]:
+    identity = await caller()
+    signal = await json_body(PresenceSignal)
+    await services().presence.set_user_status(identity, signal.status)
+    return {"status": signal.status}
+
+
+@blueprint.get("/api/discussions/<discussion_id>/presence")
+async def get_presence(discussion_id: str) -> dict[str, object]:
+    identity = await caller()
+    await _readable(identity, discussion_id)
+    snapshot = await services().presence.snapshot(discussion_id)
+    return snapshot.as_json()

@@ -1,0 +1,293 @@
+"""This process's side of presence: its connections in the `PresenceStore`, and the events.
+
+- Every real-time connection (any transport) registers through `StreamSession.open` and leaves
+  through `StreamSession.close`: one presence connection per session and discussion. Leaving is
+  synchronous for the session (close runs in `finally`), so it is queued (bounded) and done by
+  the tracker's one background task; if the queue is full the entry simply expires (TTL).
+- That same task, every `ttl/3`, refreshes all of this process's connections in one store call
+  per discussion (no task per connection) and reconciles sessions whose discussions changed
+  (a WebSocket's subscribe/unsubscribe: call `nudge()` to do it at once). Every
+  `sweep_interval_s` it sweeps the discussions this process has subscribers for (the hub knows
+  them): expired connections become `user_left`, expired typing `typing_stopped`. The store's
+  sweep is atomic, so with many processes each event is emitted once.
+- Status semantics: a connection has a status (`StreamSession.set_status`, a WebSocket's
+  `presence` message); `PUT /api/presence` is per *user*: it sets every connection of the
+  caller's, on every server, in every discussion (a REST call cannot name an SSE connection).
+- Idle (FR-035): a stream only receives, so reading is not activity. A connection is idle when
+  neither it nor its user (on any process) did anything for `idle_ms`: opening it, a typing
+  signal, a status signal, a post, or `PUT /api/presence`. An idle session gets one
+  `session_idle` event, then ends (`SessionIdle`, a `SlowConsumer`, so transports end it as they
+  end a dropped one). The page reconnects when its user is back (static/presence.js).
+All events go out with `durable=False`: live readers on every process get them; never replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import topics
+from .auth import Identity
+from .events import Event
+from .hub import Hub, SlowConsumer
+from .presence import Connection, PresenceChange, PresenceStore, PresenceTimings, Snapshot, Status
+
+log = logging.getLogger(__name__)
+
+# Leaves waiting for the background task; overflow policy: drop the leave (the entry expires).
+MAX_PENDING_LEAVES = 10_000
+MAX_BACKOFF_S = 5.0
+DISCUSSION_TOPIC_PREFIX = topics.discussion("")
+
+Publish = Callable[..., Awaitable[Event]]
+
+
+class SessionIdle(SlowConsumer):
+    """The session was idle for the idle timeout (FR-035); the transport ends it."""
+
+
+class PresenceSession(Protocol):
+    """What the tracker reads from a `StreamSession`."""
+
+    identity: Identity
+    discussion_ids: list[str]
+    status: Status
+
+
+@dataclass(eq=False)
+class _Registration:
+    session: PresenceSession
+    registered: set[str] = field(default_factory=set)
+    last_active_ms: int = 0
+    idle: bool = False
+    notified: bool = False
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class PresenceTracker:
+    def __init__(self, store: PresenceStore, hub: Hub, *, sweep_interval_s: float) -> None:
+        self.store = store
+        self.timings: PresenceTimings = store.timings
+        self._hub = hub
+        self._sweep_interval_s = sweep_interval_s
+        self._refresh_interval_s = self.timings.ttl_ms / 3000
+        self._registrations: dict[str, _Registration] = {}
+        self._leaves: asyncio.Queue[tuple[str, str]] = asyncio.Queue(MAX_PENDING_LEAVES)
+        self._wake = asyncio.Event()
+        self._publish: Publish | None = None
+
+    def attach(self, publish: Publish) -> None:
+        """How events go out (`Services.publish`); set once by the composition root."""
+        self._publish = publish
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._registrations)
+
+    async def _emit(self, discussion_id: str, changes: Sequence[PresenceChange]) -> None:
+        if not changes:
+            return
+        if self._publish is None:
+            raise RuntimeError("PresenceTracker.attach() was not called")
+        for change in changes:
+            payload: dict[str, Any] = {} if change.status is None else {"status": change.status}
+            await self._publish(
+                topics.discussion(discussion_id),
+                change.type,
+                discussion_id=discussion_id,
+                user={"id": change.user_id, "name": change.name},
+                payload=payload,
+                durable=False,
+            )
+
+    # -- connections ------------------------------------------------------------------------
+
+    async def connect(self, session: PresenceSession) -> str:
+        """Register a newly opened session in each of its discussions; returns its id."""
+        conn_id = secrets.token_hex(8)
+        registration = _Registration(session, last_active_ms=_now_ms())
+        self._registrations[conn_id] = registration
+        try:
+            await self._sync(conn_id, registration)
+        except Exception:
+            # Presence is best effort: the stream works without it, and the next refresh retries.
+            log.exception("presence: could not register a connection; retrying at the next refresh")
+        return conn_id
+
+    def disconnect(self, conn_id: str) -> None:
+        """The session closed (synchronous: called from `finally`). Idempotent."""
+        registration = self._registrations.pop(conn_id, None)
+        if registration is None:
+            return
+        for discussion_id in registration.registered:
+            try:
+                self._leaves.put_nowait((discussion_id, conn_id))
+            except asyncio.QueueFull:
+                log.warning("presence leave queue full; the connection will expire instead")
+        self._wake.set()
+
+    def nudge(self) -> None:
+        """A session's discussions changed: reconcile now rather than at the next refresh."""
+        self._wake.set()
+
+    async def _sync(self, conn_id: str, registration: _Registration) -> None:
+        """Join the session's new discussions and leave the ones it dropped."""
+        session = registration.session
+        current = set(session.discussion_ids)
+        for discussion_id in sorted(registration.registered - current):
+            registration.registered.discard(discussion_id)
+            await self._emit(discussion_id, await self.store.leave(discussion_id, conn_id))
+        for discussion_id in session.discussion_ids:
+            if discussion_id not in registration.registered:
+                connection = self._connection(conn_id, session)
+                registration.registered.add(discussion_id)
+                await self._emit(discussion_id, await self.store.touch(discussion_id, [connection]))
+
+    @staticmethod
+    def _connection(conn_id: str, session: PresenceSession) -> Connection:
+        identity = session.identity
+        return Connection(conn_id, identity.user_id, identity.name, session.status)
+
+    async def set_status(self, conn_id: str, status: Status) -> None:
+        """One connection's status (a WebSocket's `presence` message)."""
+        registration = self._registrations.get(conn_id)
+        if registration is None:
+            return
+        registration.session.status = status
+        user_id = registration.session.identity.user_id
+        if status == "online":
+            registration.last_active_ms = _now_ms()
+            await self.store.mark_active(user_id)
+        for discussion_id in sorted(registration.registered):
+            changes = await self.store.set_status(discussion_id, user_id, status, conn_id=conn_id)
+            await self._emit(discussion_id, changes)
+
+    async def set_user_status(self, identity: Identity, status: Status) -> None:
+        """Every connection of the user's, on every server (`PUT /api/presence`)."""
+        for registration in self._registrations.values():
+            if registration.session.identity.user_id == identity.user_id:
+                registration.session.status = status
+        await self.store.mark_active(identity.user_id)
+        for discussion_id in await self.store.user_discussions(identity.user_id):
+            await self._emit(discussion_id, await self.store.set_status(discussion_id, identity.user_id, status))
+
+    # -- typing -----------------------------------------------------------------------------
+
+    async def typing(self, discussion_id: str, identity: Identity, typing: bool) -> None:
+        """A typing signal (read access is the caller's to check). Throttled, never an error."""
+        await self.store.mark_active(identity.user_id)
+        changes = await self.store.typing(discussion_id, identity.user_id, identity.name, typing)
+        await self._emit(discussion_id, changes)
+
+    async def stop_typing(self, discussion_id: str, identity: Identity) -> None:
+        """The user posted: their typing ends at once."""
+        await self.store.mark_active(identity.user_id)
+        await self._emit(discussion_id, await self.store.stop_typing(discussion_id, identity.user_id))
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def snapshot(self, discussion_id: str) -> Snapshot:
+        """Who is here and who is typing; sweeps first, so nothing expired is shown."""
+        await self._emit(discussion_id, await self.store.sweep(discussion_id))
+        return await self.store.snapshot(discussion_id)
+
+    # -- idle (FR-035) ----------------------------------------------------------------------
+
+    def idle_notice(self, conn_id: str | None, cursor_event: Callable[[str], Event]) -> list[Event] | None:
+        """For `StreamSession.next_events`: None while active; once idle, `[session_idle]`,
+        then `SessionIdle` on the next call."""
+        registration = self._registrations.get(conn_id) if conn_id is not None else None
+        if registration is None or not registration.idle:
+            return None
+        if registration.notified:
+            raise SessionIdle()
+        registration.notified = True
+        return [cursor_event("session_idle")]
+
+    async def _check_idle(self, now_ms: int) -> None:
+        idle_ms = self.timings.idle_ms
+        for registration in list(self._registrations.values()):
+            if registration.idle or now_ms - registration.last_active_ms < idle_ms:
+                continue
+            # Activity through REST may have happened on any process: ask the store.
+            user_id = registration.session.identity.user_id
+            last = await self.store.last_active_ms(user_id)
+            if last is not None and last > registration.last_active_ms:
+                registration.last_active_ms = last
+            if now_ms - registration.last_active_ms >= idle_ms:
+                registration.idle = True
+
+    # -- the background task ----------------------------------------------------------------
+
+    def _local_discussions(self) -> list[str]:
+        return [
+            name[len(DISCUSSION_TOPIC_PREFIX) :]
+            for name in self._hub.subscribed_topics()
+            if name.startswith(DISCUSSION_TOPIC_PREFIX)
+        ]
+
+    async def _drain_leaves(self) -> None:
+        while not self._leaves.empty():
+            discussion_id, conn_id = self._leaves.get_nowait()
+            await self._emit(discussion_id, await self.store.leave(discussion_id, conn_id))
+
+    async def _refresh(self) -> None:
+        by_discussion: dict[str, list[Connection]] = {}
+        for conn_id, registration in list(self._registrations.items()):
+            await self._sync(conn_id, registration)
+            for discussion_id in registration.registered:
+                by_discussion.setdefault(discussion_id, []).append(self._connection(conn_id, registration.session))
+        for discussion_id, connections in by_discussion.items():
+            # One call per discussion: a refresh costs O(discussions), not O(connections) calls.
+            await self._emit(discussion_id, await self.store.touch(discussion_id, connections))
+
+    async def _sweep(self) -> None:
+        for discussion_id in self._local_discussions():
+            await self._emit(discussion_id, await self.store.sweep(discussion_id))
+
+    async def run(self) -> None:
+        """Leaves, refreshes, sweeps and idle checks. Owned by the app; cancelled on shutdown."""
+        loop = asyncio.get_running_loop()
+        next_refresh = loop.time() + self._refresh_interval_s
+        next_sweep = loop.time() + self._sweep_interval_s
+        backoff_s = 0.1
+        while True:
+            # Cleared before the work, so a wake-up arriving during it is not lost.
+            self._wake.clear()
+            try:
+                await self._drain_leaves()
+                now = loop.time()
+                if now >= next_refresh:
+                    next_refresh = now + self._refresh_interval_s
+                    await self._refresh()
+                    await self._check_idle(_now_ms())
+                elif self._wake.is_set():
+                    for conn_id, registration in list(self._registrations.items()):
+                        await self._sync(conn_id, registration)
+                if loop.time() >= next_sweep:
+                    next_sweep = loop.time() + self._sweep_interval_s
+                    await self._sweep()
+                backoff_s = 0.1
+            except Exception:
+                # Log, back off, go on: presence must never take the process down.
+                log.exception("presence: background pass failed; retrying in %.1fs", backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+                continue
+            timeout = max(0.0, min(next_refresh, next_sweep) - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def drain(self, timeout_s: float) -> None:
+        """On shutdown: send the leaves still queued, so users go at once, not at expiry."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._drain_leaves(), timeout_s)

@@ -1,0 +1,208 @@
+"""One presence contract, both backends: in-process and Redis (a real redis-server).
+
+Times are passed explicitly (`now_ms`), so throttling and expiry are checked exactly, with no
+sleeping and no dependence on how fast the machine is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis
+
+from app.presence import Connection, PresenceChange, PresenceStore, PresenceTimings
+from app.presence_memory import MemoryPresenceStore
+from app.presence_redis import RedisPresenceStore
+from app.redis_keys import RedisKeys
+
+TIMINGS = PresenceTimings(ttl_ms=10_000, grace_ms=2_000, typing_ttl_ms=5_000, throttle_ms=500)
+D = "disc"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[PresenceStore]:
+    made: PresenceStore
+    if request.param == "memory":
+        made = MemoryPresenceStore(TIMINGS)
+    else:
+        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+        made = RedisPresenceStore(url, prefix=prefix, timings=TIMINGS)
+    await made.open()
+    yield made
+    await made.close()
+
+
+@pytest.fixture
+def t0() -> int:
+    # Near the real clock, so Redis's own expiries (PEXPIRE) agree with the explicit times.
+    return time.time_ns() // 1_000_000
+
+
+def kinds(changes: list[PresenceChange]) -> list[tuple[str, str, str | None]]:
+    return [(c.type, c.user_id, c.status) for c in changes]
+
+
+def conn(conn_id: str, user: str, status: str = "online") -> Connection:
+    return Connection(conn_id, user, user.title(), status)  # type: ignore[arg-type]
+
+
+async def test_first_connection_joins_and_later_ones_aggregate(store: PresenceStore, t0: int) -> None:
+    assert kinds(await store.touch(D, [conn("a1", "alice")], now_ms=t0)) == [("user_joined", "alice", "online")]
+    assert await store.touch(D, [conn("a2", "alice")], now_ms=t0) == []
+    assert await store.set_status(D, "alice", "away", conn_id="a1", now_ms=t0) == []
+    changed = await store.set_status(D, "alice", "away", conn_id="a2", now_ms=t0)
+    assert kinds(changed) == [("presence_changed", "alice", "away")]
+    assert changed[0].name == "Alice"
+    back = await store.set_status(D, "alice", "online", conn_id="a1", now_ms=t0)
+    assert kinds(back) == [("presence_changed", "alice", "online")]
+    snapshot = await store.snapshot(D, now_ms=t0)
+    assert snapshot.as_json() == {
+        "count": 1,
+        "participants": [{"id": "alice", "name": "Alice", "status": "online"}],
+        "typing": [],
+    }
+
+
+async def test_a_per_user_status_sets_every_connection(store: PresenceStore, t0: int) -> None:
+    await store.touch(D, [conn("a1", "alice"), conn("a2", "alice"), conn("b1", "bob")], now_ms=t0)
+    assert kinds(await store.set_status(D, "alice", "away", now_ms=t0)) == [("presence_changed", "alice", "away")]
+    statuses = {p.user_id: p.status for p in (await store.snapshot(D, now_ms=t0)).participants}
+    assert statuses == {"alice": "away", "bob": "online"}
+    assert await store.user_discussions("alice", now_ms=t0) == [D]
+    assert await store.user_discussions("carol", now_ms=t0) == []
+
+
+async def test_leaving_is_debounced_by_the_grace_period(store: PresenceStore, t0: int) -> None:
+    await store.touch(D, [conn("a1", "alice"), conn("a2", "alice")], now_ms=t0)
+    assert await store.leave(D, "a1", now_ms=t0) == []  # another tab is still open
+    assert await store.leave(D, "a2", now_ms=t0) == []  # the last one lingers
+    assert (await store.snapshot(D, now_ms=t0 + 1)).as_json()["count"] == 1
+    # A reload: the new connection arrives within the grace period. No leave, no join.
+    assert await store.touch(D, [conn("a3", "alice")], now_ms=t0 + 1_000) == []
+    assert await store.sweep(D, now_ms=t0 + TIMINGS.grace_ms + 1) == []
+    # Closed for good this time: gone once the grace period ends, and only then.
+    assert await store.leave(D, "a3", now_ms=t0 + 3_000) == []
+    assert await store.sweep(D, now_ms=t0 + 3_000 + TIMINGS.grace_ms - 1) == []
+    left = await store.sweep(D, now_ms=t0 + 3_000 + TIMINGS.grace_ms)
+    assert kinds(left) == [("user_left", "alice", "offline")]
+    assert (await store.snapshot(D, now_ms=t0 + 6_000)).as_json()["count"] == 0
+
+
+async def test_a_lingering_connection_is_not_renewed_by_a_refresh(store: PresenceStore, t0: int) -> None:
+    await store.touch(D, [conn("a1", "alice")], now_ms=t0)
+    await store.leave(D, "a1", now_ms=t0)
+    assert await store.touch(D, [conn("a1", "alice")], now_ms=t0 + 100) == []
+    assert kinds(await store.sweep(D, now_ms=t0 + TIMINGS.grace_ms)) == [("user_left", "alice", "offline")]
+
+
+async def test_connections_not_refreshed_expire_once(store: PresenceStore, t0: int) -> None:
+    await store.touch(D, [conn("a1", "alice"), conn("b1", "bob")], now_ms=t0)
+    # Bob's server keeps refreshing; Alice's died (no leave, no refresh).
+    await store.touch(D, [conn("b1", "bob")], now_ms=t0 + 9_000)
+    assert await store.sweep(D, now_ms=t0 + TIMINGS.ttl_ms - 1) == []
+    end = t0 + TIMINGS.ttl_ms
+    # Several processes sweep at once: exactly one of them gets the event.
+    results = await asyncio.gather(*(store.sweep(D, now_ms=end) for _ in range(4)))
+    assert sorted(kinds([c for r in results for c in r])) == [("user_left", "alice", "offline")]
+    assert [p.user_id for p in (await store.snapshot(D, now_ms=end)).participants] == ["bob"]
+
+
+async def test_typing_is_one_entry_per_user_and_expires(store: PresenceStore, t0: int) -> None:
+    assert kinds(await store.typing(D, "alice", "Alice", True, now_ms=t0)) == [("typing_started", "alice", None)]
+    # More tabs, more keystrokes: still one entry, no more broadcasts.
+    for i in range(1, 20):
+        assert await store.typing(D, "alice", "Alice", True, now_ms=t0 + i * 100) == []
+    last = t0 + 1_900
+    assert (await store.snapshot(D, now_ms=last)).typing == [("alice", "Alice")]
+    assert await store.sweep(D, now_ms=last + TIMINGS.typing_ttl_ms - 1) == []
+    stopped = await store.sweep(D, now_ms=last + TIMINGS.typing_ttl_ms)
+    assert kinds(stopped) == [("typing_stopped", "alice", None)]
+    assert (await store.snapshot(D, now_ms=last + TIMINGS.typing_ttl_ms)).typing == []
+
+
+async def test_a_typing_flood_is_throttled_and_ends_consistent(store: PresenceStore, t0: int) -> None:
+    """On/off every 30 ms for 3 s: broadcasts at least 500 ms apart, alternating, and the last
+    one says what the user last did."""
+    broadcasts: list[tuple[int, str]] = []
+    now = t0
+    for i in range(100):
+        now = t0 + i * 30
+        for change in await store.sweep(D, now_ms=now) + await store.typing(
+            D, "alice", "Alice", i % 2 == 0, now_ms=now
+        ):
+            broadcasts.append((now, change.type))
+    for extra in range(1, 40):  # let held-back broadcasts out
+        for change in await store.sweep(D, now_ms=now + extra * 30):
+            broadcasts.append((now + extra * 30, change.type))
+    times = [at for at, _ in broadcasts]
+    assert all(b - a >= TIMINGS.throttle_ms for a, b in itertools.pairwise(times)), broadcasts
+    types = [kind for _, kind in broadcasts]
+    assert types[0] == "typing_started"
+    assert all(a != b for a, b in itertools.pairwise(types)), types
+    assert types[-1] == "typing_stopped"  # the flood ended with typing=false
+    assert 2 <= len(broadcasts) <= 3_000 // TIMINGS.throttle_ms + 2
+
+
+async def test_a_start_held_back_by_the_throttle_is_announced_when_the_window_ends(
+    store: PresenceStore, t0: int
+) -> None:
+    await store.typing(D, "alice", "Alice", True, now_ms=t0)
+    assert kinds(await store.typing(D, "alice", "Alice", False, now_ms=t0 + 600)) == [("typing_stopped", "alice", None)]
+    assert await store.typing(D, "alice", "Alice", True, now_ms=t0 + 700) == []  # inside the window
+    assert await store.sweep(D, now_ms=t0 + 1_099) == []
+    assert kinds(await store.sweep(D, now_ms=t0 + 1_100)) == [("typing_started", "alice", None)]
+    # It expires 5 s after the signal, not after the announcement.
+    assert kinds(await store.sweep(D, now_ms=t0 + 700 + TIMINGS.typing_ttl_ms)) == [("typing_stopped", "alice", None)]
+
+
+async def test_posting_stops_typing_at_once(store: PresenceStore, t0: int) -> None:
+    await store.typing(D, "alice", "Alice", True, now_ms=t0)
+    await store.typing(D, "bob", "Bob", True, now_ms=t0)
+    # 100 ms after the start, inside the throttle window: posting is not held back.
+    stopped = await store.stop_typing(D, "alice", now_ms=t0 + 100)
+    assert kinds(stopped) == [("typing_stopped", "alice", None)]
+    assert await store.stop_typing(D, "alice", now_ms=t0 + 200) == []
+    assert await store.stop_typing(D, "carol", now_ms=t0 + 200) == []
+    assert (await store.snapshot(D, now_ms=t0 + 200)).typing == [("bob", "Bob")]
+    # Typing again right after posting: announced once the window of the stop has passed.
+    assert await store.typing(D, "alice", "Alice", True, now_ms=t0 + 300) == []
+    assert kinds(await store.sweep(D, now_ms=t0 + 600)) == [("typing_started", "alice", None)]
+
+
+async def test_an_explicit_stop_inside_the_window_is_emitted_when_it_ends(store: PresenceStore, t0: int) -> None:
+    await store.typing(D, "alice", "Alice", True, now_ms=t0)
+    assert await store.typing(D, "alice", "Alice", False, now_ms=t0 + 100) == []
+    assert (await store.snapshot(D, now_ms=t0 + 100)).typing == []
+    assert await store.sweep(D, now_ms=t0 + 499) == []
+    assert kinds(await store.sweep(D, now_ms=t0 + 500)) == [("typing_stopped", "alice", None)]
+    assert await store.sweep(D, now_ms=t0 + 5_000) == []
+
+
+async def test_activity_is_remembered(store: PresenceStore, t0: int) -> None:
+    assert await store.last_active_ms("alice") is None
+    await store.mark_active("alice", now_ms=t0)
+    assert await store.last_active_ms("alice") == t0
+
+
+async def test_every_redis_key_expires(redis_url: str, redis_prefix: str, t0: int) -> None:
+    store = RedisPresenceStore(redis_url, prefix=redis_prefix, timings=TIMINGS)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        await store.touch(D, [conn("a1", "alice")], now_ms=t0)
+        await store.typing(D, "alice", "Alice", True, now_ms=t0)
+        await store.mark_active("alice", now_ms=t0)
+        keys = [key async for key in client.scan_iter(match=f"{redis_prefix}:*")]
+        expected = {*RedisKeys(redis_prefix).presence(D), RedisKeys(redis_prefix).presence_user("alice")}
+        expected.add(RedisKeys(redis_prefix).presence_active("alice"))
+        assert {k.decode() for k in keys} == expected
+        active = RedisKeys(redis_prefix).presence_active("alice")
+        for key in keys:
+            limit = TIMINGS.idle_ms if key.decode() == active else 2 * TIMINGS.ttl_ms + TIMINGS.grace_ms + 500
+            assert 0 < await client.pttl(key) <= limit, key
+    finally:
+        await client.aclose()
+        await store.close()
