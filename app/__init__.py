@@ -44,7 +44,6 @@ def create_app(settings: Settings | None = None) -> Quart:
     blueprints = (ops, session, discussions, notifications, presence, sse)
     for module in blueprints:
         app.register_blueprint(module.blueprint)
-        app.register_blueprint(blueprint)
 
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> tuple[Response, int] | Response:

@@ -11,11 +11,11 @@ from typing import IO
 from .eventlog import EventLog
 from .eventlog_memory import MemoryEventLog
 from .eventlog_redis import RedisEventLog
-from .ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from .redis_keys import RedisKeys
 from .presence import PresenceStore, PresenceTimings
 from .presence_memory import MemoryPresenceStore
 from .presence_redis import RedisPresenceStore
+from .ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from .redis_keys import RedisKeys
 from .settings import Settings
 
 

@@ -20,8 +20,8 @@ from .events import Event, envelope_body
 from .hub import Hub
 from .metrics import Metrics
 from .models import User, utcnow
-from .ratelimit import RateLimiter
 from .presence_tracker import PresenceTracker
+from .ratelimit import RateLimiter
 from .settings import Settings
 
 log = logging.getLogger(__name__)
