@@ -196,6 +196,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def core_busy_seconds(core: int) -> float:
+    """Busy time of one core since boot (/proc/stat: everything but idle and iowait). Minus the
+    server's own CPU over an interval, it tells how much other work shared the server's core."""
+    with open("/proc/stat") as stat:
+        for line in stat:
+            if line.startswith(f"cpu{core} "):
+                ticks = [int(value) for value in line.split()[1:]]
+                return (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS
+    return 0.0
+
+
 def own_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime

@@ -116,7 +116,6 @@ class SseClient(asyncio.Protocol):
             head, data = self._head[:end].lower(), self._head[end + 4 :]
             self._head = b""
             if not head.startswith(b"http/1.1 200"):
-                self.gen.totals.failed += 1
                 self.gen.last_error = head.split(b"\r\n", 1)[0].decode(errors="replace")
                 assert self.transport is not None
                 self.transport.close()
@@ -248,10 +247,9 @@ class LoadGen:
                     assert client.opened is not None
                     await asyncio.wait_for(asyncio.shield(client.opened), 60)
                 except (OSError, TimeoutError) as error:
-                    self.totals.failed += 1
                     self.last_error = repr(error)
                 if not client.open:
-                    self.totals.failed += 1 if client.transport is None else 0
+                    self.totals.failed += 1
 
         async with asyncio.timeout(timeout_s):
             await asyncio.gather(*(open_one(client) for client in new))

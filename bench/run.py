@@ -40,8 +40,10 @@ if str(ROOT) not in sys.path:
 
 from bench.common import (  # noqa: E402
     CLIENT_CORE,
+    SERVER_CORE,
     CpuMeter,
     ServerProcess,
+    core_busy_seconds,
     fmt_table,
     free_port,
     pin_to,
@@ -99,6 +101,10 @@ async def started(args: argparse.Namespace, kind: str, processes: int = 1) -> As
                 if server.process is not None and server.process.poll() is not None:
                     print(f"server exited early:\n{server.log_tail()}", file=sys.stderr)
                 await asyncio.to_thread(server.stop)
+                # Keep the server's log: errors under load are findings.
+                log = path / f"server-{server.port}.log"
+                if log.exists():
+                    (RESULTS_DIR / f"server-{name}-{server.port}.log").write_bytes(log.read_bytes())
             if redis_url is not None:
                 await delete_keys(redis_url, prefix)
 
@@ -207,6 +213,7 @@ async def idle(args: argparse.Namespace, target: Target) -> list[dict[str, Any]]
                 "server": target.name,
                 "connections": gen.open_count,
                 "failed": gen.totals.failed,
+                "last_error": gen.last_error,
                 "connect_all_s": round(connect_s, 2),
                 "connects_per_s": round((gen.open_count - opened_before) / connect_s, 1),
                 "server_cpu_ms_per_connect": round(cpu.cpu_s * 1000 / max(1, added), 3),
@@ -246,6 +253,7 @@ async def listen_and_publish(
     ended0, dup0, ooo0 = gen.totals.ended_by_server, gen.totals.duplicates, gen.totals.out_of_order
     meters = [CpuMeter(server.pid).start() for server in target.servers]
     client_cpu = CpuMeter(None).start()
+    core0 = core_busy_seconds(SERVER_CORE)
     rss0 = rss_bytes(pid)
     result = await publish(
         target, discussions, rate=rate, duration_s=duration_s, mode=mode, connections=args.publish_connections
@@ -260,6 +268,8 @@ async def listen_and_publish(
     expected = sum(count * listeners.get(d, 0) for d, count in result["per_discussion"].items())
     delivered = sum(c.received for c in gen.clients) - sum(before.values())
     server_cpu = sum(meter.cpu_s for meter in meters)
+    # Other work on the server's core (other engineers' tests share this 2-core machine).
+    core0_other = core_busy_seconds(SERVER_CORE) - core0 - meters[0].cpu_s
     percentiles = gen.hist.percentiles_ms()
     return {
         "server": target.name,
@@ -283,9 +293,12 @@ async def listen_and_publish(
         "server_cpu_pct": round(server_cpu / max(0.001, meters[0].wall_s) * 100, 1),
         "server_cpu_us_per_delivery": round(server_cpu * 1e6 / max(1, delivered), 1),
         "client_cpu_pct": round(client_cpu.share * 100, 1),
+        "core0_other_pct": round(max(0.0, core0_other) / max(0.001, meters[0].wall_s) * 100, 1),
         "rss_mb": round(rss_bytes(pid) / 2**20, 1),
         "rss_growth_mb": round((rss_bytes(pid) - rss0) / 2**20, 1),
         "publish_mode": mode,
+        "connect_failed": gen.totals.failed,
+        "last_error": gen.last_error,
     }
 
 
@@ -420,6 +433,7 @@ HOT_COLUMNS = [
     "server_cpu_pct",
     "server_cpu_us_per_delivery",
     "client_cpu_pct",
+    "core0_other_pct",
 ]
 WORKLOADS = {"idle": idle, "latency": latency, "seed": seed, "hot": hot, "herd": herd, "scale": scale}
 
