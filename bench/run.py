@@ -86,6 +86,14 @@ async def started(args: argparse.Namespace, kind: str, processes: int = 1) -> As
         if redis_url is not None:
             env |= {"REDIS_URL": redis_url, "PARLEY_REDIS_PREFIX": prefix}
         name = "reference" if kind == "reference" else f"parley-{args.backend}"
+        if args.profile and kind == "parley":
+            # bench/profile_hook/sitecustomize.py: snapshots and profiles on signals, app untouched.
+            env |= {
+                "PYTHONPATH": f"{ROOT / 'bench' / 'profile_hook'}{os.pathsep}{ROOT}",
+                "PARLEY_BENCH_PROFILE_DIR": str(RESULTS_DIR / f"profile-{args.workload}-{name}"),
+            }
+            if args.workload == "idle":
+                env["PYTHONTRACEMALLOC"] = "1"  # memory only: tracing would distort CPU figures
         servers = []
         for index in range(processes):
             # With two processes, each gets a core: the point of `scale` is one process per core.
@@ -183,6 +191,12 @@ async def publish(
     return result
 
 
+def signal_profiler(args: argparse.Namespace, target: Target, signum: int) -> None:
+    """With --profile: SIGUSR1 snapshots memory, SIGUSR2 starts/stops cProfile (profile_hook)."""
+    if args.profile and target.name != "reference":
+        os.kill(target.main.pid, signum)
+
+
 def publish_mode(args: argparse.Namespace, target: Target) -> str:
     if args.publish == "redis" and target.redis_url is None:
         raise SystemExit("--publish redis needs --backend redis")
@@ -197,6 +211,7 @@ async def idle(args: argparse.Namespace, target: Target) -> list[dict[str, Any]]
     await warm_up(target, discussions)
     pid = target.main.pid
     base = rss_bytes(pid)
+    signal_profiler(args, target, signal.SIGUSR1)
     gen = LoadGen("127.0.0.1", target.ports)
     rows: list[dict[str, Any]] = []
     steps = [int(n) for n in str(args.connections or "1000,5000").split(",")]
@@ -208,6 +223,7 @@ async def idle(args: argparse.Namespace, target: Target) -> list[dict[str, Any]]
         cpu.stop()
         await asyncio.sleep(args.settle_s)  # let allocator and GC settle before sampling
         rss = rss_bytes(pid)
+        signal_profiler(args, target, signal.SIGUSR1)
         rows.append(
             {
                 "server": target.name,
@@ -255,10 +271,12 @@ async def listen_and_publish(
     client_cpu = CpuMeter(None).start()
     core0 = core_busy_seconds(SERVER_CORE)
     rss0 = rss_bytes(pid)
+    signal_profiler(args, target, signal.SIGUSR2)
     result = await publish(
         target, discussions, rate=rate, duration_s=duration_s, mode=mode, connections=args.publish_connections
     )
     missing = await gen.drain(result["per_discussion"], before, timeout_s=args.drain_s)
+    signal_profiler(args, target, signal.SIGUSR2)
     for meter in meters:
         meter.stop()
     client_cpu.stop()
@@ -493,6 +511,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=14)
     parser.add_argument("--retry-ms", type=float, default=200.0, help="herd: client reconnect delay")
     parser.add_argument("--reference", action="store_true", help="also run on bench/reference_server.py")
+    parser.add_argument("--profile", action="store_true", help="tracemalloc (idle) or cProfile the server")
     args = parser.parse_args()
     raise_fd_limit()
     pin_to(CLIENT_CORE)
