@@ -57,6 +57,7 @@ class SseClient(asyncio.Protocol):
         self.bytes = 0
         self.heartbeats = 0
         self.open = False
+        self.ever_opened = False  # a client that never connected is a connect failure, not a loss
         self.opened: asyncio.Future[None] | None = None
         self.ended: asyncio.Future[None] | None = None
         self._head = b""
@@ -172,6 +173,7 @@ class SseClient(asyncio.Protocol):
             elif frame.startswith(b"retry:") or frame.startswith(b": connected"):
                 if not self.open:
                     self.open = True
+                    self.ever_opened = True
                     gen.open_count += 1
                     if self.opened is not None and not self.opened.done():
                         self.opened.set_result(None)
@@ -291,6 +293,8 @@ class LoadGen:
         """Events published to each client's discussion that it has not received."""
         missing = 0
         for client in self.clients:
+            if not client.ever_opened:
+                continue
             already = baseline.get(client.index, 0) if baseline else 0
             missing += max(0, published.get(client.discussion, 0) - (client.received - already))
         return missing
