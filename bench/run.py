@@ -105,6 +105,8 @@ async def started(args: argparse.Namespace, kind: str, processes: int = 1) -> As
                 await wait_ready(server)
             yield Target(name, servers, redis_url, prefix)
         finally:
+            if args.profile:
+                await asyncio.sleep(15)  # let the hook finish writing its last snapshot or profile
             for server in servers:
                 if server.process is not None and server.process.poll() is not None:
                     print(f"server exited early:\n{server.log_tail()}", file=sys.stderr)
@@ -358,7 +360,7 @@ async def hot(args: argparse.Namespace, target: Target) -> list[dict[str, Any]]:
         row["ok"] = row["p95_ms"] < DELIVERY_P95_LIMIT_MS and row["lost"] == 0 and row["dropped_by_server"] == 0
         rows.append(row)
         print(fmt_table(rows[-1:], HOT_COLUMNS), flush=True)
-        if not row["ok"] or gen.open_count < len(gen.clients):
+        if not row["ok"]:
             break
         rate *= args.step
     await gen.close()
