@@ -106,7 +106,8 @@ async def started(args: argparse.Namespace, kind: str, processes: int = 1) -> As
             yield Target(name, servers, redis_url, prefix)
         finally:
             if args.profile:
-                await asyncio.sleep(15)  # let the hook finish writing its last snapshot or profile
+                # Let the hook finish its last snapshot (slow: it walks every traced block) or profile.
+                await asyncio.sleep(60 if args.workload == "idle" else 15)
             for server in servers:
                 if server.process is not None and server.process.poll() is not None:
                     print(f"server exited early:\n{server.log_tail()}", file=sys.stderr)
