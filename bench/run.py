@@ -186,8 +186,11 @@ async def publish(
         f"--connections={connections}",
     ]
     process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
-    async with asyncio.timeout(duration_s * 5 + 90):
-        out, _ = await process.communicate()
+    try:
+        async with asyncio.timeout(duration_s * 5 + 90):
+            out, _ = await process.communicate()
+    finally:
+        file.unlink(missing_ok=True)
     if process.returncode != 0:
         raise RuntimeError(f"publisher failed ({process.returncode})")
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
