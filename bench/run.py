@@ -302,6 +302,7 @@ async def listen_and_publish(
         "rate_target": rate,
         "rate_achieved": result["achieved_rate"],
         "publish_errors": result["errors"],
+        "publish_unsent": result["unsent"],
         "published": result["ok"],
         "deliveries_expected": expected,
         "delivered": delivered,
