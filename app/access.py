@@ -3,10 +3,14 @@ creator and members only, and to anyone else they do not exist (404, never 403).
 
 from __future__ import annotations
 
-from sqlmodel import select
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .auth import Identity
+from .db import Database
 from .errors import NotFound
 from .models import Discussion, DiscussionMember
 
@@ -29,3 +33,45 @@ async def readable_discussion(session: AsyncSession, identity: Identity, discuss
         if member.first() is None:
             raise not_found
     return discussion
+
+
+@dataclass(frozen=True, slots=True)
+class _Readers:
+    visibility: str
+    created_by: str
+    members: frozenset[str]
+
+    def admit(self, user_id: str) -> bool:
+        return self.visibility != "private" or user_id == self.created_by or user_id in self.members
+
+
+class ReadAccessCache:
+    """Read access for stream connects without a database round trip each time.
+
+    Safe to cache: a discussion's visibility, creator and members are fixed when it is created
+    (the API has no call that changes them) and discussions are never removed. Only existing
+    discussions are cached, so unknown ids cannot fill it; it keeps the `max_entries` most
+    recently used. A reconnect storm after a restart then costs the database once per
+    discussion, not once per client.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._entries: OrderedDict[str, _Readers] = OrderedDict()
+        self._max = max_entries
+
+    async def check(self, db: Database, identity: Identity, discussion_id: str) -> None:
+        readers = self._entries.get(discussion_id)
+        if readers is None:
+            async with db.session() as session:
+                discussion = await readable_discussion(session, identity, discussion_id)
+                members = await session.exec(
+                    select(col(DiscussionMember.user_id)).where(DiscussionMember.discussion_id == discussion_id)
+                )
+                readers = _Readers(discussion.visibility, discussion.created_by, frozenset(members.all()))
+            self._entries[discussion_id] = readers
+            if len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(discussion_id)
+        if not readers.admit(identity.user_id):
+            raise NotFound(f"no discussion {discussion_id[:MAX_ID_CHARS]!r}")

@@ -13,6 +13,7 @@ from typing import Any
 from quart import current_app
 from sqlalchemy.exc import IntegrityError
 
+from .access import ReadAccessCache
 from .auth import Authenticator, Identity
 from .db import Database
 from .eventlog import EventLog
@@ -39,6 +40,7 @@ class Services:
     auth: Authenticator
     rate_limit: RateLimiter
     presence: PresenceTracker
+    read_access: ReadAccessCache = field(default_factory=ReadAccessCache)
     # user id -> name last written, so a request writes the users table only when a name changes.
     _known_users: OrderedDict[str, str] = field(default_factory=OrderedDict)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ..access import readable_discussion
 from ..api.common import caller
 from ..errors import InvalidField
 from ..services import Services, services
@@ -16,7 +15,6 @@ async def authorized_session(discussion_ids: list[str]) -> tuple[Services, Strea
     if len(discussion_ids) > MAX_DISCUSSIONS_PER_CONNECTION:
         raise InvalidField(f"discussion: at most {MAX_DISCUSSIONS_PER_CONNECTION} per connection")
     parley = services()
-    async with parley.db.session() as db:
-        for discussion_id in dict.fromkeys(discussion_ids):
-            await readable_discussion(db, identity, discussion_id)
+    for discussion_id in dict.fromkeys(discussion_ids):
+        await parley.read_access.check(parley.db, identity, discussion_id)
     return parley, StreamSession(parley, identity, discussion_ids)
