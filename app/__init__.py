@@ -34,11 +34,15 @@ def create_app(settings: Settings | None = None) -> Quart:
     tasks: set[asyncio.Task[Any]] = set()
     lock = EmbeddedLock(settings.data_dir) if settings.embedded else None
 
+    from . import pages
     from .api import discussions, ops, session
-    from .transports import sse
+    from .transports import poll, sse, ws
 
     for blueprint in (ops.blueprint, session.blueprint, discussions.blueprint, sse.blueprint):
         app.register_blueprint(blueprint)
+    app.register_blueprint(ws.blueprint)
+    app.register_blueprint(poll.blueprint)
+    app.register_blueprint(pages.blueprint)
 
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> tuple[Response, int] | Response:

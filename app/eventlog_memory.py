@@ -82,7 +82,9 @@ class MemoryEventLog:
         after = cursor.position
         if after > self._last:
             raise CursorUnavailable("unknown_position")
-        if after.ms < now_ms() - self._retention_ms:
+        # A cursor at the head misses nothing, however old it is (an idle log's head), and the
+        # origin is the head a fresh, empty log hands out: neither is "expired" by its age.
+        if after != ORIGIN and after < self._last and after.ms < now_ms() - self._retention_ms:
             raise CursorUnavailable("expired")
         runs: list[list[Event]] = []
         for name in topics:

@@ -97,9 +97,12 @@ class RedisEventLog:
             results = await pipe.execute()
         seconds, micros = results[0]
         now_ms = seconds * 1000 + micros // 1000
-        if after > await self._last_position(self._client):
+        last = await self._last_position(self._client)
+        if after > last:
             raise CursorUnavailable("unknown_position")
-        if after.ms < now_ms - self._retention_ms:
+        # A cursor at the head misses nothing, however old it is (an idle log's head), and the
+        # origin is the head a fresh, empty log hands out: neither is "expired" by its age.
+        if after != ORIGIN and after < last and after.ms < now_ms - self._retention_ms:
             raise CursorUnavailable("expired")
         runs = []
         for name, entries in zip(names, results[1:], strict=True):
