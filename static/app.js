@@ -245,7 +245,7 @@ function render() {
 
 function updateBanner() {
   const banner = $("#new-banner");
-  const count = state.held.length || state.unseen;
+  const count = state.held.length + state.unseen;
   banner.hidden = count === 0;
   banner.textContent = `${count} new response${count === 1 ? "" : "s"} ↓`;
 }

@@ -353,7 +353,10 @@ export class ParleyClient extends EventTarget {
         if (!this.isLeader && navigator.onLine) this.setStatus(data.status);
         break;
       case "want":
-        if (this.isLeader) this.want(data.tab, data.discussions, data.cursor);
+        if (this.isLeader) {
+          this.want(data.tab, data.discussions, data.cursor);
+          this.channel.postMessage({ kind: "status", status: this.status }); // a new tab learns it
+        }
         break;
       case "leader":
         if (!this.isLeader) {
