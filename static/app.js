@@ -21,7 +21,8 @@ const state = {
   lastRender: 0,
   renderTimer: null,
   client: null,
-  outbox: new Outbox(),
+  // ?fail_after=<ms>: how long an offline post waits before "Failed" (30 s; shorter for tests).
+  outbox: new Outbox({ failAfterMs: Number(params.get("fail_after")) || 30000 }),
 };
 
 // --- small helpers ---------------------------------------------------------------------------

@@ -262,3 +262,24 @@ async def test_refresh_button_after_ten_failed_tries(browser: Browser, server: S
     await asyncio.to_thread(server.start)
     await page.click("#refresh")
     await expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+
+
+async def test_an_offline_post_fails_after_a_while_and_retry_sends_it_once(browser: Browser, server: Server) -> None:
+    discussion = await make_discussion(server)
+    context = await signed_in(browser, server, "Alice")
+    page = await open_discussion(context, discussion, fail_after="1500")
+    await context.set_offline(True)
+    await page.fill("#composer textarea", "Written on the train")
+    await page.click("#composer button")
+    await expect(page.locator(".response.pending .note")).to_have_text("Sending…")
+    await expect(page.locator(".response.pending .note")).to_contain_text("Failed", timeout=WAIT_MS)
+    await context.set_offline(False)
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+    # Still failed: once a post has failed, sending it again is the writer's decision.
+    await expect(page.locator(".response.pending .note")).to_contain_text("Failed")
+    await page.click(".response.pending .retry")
+    await expect(response(page, "Written on the train")).to_be_visible(timeout=WAIT_MS)
+    await expect(page.locator(".response.pending")).to_have_count(0)
+    await page.wait_for_timeout(500)
+    await expect(response(page, "Written on the train")).to_have_count(1)
+    assert await stored_bodies(server, discussion) == ["Written on the train"]
