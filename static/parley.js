@@ -309,6 +309,12 @@ export class ParleyClient extends EventTarget {
     return true;
   }
 
+  /** Refresh the token in place on a WebSocket (API.md, Identity); SSE and long-poll pick up
+   * a new cookie on their next request instead. */
+  authenticate(token) {
+    return this.send({ type: "auth", token });
+  }
+
   /** After the last try failed: try again now, from the start of the backoff. */
   retryNow() {
     this.attempt = 0;
@@ -416,6 +422,8 @@ export class ParleyClient extends EventTarget {
         if (!live()) return;
         const fresh = this.deliver(envelopes);
         if (fresh.length) this.channel?.postMessage({ kind: "events", events: fresh });
+        // The stream ends after this; retrying with the same expired cookie cannot work.
+        if (envelopes.some((envelope) => envelope.type === "auth_expired")) this.lost("auth_expired");
       },
       onLost: (reason) => { if (live()) this.lost(reason); },
       onCursor: (cursor) => { if (live() && cursor && !this.cursor) this.cursor = cursor; },
