@@ -237,7 +237,19 @@ async def test_a_burst_while_reading_becomes_a_banner_then_renders_in_order(brow
     assert shown == await stored_bodies(server, discussion)
 
 
-async def test_a_server_restart_is_survived_without_a_reload(browser: Browser, server: Server) -> None:
+@pytest.mark.parametrize("log", ["embedded", "redis"])
+async def test_a_server_restart_is_survived_without_a_reload(
+    browser: Browser, start_server: Callable[..., Server], request: pytest.FixtureRequest, log: str
+) -> None:
+    """Embedded: the restarted log has a new epoch, so the page gets `sync_required` and
+    refetches. Redis: the log outlives the process, so the page resumes by cursor."""
+    env = {"PARLEY_HEARTBEAT_S": "2"}
+    if log == "redis":
+        env |= {
+            "REDIS_URL": request.getfixturevalue("redis_url"),
+            "PARLEY_REDIS_PREFIX": request.getfixturevalue("redis_prefix"),
+        }
+    server = start_server(**env)
     discussion = await make_discussion(server)
     context = await signed_in(browser, server, "Alice")
     page = await open_discussion(context, discussion, backoff="200")
@@ -249,6 +261,7 @@ async def test_a_server_restart_is_survived_without_a_reload(browser: Browser, s
     await post(server, discussion, "Bob", "Back after the restart")
     await expect(response(page, "Back after the restart")).to_be_visible(timeout=WAIT_MS)
     assert await page.evaluate("window.notReloaded") is True
+    await expect(page.locator("#thread .response")).to_have_count(1)
 
 
 async def test_refresh_button_after_ten_failed_tries(browser: Browser, server: Server) -> None:
@@ -283,3 +296,39 @@ async def test_an_offline_post_fails_after_a_while_and_retry_sends_it_once(brows
     await page.wait_for_timeout(500)
     await expect(response(page, "Written on the train")).to_have_count(1)
     assert await stored_bodies(server, discussion) == ["Written on the train"]
+
+
+async def test_tabs_on_different_discussions_share_one_connection(browser: Browser, server: Server) -> None:
+    first, second = await make_discussion(server, "Trees"), await make_discussion(server, "Rivers")
+    context = await signed_in(browser, server, "Alice")
+    leader = await open_discussion(context, first)
+    await expect(leader.locator("#status")).to_have_attribute("data-transport", "ws", timeout=WAIT_MS)
+    follower = await open_discussion(context, second)
+    # The leader adds the follower's discussion to its one connection.
+    await post(server, second, "Bob", "About rivers")
+    await post(server, first, "Bob", "About trees")
+    await expect(response(follower, "About rivers")).to_be_visible(timeout=WAIT_MS)
+    await expect(response(leader, "About trees")).to_be_visible(timeout=WAIT_MS)
+    await expect(response(follower, "About trees")).to_have_count(0)
+    await expect(response(leader, "About rivers")).to_have_count(0)
+    assert await settled_connections(server, 1) == 1
+
+
+async def test_a_newcomer_signs_in_starts_a_discussion_and_posts(browser: Browser, server: Server) -> None:
+    context = await browser.new_context(base_url=server.url)
+    page = await context.new_page()
+    await page.goto("/")
+    await expect(page.locator("#login")).to_be_visible()
+    await page.fill("#login-form input", "Dana")
+    await page.click("#login-form button")
+    await expect(page.locator("#home")).to_be_visible()
+    await page.fill("#new-discussion input[name=title]", "Four-day work week?")
+    await page.click("#new-discussion button")
+    await page.wait_for_url(re.compile(r"/d/[\w-]+$"))
+    await expect(page.locator("#title")).to_have_text("Four-day work week?")
+    await expect(page.locator("#discussions li.current")).to_have_text("Four-day work week?")
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+    await page.fill("#composer textarea", "Yes, productivity holds up.")
+    await page.keyboard.press("Control+Enter")
+    await expect(response(page, "Yes, productivity holds up.")).to_be_visible(timeout=WAIT_MS)
+    await expect(page.locator("#thread .response.mine")).to_have_count(1)
