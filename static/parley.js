@@ -32,6 +32,7 @@ const LOCK_NAME = "parley-connection";
 const CHANNEL_NAME = "parley";
 const OPEN_TIMEOUT_MS = 5000;
 const POLL_TIMEOUT_S = 25;
+const POLL_GRACE_S = 10;
 const SEEN_LIMIT = 5000;
 const SLEEP_GAP_MS = 10000;
 
@@ -48,6 +49,13 @@ export function compareCursors(a, b) {
   const pa = parseCursor(a), pb = parseCursor(b);
   if (!pa || !pb || pa.epoch !== pb.epoch) return 0;
   return pa.ms - pb.ms || pa.seq - pb.seq;
+}
+
+/** The older of two cursors (either may be null): where a replay must start to miss nothing. */
+function older(a, b) {
+  if (!a) return b;
+  if (!b) return a;
+  return compareCursors(a, b) < 0 ? a : b;
 }
 
 function parseCursor(text) {
@@ -183,7 +191,12 @@ class PollTransport {
   }
   async fetchOnce(timeoutS) {
     const url = `${this.base}/poll?${query(this.discussions, { cursor: this.cursor, timeout: timeoutS })}`;
-    const response = await fetch(url, { signal: this.abort.signal, cache: "no-store", credentials: "same-origin" });
+    // A half-open connection would leave a poll hanging for good: give up well after the
+    // server's own timeout, and count that as a lost connection.
+    const signal = AbortSignal.any
+      ? AbortSignal.any([this.abort.signal, AbortSignal.timeout((timeoutS + POLL_GRACE_S) * 1000)])
+      : this.abort.signal;
+    const response = await fetch(url, { signal, cache: "no-store", credentials: "same-origin" });
     if (!response.ok) throw new Error(`poll: ${response.status}`);
     const body = await response.json();
     if (body.events.length) this.handlers.onEvents(body.events);
@@ -403,10 +416,14 @@ export class ParleyClient extends EventTarget {
     for (const id of discussions) mine.add(id);
     this.wanted.set(tab, mine);
     const added = discussions.filter((id) => !known.has(id));
-    if (!added.length || !this.transport) return;
+    if (!added.length) return;
     // Replay from the older of the two cursors so the newcomer misses nothing since its REST
     // read; everything this tab already has is dropped again by event id.
-    const from = cursor && compareCursors(cursor, this.cursor) < 0 ? cursor : this.cursor;
+    const from = older(cursor, this.cursor);
+    if (!this.transport) {
+      this.pendingFrom = older(this.pendingFrom, from); // the next connect starts there
+      return;
+    }
     if (this.transport.name === "ws") {
       for (const id of added) this.transport.send({ type: "subscribe", discussion_id: id });
       if (from) this.transport.send({ type: "resume", last_event_id: from });
@@ -437,8 +454,10 @@ export class ParleyClient extends EventTarget {
   }
 
   /** One try of the ladder. Resolves when a transport works, or schedules the next try. */
-  async connect(from = this.cursor) {
+  async connect(from = older(this.cursor, this.pendingFrom)) {
+    this.pendingFrom = null;
     clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     this.closeTransports();
     const generation = ++this.generation;
     if (this.status.state !== STATE.RECONNECTING) this.setStatus({ state: STATE.CONNECTING, transport: null });
@@ -510,6 +529,7 @@ export class ParleyClient extends EventTarget {
     if (this.isLeader) {
       this.generation++;
       clearTimeout(this.retryTimer);
+      this.retryTimer = null;
       this.closeTransports();
     }
     this.setStatus({ state: STATE.OFFLINE, transport: null });
@@ -527,10 +547,14 @@ export class ParleyClient extends EventTarget {
     this.transport?.pause?.(document.hidden);
     // Presence belongs to the presence feature; the server may answer not_supported for now.
     this.transport?.send({ type: "presence", status: document.hidden ? "away" : "online" });
-    if (!document.hidden) this.onWake();
+    // Back in view: catch up whatever a throttled background tab may have missed. (A dead
+    // connection has already scheduled its own retry; nothing else to do here.)
+    if (!document.hidden && this.transport?.name === "ws" && this.cursor) {
+      this.transport.send({ type: "resume", last_event_id: this.cursor });
+    }
   }
 
-  /** After sleep or a hidden spell: make sure the connection is alive and caught up. */
+  /** After the device slept: make sure the connection is alive and caught up (FR-037). */
   onWake() {
     if (!this.isLeader || !navigator.onLine) return;
     if (!this.transport) {
