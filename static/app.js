@@ -422,7 +422,9 @@ function showStatus(status) {
     case STATE.FAILED:
       text.textContent = status.reason === "auth_expired" ? "Signed out" : "Disconnected";
       bannerText.textContent =
-        status.reason === "auth_expired" ? "Your session ended. Refresh to sign in again." : "Could not reconnect.";
+        status.reason === "auth_expired"
+          ? "Your session ended. Refresh to sign in again."
+          : `Could not reconnect after ${status.attempt} tries.`;
       banner.hidden = false;
       break;
   }

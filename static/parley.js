@@ -514,7 +514,7 @@ export class ParleyClient extends EventTarget {
     }
     this.attempt += 1;
     if (this.attempt > this.maxAttempts) {
-      this.setStatus({ state: STATE.FAILED, transport: null, reason });
+      this.setStatus({ state: STATE.FAILED, transport: null, reason, attempt: this.maxAttempts });
       return;
     }
     const exponential = Math.min(this.backoffMaxMs, this.backoffBaseMs * 2 ** (this.attempt - 1));
