@@ -1,6 +1,6 @@
 """Measure the browser side's timings in real Chromium against a real server process.
 
-    python bench/reconnect.py [--tries 10] [--transports auto,sse,ws,poll]
+    python bench/reconnect.py [--tries 10] [--restarts 10] [--transports auto,sse,ws,poll]
 
 For each transport, `tries` times: drop the network (Playwright `set_offline`), post a response
 from elsewhere, restore the network, and time
@@ -8,6 +8,8 @@ from elsewhere, restore the network, and time
   - reconnect: network back (the page's `online` event) -> connected again (NFR-003, 5 s)
   - caught up: network back -> the response posted meanwhile is on screen (FR-025)
   - delivery:  a live post's HTTP request sent -> on screen in another browser (FR-001, 2 s)
+then `restarts` times stops and starts the server process and times
+  - restart:   server ready again -> page connected again, with the default backoff (NFR-010)
 and how many server connections one user with three tabs holds (FR-036). Prints median and worst.
 """
 
@@ -83,7 +85,37 @@ async def connections(client: httpx.AsyncClient, server: Server) -> float:
     return sum(float(v) for v in re.findall(r'^parley_connections\{transport="\w+"\} ([0-9.]+)$', text, re.M))
 
 
-async def run(tries: int, transports: list[str], chromium: str) -> dict[str, Any]:
+# Records, in wall-clock ms, when the status last became connected.
+RESTART_PROBE = """
+window.connectedAt = null;
+new MutationObserver(() => {
+  if (document.querySelector('#status').dataset.state === 'connected') window.connectedAt = Date.now();
+}).observe(document.querySelector('#status'), {attributes: true, attributeFilter: ['data-state']});
+"""
+
+
+async def measure_restarts(browser: Any, server: Server, client: httpx.AsyncClient, restarts: int) -> dict[str, float]:
+    r = await client.post(server.url + "/api/discussions", json={"title": "restarts"}, headers=bearer(token("A")))
+    discussion = r.json()["id"]
+    context = await browser.new_context(base_url=server.url)
+    await context.request.post("/api/dev/login", data={"name": "Restarts"})
+    page = await context.new_page()
+    await page.goto(f"/d/{discussion}")
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+    await page.evaluate(RESTART_PROBE)
+    took = []
+    for _ in range(restarts):
+        await asyncio.to_thread(server.stop)
+        await expect(page.locator("#connection-banner")).to_be_visible(timeout=WAIT_MS)
+        await asyncio.to_thread(server.start)
+        ready_ms = time.time() * 1000
+        await expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=60_000)
+        took.append(max(0.0, await page.evaluate("window.connectedAt") - ready_ms))
+    await context.close()
+    return summary(took)
+
+
+async def run(tries: int, restarts: int, transports: list[str], chromium: str) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as workdir:
         port = free_port()
@@ -151,6 +183,11 @@ async def run(tries: int, transports: list[str], chromium: str) -> dict[str, Any
                     tabs.append(tab)
                 await tabs[0].wait_for_timeout(2000)
                 results["three_tabs_server_connections"] = await connections(client, server)
+                await context.close()
+                if restarts:
+                    results["reconnect_after_server_restart"] = await measure_restarts(
+                        browser, server, client, restarts
+                    )
                 await browser.close()
         finally:
             server.stop()
@@ -160,10 +197,11 @@ async def run(tries: int, transports: list[str], chromium: str) -> dict[str, Any
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tries", type=int, default=10)
+    parser.add_argument("--restarts", type=int, default=10)
     parser.add_argument("--transports", default="auto,sse,ws,poll")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
-    results = asyncio.run(run(args.tries, args.transports.split(","), args.chromium))
+    results = asyncio.run(run(args.tries, args.restarts, args.transports.split(","), args.chromium))
     print(json.dumps(results, indent=2))
 
 

@@ -15,7 +15,7 @@ so a forbidden page never gets an upgrade. After the upgrade:
 - A malformed message gets an `error` and the connection stays usable. Frames over Hypercorn's
   `websocket_max_message_size` (app/cli.py) are refused by Hypercorn with close code 1009.
 - Close codes: 4001 token expired (refresh with `auth` before that), 4008 fell too far behind
-  (resume from the cursor on a new connection), 1008 unauthorized reconnect.
+  (resume from the cursor on a new connection), 1009 message too big (Hypercorn).
 
 One coroutine owns the session: it waits for whichever comes first, a client message or live
 events, so `resume` can swap the subscription without racing a sender. Disconnect arrives as
