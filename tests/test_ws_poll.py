@@ -56,7 +56,7 @@ async def open_ws(
         yield connection
 
 
-async def receive(connection: ClientConnection, timeout_s: float = 5.0) -> dict[str, Any]:
+async def receive(connection: ClientConnection, timeout_s: float = 10.0) -> dict[str, Any]:
     """The next message that is not a heartbeat."""
     async with asyncio.timeout(timeout_s):
         while True:
