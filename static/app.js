@@ -228,7 +228,8 @@ function render() {
   const scrollTop = thread().scrollTop;
   const posted = envelopes.filter((e) => e.type === "response_posted").map((e) => e.payload.response);
   const fresh = posted.filter((r) => !state.responses.has(r.id));
-  if (!wasAtBottom && fresh.length + state.held.length > BURST_THRESHOLD) {
+  // Counted across renders, so a burst that trickles in is held back just like one that lands at once.
+  if (!wasAtBottom && state.unseen + state.held.length + fresh.length > BURST_THRESHOLD) {
     state.held.push(...fresh.filter((r) => !state.held.some((h) => h.id === r.id)));
   } else {
     for (const response of [...state.held.splice(0), ...posted]) {

@@ -119,7 +119,9 @@ class Server:
 
 
 def server_env(workdir: Path, port: int, **overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_") and k not in {"REDIS_URL", "DATABASE_URL"}}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("PARLEY_") and k not in {"REDIS_URL", "DATABASE_URL"}
+    }
     env.update(
         PORT=str(port),
         PYTHONPATH=str(ROOT),
