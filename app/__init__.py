@@ -38,10 +38,11 @@ def create_app(settings: Settings | None = None) -> Quart:
     tasks: set[asyncio.Task[Any]] = set()
     lock = EmbeddedLock(settings.data_dir) if settings.embedded else None
 
+    from . import pages
     from .api import discussions, notifications, ops, presence, session
-    from .transports import sse
+    from .transports import poll, sse, ws
 
-    blueprints = (ops, session, discussions, notifications, presence, sse)
+    blueprints = (ops, session, discussions, notifications, presence, sse, ws, poll, pages)
     for module in blueprints:
         app.register_blueprint(module.blueprint)
 

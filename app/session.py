@@ -115,6 +115,37 @@ class StreamSession:
         cursor = Cursor(self._parley.log.epoch, self.subscription.last)
         return Event.synthetic(cursor, "auth_expired", {"reason": "token_expired"})
 
+    def add_discussion(self, discussion_id: str) -> None:
+        """Start reading one more discussion (read access is the caller's to check). Live
+        events only: a client that needs what came before resumes from its cursor."""
+        if discussion_id in self.discussion_ids:
+            return
+        topic = topics.discussion(discussion_id)
+        self.discussion_ids.append(discussion_id)
+        self.topics.append(topic)
+        self.subscription.add_topic(topic)
+
+    def remove_discussion(self, discussion_id: str) -> None:
+        if discussion_id not in self.discussion_ids:
+            return
+        topic = topics.discussion(discussion_id)
+        self.discussion_ids.remove(discussion_id)
+        self.topics.remove(topic)
+        self.subscription.remove_topic(topic)
+
+    async def resume(self, cursor: str) -> list[Event]:
+        """Start over from `cursor` on the same topics, for a transport whose client asks to
+        resume without reconnecting (a WebSocket's `resume` message). Same contract as `open`."""
+        self.close()
+        return await self.open(cursor)
+
+    def refresh(self, identity: Identity) -> None:
+        """Swap in a newer token's identity (a WebSocket's `auth` message). The session's topics
+        belong to one user, so a token for somebody else is refused."""
+        if identity.user_id != self.identity.user_id:
+            raise ValueError("a session keeps its user: the new token is for someone else")
+        self.identity = identity
+
     def close(self) -> None:
         if self._subscription is not None:
             self._subscription.close()

@@ -6,7 +6,7 @@ import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from quart import g, request
+from quart import g, has_websocket_context, request, websocket
 
 from ..auth import Identity, token_from
 from ..errors import BadRequest, InvalidField, PayloadTooLarge, Unauthorized
@@ -20,7 +20,9 @@ async def caller() -> Identity:
     identity: Identity | None = g.get("identity")
     if identity is not None:
         return identity
-    token = token_from(request.headers, request.cookies)
+    # A WebSocket handshake has no `request`; its headers and cookies are on `websocket`.
+    incoming = websocket if has_websocket_context() else request
+    token = token_from(incoming.headers, incoming.cookies)
     if token is None:
         raise Unauthorized("sign in: send a bearer token or the parley_token cookie", code="unauthenticated")
     parley = services()

@@ -1,0 +1,484 @@
+// The discussion page: sign-in, the discussion list, a live thread and its composer.
+// URL options for testing and diagnosis: ?transport=sse|ws|poll forces a transport;
+// ?backoff=<ms> and ?backoff_max=<ms> shorten the reconnection delays (1 s doubling to 30 s).
+
+import { Outbox, ParleyClient, STATE } from "/static/parley.js";
+
+const RENDER_EVERY_MS = 500; // FR-005: bursts coalesce into one render per half second
+const BURST_THRESHOLD = 25; // more new responses than this while reading: a banner, not a flood
+const AT_BOTTOM_PX = 48;
+const PAGE = 200;
+
+const $ = (selector) => document.querySelector(selector);
+const params = new URLSearchParams(location.search);
+const state = {
+  me: null,
+  discussionId: null,
+  responses: new Map(), // response id -> element
+  pending: [], // envelopes waiting for the next render
+  held: [], // responses held back behind the banner (a burst while reading)
+  unseen: 0, // new responses below the reader's position
+  lastRender: 0,
+  renderTimer: null,
+  client: null,
+  // ?fail_after=<ms>: how long an offline post waits before "Failed" (30 s; shorter for tests).
+  outbox: new Outbox({ failAfterMs: Number(params.get("fail_after")) || 30000 }),
+};
+
+// --- small helpers ---------------------------------------------------------------------------
+
+async function api(path, options = {}) {
+  const response = await fetch(path, {
+    credentials: "same-origin",
+    headers: options.body ? { "Content-Type": "application/json" } : {},
+    ...options,
+  });
+  const body = response.status === 204 ? null : await response.json().catch(() => null);
+  if (!response.ok) {
+    const error = new Error(body?.error?.message || `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+function initials(name) {
+  return (name || "?").trim().split(/\s+/).slice(0, 2).map((part) => part[0]).join("").toUpperCase();
+}
+
+function hue(text) {
+  let h = 0;
+  for (const char of text || "") h = (h * 31 + char.charCodeAt(0)) % 360;
+  return h;
+}
+
+function avatar(element, user) {
+  element.textContent = initials(user?.name);
+  element.style.setProperty("--hue", hue(user?.id));
+}
+
+function timeLabel(iso) {
+  const date = new Date(iso);
+  return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+// --- sign-in ---------------------------------------------------------------------------------
+
+async function ensureSignedIn() {
+  try {
+    await api("/api/me/follows");
+    state.me = JSON.parse(localStorage.getItem("parley.me") || "null") || { id: "", name: "You" };
+    return true;
+  } catch (error) {
+    if (error.status !== 401) throw error;
+  }
+  $("#login").hidden = false;
+  $("#login-form input").focus();
+  return new Promise((resolve) => {
+    $("#login-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const name = new FormData(event.target).get("name").trim();
+      try {
+        const body = await api("/api/dev/login", { method: "POST", body: JSON.stringify({ name }) });
+        localStorage.setItem("parley.me", JSON.stringify(body.user));
+        state.me = body.user;
+        $("#login").hidden = true;
+        resolve(true);
+      } catch (error) {
+        const message = $("#login-error");
+        message.hidden = false;
+        message.textContent = error.status === 404 ? "Sign in through the platform to continue." : error.message;
+      }
+    });
+  });
+}
+
+function showMe() {
+  $("#me").hidden = false;
+  $("#me-name").textContent = state.me.name;
+  avatar($("#me-avatar"), state.me);
+  $("#sign-out").onclick = async () => {
+    await api("/api/session", { method: "DELETE" }).catch(() => null);
+    localStorage.removeItem("parley.me");
+    location.href = "/";
+  };
+}
+
+// --- the discussion list ---------------------------------------------------------------------
+
+async function loadDiscussions() {
+  const follows = await api("/api/me/follows");
+  const list = $("#discussions");
+  list.replaceChildren(
+    ...follows.map((follow) => {
+      const item = document.createElement("li");
+      const link = document.createElement("a");
+      link.href = `/d/${encodeURIComponent(follow.discussion_id)}`;
+      link.textContent = follow.title;
+      if (follow.discussion_id === state.discussionId) item.classList.add("current");
+      item.append(link);
+      if (follow.unread_count > 0 && follow.discussion_id !== state.discussionId) {
+        const badge = document.createElement("span");
+        badge.className = "badge";
+        badge.textContent = follow.unread_count;
+        item.append(badge);
+      }
+      return item;
+    }),
+  );
+  $("#discussions-empty").hidden = follows.length > 0;
+}
+
+function wireNewDiscussion() {
+  $("#new-discussion").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = new FormData(event.target);
+    const created = await api("/api/discussions", {
+      method: "POST",
+      body: JSON.stringify({ title: form.get("title").trim(), visibility: form.get("visibility") }),
+    });
+    await api(`/api/discussions/${created.id}/follow`, { method: "PUT" });
+    location.href = `/d/${encodeURIComponent(created.id)}`;
+  });
+}
+
+// --- the thread ------------------------------------------------------------------------------
+
+const thread = () => $("#thread");
+
+function atBottom() {
+  const el = thread();
+  return el.scrollHeight - el.scrollTop - el.clientHeight < AT_BOTTOM_PX;
+}
+
+function scrollToBottom() {
+  const el = thread();
+  el.scrollTop = el.scrollHeight;
+}
+
+function responseElement(response) {
+  const item = document.createElement("li");
+  item.className = "response";
+  item.dataset.id = response.id;
+  if (response.author.id === state.me?.id) item.classList.add("mine");
+  const face = document.createElement("span");
+  face.className = "avatar";
+  avatar(face, response.author);
+  const bubble = document.createElement("div");
+  bubble.className = "bubble";
+  const head = document.createElement("div");
+  head.className = "head";
+  const author = document.createElement("span");
+  author.className = "author";
+  author.textContent = response.author.name;
+  const time = document.createElement("time");
+  time.dateTime = response.created_at;
+  time.textContent = timeLabel(response.created_at);
+  const note = document.createElement("span");
+  note.className = "note";
+  head.append(author, time, note);
+  const body = document.createElement("div");
+  body.className = "body";
+  bubble.append(head, body);
+  item.append(face, bubble);
+  fill(item, response);
+  return item;
+}
+
+function fill(item, response) {
+  item.querySelector(".body").textContent = response.deleted ? "This response was deleted." : response.body;
+  item.classList.toggle("deleted", response.deleted);
+  item.querySelector(".note").textContent = response.deleted ? "" : response.edited_at ? "edited" : "";
+}
+
+/** Insert or update one response in id order (ids grow with time); true if it is new. */
+function upsert(response, animate) {
+  const existing = state.responses.get(response.id);
+  if (existing) {
+    fill(existing, response);
+    return false;
+  }
+  const item = responseElement(response);
+  if (animate) item.classList.add("is-new");
+  const list = thread();
+  let before = null;
+  for (let node = list.lastElementChild; node; node = node.previousElementSibling) {
+    if (node.dataset.id && BigInt(node.dataset.id) < BigInt(response.id)) break;
+    if (node.dataset.id) before = node;
+  }
+  list.insertBefore(item, before ?? list.querySelector(".response.pending"));
+  state.responses.set(response.id, item);
+  $("#thread-empty").hidden = true;
+  return true;
+}
+
+function scheduleRender() {
+  if (state.renderTimer) return;
+  const wait = Math.max(0, state.lastRender + RENDER_EVERY_MS - performance.now());
+  state.renderTimer = setTimeout(render, wait);
+}
+
+/** One render for everything that arrived since the last (FR-005); never more than one per
+ * 500 ms, so a burst cannot thrash layout, and the event handlers only queue (NFR-018). */
+function render() {
+  state.renderTimer = null;
+  state.lastRender = performance.now();
+  const envelopes = state.pending.splice(0);
+  const wasAtBottom = atBottom();
+  const scrollTop = thread().scrollTop;
+  const posted = envelopes.filter((e) => e.type === "response_posted").map((e) => e.payload.response);
+  const fresh = posted.filter((r) => !state.responses.has(r.id));
+  // Counted across renders, so a burst that trickles in is held back just like one that lands at once.
+  if (!wasAtBottom && state.unseen + state.held.length + fresh.length > BURST_THRESHOLD) {
+    state.held.push(...fresh.filter((r) => !state.held.some((h) => h.id === r.id)));
+  } else {
+    for (const response of [...state.held.splice(0), ...posted]) {
+      if (upsert(response, true) && response.author.id !== state.me?.id) state.unseen += wasAtBottom ? 0 : 1;
+    }
+  }
+  for (const envelope of envelopes) {
+    if (envelope.type !== "response_posted") upsert(envelope.payload.response, false);
+  }
+  // FR-002: keep the reader's place unless they were at the latest response.
+  if (wasAtBottom) scrollToBottom();
+  else thread().scrollTop = scrollTop;
+  updateBanner();
+}
+
+function updateBanner() {
+  const banner = $("#new-banner");
+  const count = state.held.length + state.unseen;
+  banner.hidden = count === 0;
+  banner.textContent = `${count} new response${count === 1 ? "" : "s"} ↓`;
+}
+
+function showLatest() {
+  if (state.held.length) {
+    state.pending.unshift(...state.held.splice(0).map((response) => ({ type: "response_posted", payload: { response } })));
+  }
+  for (const envelope of state.pending.splice(0)) upsert(envelope.payload.response, true);
+  state.unseen = 0;
+  updateBanner();
+  scrollToBottom();
+}
+
+/** Every response of the discussion, oldest first, and the cursor to resume from. */
+async function fetchAll(discussionId) {
+  let after = "";
+  let cursor = null;
+  const all = [];
+  for (;;) {
+    const page = await api(`/api/discussions/${encodeURIComponent(discussionId)}/responses?limit=${PAGE}&after=${after}`);
+    cursor ??= page.cursor; // the first read's cursor: resuming from it misses nothing
+    all.push(...page.responses);
+    if (page.responses.length < PAGE) return { responses: all, cursor };
+    after = page.responses[page.responses.length - 1].id;
+  }
+}
+
+/** sync_required: the server could not replay what we missed; refetch and merge. */
+async function resync() {
+  if (!state.discussionId) return;
+  const { responses } = await fetchAll(state.discussionId);
+  const wasAtBottom = atBottom();
+  for (const response of responses) {
+    if (upsert(response, true) && !wasAtBottom && response.author.id !== state.me?.id) state.unseen += 1;
+  }
+  if (wasAtBottom) scrollToBottom();
+  updateBanner();
+}
+
+async function openDiscussion(discussionId) {
+  let discussion;
+  try {
+    discussion = await api(`/api/discussions/${encodeURIComponent(discussionId)}`);
+  } catch (error) {
+    if (error.status === 404) {
+      $("#missing").hidden = false;
+      return null;
+    }
+    throw error;
+  }
+  document.title = `${discussion.title} · Parley`;
+  $("#title").textContent = discussion.title;
+  $("#meta").textContent =
+    `${discussion.visibility === "private" ? "Private" : "Public"} · ${discussion.participant_count} participant` +
+    `${discussion.participant_count === 1 ? "" : "s"}`;
+  $("#discussion").hidden = false;
+  const { responses, cursor } = await fetchAll(discussionId);
+  for (const response of responses) upsert(response, false);
+  $("#thread-empty").hidden = responses.length > 0;
+  scrollToBottom();
+  wireThread(discussionId);
+  return cursor;
+}
+
+function wireThread(discussionId) {
+  thread().addEventListener("scroll", () => {
+    if (atBottom() && !state.held.length && state.unseen) {
+      state.unseen = 0;
+      updateBanner();
+    }
+  }, { passive: true });
+  $("#new-banner").addEventListener("click", showLatest);
+  thread().addEventListener("animationend", (event) => event.target.classList.remove("is-new"));
+
+  const follow = $("#follow");
+  let following = false;
+  api("/api/me/follows").then((follows) => {
+    following = follows.some((f) => f.discussion_id === discussionId);
+    follow.textContent = following ? "Following" : "Follow";
+  });
+  follow.addEventListener("click", async () => {
+    await api(`/api/discussions/${discussionId}/follow`, { method: following ? "DELETE" : "PUT" });
+    following = !following;
+    follow.textContent = following ? "Following" : "Follow";
+    loadDiscussions();
+  });
+
+  const composer = $("#composer");
+  const textarea = composer.querySelector("textarea");
+  textarea.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) composer.requestSubmit();
+  });
+  composer.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const body = textarea.value.trim();
+    if (!body) return;
+    textarea.value = "";
+    state.outbox.post(discussionId, body);
+  });
+  state.outbox.addEventListener("change", (event) => showOutboxItem(event.detail));
+}
+
+/** Posts in the outbox show at the end of the thread: "Sending…", then the real response. */
+function showOutboxItem(item) {
+  let element = thread().querySelector(`[data-client-id="${item.clientId}"]`);
+  if (item.state === "sent") {
+    element?.remove();
+    upsert(item.response, true);
+    scrollToBottom();
+    return;
+  }
+  if (!element) {
+    element = responseElement({
+      id: "", author: state.me, body: item.body, created_at: new Date().toISOString(), deleted: false, edited_at: null,
+    });
+    element.classList.add("pending", "mine");
+    element.dataset.clientId = item.clientId;
+    delete element.dataset.id;
+    thread().append(element);
+    $("#thread-empty").hidden = true;
+  }
+  element.dataset.state = item.state;
+  const note = element.querySelector(".note");
+  note.replaceChildren();
+  if (item.state === "sending") {
+    note.textContent = "Sending…";
+  } else {
+    note.textContent = `Failed${item.error ? `: ${item.error}` : ""} `;
+    const retry = document.createElement("button");
+    retry.type = "button";
+    retry.className = "link retry";
+    retry.textContent = "Retry";
+    retry.onclick = () => state.outbox.retry(item.clientId);
+    note.append(retry);
+  }
+  scrollToBottom();
+}
+
+// --- the connection --------------------------------------------------------------------------
+
+const TRANSPORT_LABEL = { sse: "live", ws: "live", poll: "live (polling)" };
+
+function showStatus(status) {
+  const box = $("#status");
+  box.dataset.state = status.state;
+  box.dataset.transport = status.transport || "";
+  const banner = $("#connection-banner");
+  const text = $("#status-text");
+  const bannerText = $("#connection-banner-text");
+  $("#refresh").hidden = status.state !== STATE.FAILED;
+  switch (status.state) {
+    case STATE.CONNECTED:
+      text.textContent = `Connected, ${TRANSPORT_LABEL[status.transport] || "live"}`;
+      banner.hidden = true;
+      break;
+    case STATE.CONNECTING:
+      text.textContent = "Connecting…";
+      banner.hidden = true;
+      break;
+    case STATE.OFFLINE:
+      text.textContent = "Offline";
+      bannerText.textContent = "Connection lost, reconnecting… (waiting for the network)";
+      banner.hidden = false;
+      break;
+    case STATE.RECONNECTING: {
+      const seconds = Math.ceil((status.retryInMs || 0) / 1000);
+      text.textContent = "Reconnecting…";
+      bannerText.textContent = `Connection lost, reconnecting…${seconds ? ` (try ${status.attempt} in ${seconds} s)` : ""}`;
+      banner.hidden = false;
+      break;
+    }
+    case STATE.FAILED:
+      text.textContent = status.reason === "auth_expired" ? "Signed out" : "Disconnected";
+      bannerText.textContent =
+        status.reason === "auth_expired"
+          ? "Your session ended. Refresh to sign in again."
+          : `Could not reconnect after ${status.attempt} tries.`;
+      banner.hidden = false;
+      break;
+  }
+}
+
+function connect(discussionId, cursor) {
+  const transport = ["sse", "ws", "poll"].includes(params.get("transport")) ? params.get("transport") : "auto";
+  const backoff = Number(params.get("backoff")) || 1000;
+  const backoffMax = Number(params.get("backoff_max")) || 30000;
+  const client = new ParleyClient({
+    discussions: discussionId ? [discussionId] : [],
+    cursor,
+    transport,
+    backoffBaseMs: Math.max(50, backoff),
+    backoffMaxMs: Math.max(50, backoffMax),
+  });
+  state.client = client;
+  client.addEventListener("status", (event) => {
+    showStatus(event.detail);
+    if (event.detail.state === STATE.CONNECTED) state.outbox.flush();
+  });
+  client.addEventListener("event", (event) => {
+    const envelope = event.detail;
+    if (envelope.discussion_id === discussionId && envelope.type.startsWith("response_")) {
+      state.pending.push(envelope);
+      scheduleRender();
+    }
+  });
+  client.addEventListener("sync", () => resync());
+  $("#refresh").addEventListener("click", () => location.reload());
+  showStatus(client.status);
+  client.start();
+}
+
+// --- start -----------------------------------------------------------------------------------
+
+async function main() {
+  const match = /^\/d\/([^/]+)\/?$/.exec(location.pathname);
+  state.discussionId = match ? decodeURIComponent(match[1]) : null;
+  wireNewDiscussion();
+  await ensureSignedIn();
+  showMe();
+  loadDiscussions();
+  let cursor = null;
+  if (state.discussionId) cursor = await openDiscussion(state.discussionId);
+  else $("#home").hidden = false;
+  connect(state.discussionId && cursor !== null ? state.discussionId : null, cursor);
+  document.body.dataset.ready = "true";
+}
+
+main().catch((error) => {
+  console.error(error);
+  const banner = $("#connection-banner");
+  banner.hidden = false;
+  $("#connection-banner-text").textContent = `Something went wrong: ${error.message}`;
+});
