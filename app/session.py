@@ -124,6 +124,7 @@ class StreamSession:
         self.discussion_ids.append(discussion_id)
         self.topics.append(topic)
         self.subscription.add_topic(topic)
+        self._parley.presence.nudge()  # join the new discussion's presence now, not at the next refresh
 
     def remove_discussion(self, discussion_id: str) -> None:
         if discussion_id not in self.discussion_ids:
@@ -132,6 +133,7 @@ class StreamSession:
         self.discussion_ids.remove(discussion_id)
         self.topics.remove(topic)
         self.subscription.remove_topic(topic)
+        self._parley.presence.nudge()
 
     async def resume(self, cursor: str) -> list[Event]:
         """Start over from `cursor` on the same topics, for a transport whose client asks to

@@ -22,6 +22,7 @@ import trustme
 from websockets.asyncio.client import connect
 
 from .support import Server, SseReader, bearer, free_port, server_env, sign, wait_for_port
+from .test_stream import PRESENCE_EVENTS, events
 
 pytestmark = pytest.mark.slow
 
@@ -79,8 +80,7 @@ async def stream_one_event(client: httpx.AsyncClient, base: str) -> str:
             f"{base}/api/discussions/{discussion}/responses", json={"body": "over h2"}, headers=bearer(alice)
         )
         assert posted.http_version == r.http_version
-        async with asyncio.timeout(5):
-            event = await reader.next_event()
+        [event] = await events(reader, 1)
         assert event.event == "response_posted"
         assert event.json["payload"]["response"]["id"] == posted.json()["id"]
         return r.http_version
@@ -111,6 +111,6 @@ async def test_wss(tls_server: Server, ca: trustme.CA) -> None:
                 f"{base}/api/discussions/{discussion['id']}/responses", json={"body": "secure"}, headers=bearer(alice)
             )
             async with asyncio.timeout(5):
-                while (message := json.loads(await ws.recv()))["type"] == "heartbeat":
+                while (message := json.loads(await ws.recv()))["type"] in {"heartbeat", *PRESENCE_EVENTS}:
                     pass
     assert message["payload"]["response"]["body"] == "secure"

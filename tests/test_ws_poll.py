@@ -16,7 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .support import Server, bearer, sign
-from .test_stream import make_discussion, metric, post
+from .test_stream import PRESENCE_EVENTS, make_discussion, metric, post
 
 pytestmark = pytest.mark.slow
 
@@ -57,11 +57,12 @@ async def open_ws(
 
 
 async def receive(connection: ClientConnection, timeout_s: float = 10.0) -> dict[str, Any]:
-    """The next message that is not a heartbeat."""
+    """The next message that is not a heartbeat or a presence event (tests/test_presence.py
+    checks those)."""
     async with asyncio.timeout(timeout_s):
         while True:
             message: dict[str, Any] = json.loads(await connection.recv())
-            if message["type"] != "heartbeat":
+            if message["type"] != "heartbeat" and message["type"] not in PRESENCE_EVENTS:
                 return message
 
 
@@ -129,8 +130,9 @@ async def test_ws_bad_messages_leave_the_connection_usable(embedded: Server) -> 
                 ('{"type": "resume", "last_event_id": 5}', "invalid_field"),
                 ('{"type": "auth", "token": "not.a.jwt"}', "invalid_token"),
                 (json.dumps({"type": "auth", "token": sign("mallory")}), "forbidden"),
-                (json.dumps({"type": "typing", "discussion_id": discussion, "typing": True}), "not_supported"),
-                ('{"type": "presence", "status": "away"}', "not_supported"),
+                (json.dumps({"type": "typing", "discussion_id": discussion, "typing": "yes"}), "invalid_field"),
+                (json.dumps({"type": "typing", "discussion_id": private, "typing": True}), "not_found"),
+                ('{"type": "presence", "status": "asleep"}', "invalid_field"),
             ]
             for raw, code in cases:
                 await ws.send(raw)
@@ -220,6 +222,12 @@ async def poll(
     return await client.get(server.url + "/poll", params=query, headers=bearer(token), timeout=40)
 
 
+def without_presence(body: dict[str, Any]) -> dict[str, Any]:
+    """A poll answer less presence events (a poller is present too; tests/test_presence.py
+    checks those)."""
+    return {**body, "events": [e for e in body["events"] if e["type"] not in PRESENCE_EVENTS]}
+
+
 async def test_poll_answers_at_once_or_empty_at_timeout_without_gaps(server: Server) -> None:
     alice = sign("alice")
     async with httpx.AsyncClient() as client:
@@ -227,10 +235,10 @@ async def test_poll_answers_at_once_or_empty_at_timeout_without_gaps(server: Ser
         empty = await poll(client, server, alice, [discussion], timeout="0.3")
         assert empty.status_code == 200
         assert empty.headers["content-type"].startswith("application/json")
-        assert empty.json()["events"] == []
+        assert without_presence(empty.json())["events"] == []
         cursor = empty.json()["cursor"]
         posted = [await post(client, server, alice, discussion, f"polled {i}") for i in range(3)]
-        first = (await poll(client, server, alice, [discussion], cursor=cursor)).json()
+        first = without_presence((await poll(client, server, alice, [discussion], cursor=cursor)).json())
         ids = [e["payload"]["response"]["id"] for e in first["events"]]
         assert ids == [p["id"] for p in posted]
         assert first["cursor"] == first["events"][-1]["id"]
@@ -238,10 +246,10 @@ async def test_poll_answers_at_once_or_empty_at_timeout_without_gaps(server: Ser
         waiting = asyncio.create_task(poll(client, server, alice, [discussion], cursor=first["cursor"], timeout="20"))
         await asyncio.sleep(0.3)
         live = await post(client, server, alice, discussion, "while waiting")
-        second = (await waiting).json()
+        second = without_presence((await waiting).json())
         assert [e["payload"]["response"]["id"] for e in second["events"]] == [live["id"]]
         idle = (await poll(client, server, alice, [discussion], cursor=second["cursor"], timeout="0.2")).json()
-        assert idle == {"events": [], "cursor": second["cursor"]}
+        assert without_presence(idle)["events"] == []
 
 
 async def test_poll_bad_input(embedded: Server) -> None:

@@ -10,8 +10,8 @@ so a forbidden page never gets an upgrade. After the upgrade:
   (browsers cannot see WebSocket pings, so the page's loss detection needs a message),
   `{"type":"subscribed"|"unsubscribed","discussion_id"}`, `{"type":"pong"}`,
   `{"type":"error","code","message"}`.
-- client -> server: `subscribe`, `unsubscribe`, `auth`, `resume`, `ping`; `typing` and
-  `presence` are accepted and answered `not_supported` until presence exists.
+- client -> server: `subscribe`, `unsubscribe`, `auth`, `resume`, `ping`, `typing`
+  (`discussion_id`, `typing`: bool) and `presence` (`status`: online|away, this connection's).
 - A malformed message gets an `error` and the connection stays usable. Frames over Hypercorn's
   `websocket_max_message_size` (app/cli.py) are refused by Hypercorn with close code 1009.
 - Close codes: 4001 token expired (refresh with `auth` before that), 4008 fell too far behind
@@ -32,10 +32,10 @@ from urllib.parse import urlsplit
 
 from quart import Blueprint, Response, jsonify, websocket
 
-from ..access import readable_discussion
 from ..errors import ApiError
 from ..events import Event
 from ..hub import SlowConsumer
+from ..presence import STATUSES
 from ..services import Services, services
 from ..session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
 from .common import authorized_session
@@ -44,8 +44,6 @@ blueprint = Blueprint("ws", __name__)
 
 CLOSE_TOKEN_EXPIRED = 4001
 CLOSE_SLOW_CONSUMER = 4008
-# Client messages we can parse; typing and presence belong to the presence feature.
-NOT_YET_SUPPORTED = frozenset({"typing", "presence"})
 
 
 class BadMessage(Exception):
@@ -182,8 +180,21 @@ async def _dispatch(parley: Services, session: StreamSession, message: dict[str,
     kind = message["type"]
     if kind == "ping":
         return _control("pong")
-    if kind in NOT_YET_SUPPORTED:
-        raise BadMessage("not_supported", f"{kind!r} messages are not supported yet")
+    if kind == "typing":
+        typing = message.get("typing")
+        if not isinstance(typing, bool):
+            raise BadMessage("invalid_field", "typing: true or false")
+        try:
+            await session.set_typing(_string(message, "discussion_id", 200), typing)
+        except ApiError as error:
+            raise BadMessage(error.code, error.message) from None
+        return []  # others see it as typing_started/typing_stopped; floods are throttled, silently
+    if kind == "presence":
+        status = message.get("status")
+        if status not in STATUSES:
+            raise BadMessage("invalid_field", f"status: one of {sorted(STATUSES)}")
+        await session.set_status(status)
+        return []
     if kind == "resume":
         return await session.resume(_string(message, "last_event_id", 200))
     if kind == "auth":
@@ -203,8 +214,7 @@ async def _dispatch(parley: Services, session: StreamSession, message: dict[str,
         if len(session.discussion_ids) >= MAX_DISCUSSIONS_PER_CONNECTION:
             raise BadMessage("invalid_field", f"at most {MAX_DISCUSSIONS_PER_CONNECTION} discussions per connection")
         try:
-            async with parley.db.session() as db:
-                await readable_discussion(db, session.identity, discussion_id)
+            await parley.read_access.check(parley.db, session.identity, discussion_id)
         except ApiError as error:
             raise BadMessage(error.code, error.message) from None
         session.add_discussion(discussion_id)
