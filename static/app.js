@@ -2,7 +2,9 @@
 // URL options for testing and diagnosis: ?transport=sse|ws|poll forces a transport;
 // ?backoff=<ms> and ?backoff_max=<ms> shorten the reconnection delays (1 s doubling to 30 s).
 
+import { Notifications } from "/static/notifications.js";
 import { Outbox, ParleyClient, STATE } from "/static/parley.js";
+import { ActivitySignals, PresenceView, TypingSignals } from "/static/presence.js";
 
 const RENDER_EVERY_MS = 500; // FR-005: bursts coalesce into one render per half second
 const BURST_THRESHOLD = 25; // more new responses than this while reading: a banner, not a flood
@@ -23,6 +25,10 @@ const state = {
   client: null,
   // ?fail_after=<ms>: how long an offline post waits before "Failed" (30 s; shorter for tests).
   outbox: new Outbox({ failAfterMs: Number(params.get("fail_after")) || 30000 }),
+  discussion: null,
+  presence: null, // PresenceView of the open discussion
+  typing: null, // TypingSignals for the composer
+  notes: new Notifications({ onChange: () => renderNotifications() }),
 };
 
 // --- small helpers ---------------------------------------------------------------------------
@@ -301,9 +307,10 @@ async function openDiscussion(discussionId) {
   }
   document.title = `${discussion.title} · Parley`;
   $("#title").textContent = discussion.title;
-  $("#meta").textContent =
-    `${discussion.visibility === "private" ? "Private" : "Public"} · ${discussion.participant_count} participant` +
-    `${discussion.participant_count === 1 ? "" : "s"}`;
+  state.discussion = discussion;
+  state.presence = new PresenceView({ selfId: state.me?.id || null, onChange: renderPresence });
+  renderPresence();
+  loadPresence(discussionId);
   $("#discussion").hidden = false;
   const { responses, cursor } = await fetchAll(discussionId);
   for (const response of responses) upsert(response, false);
@@ -311,6 +318,88 @@ async function openDiscussion(discussionId) {
   scrollToBottom();
   wireThread(discussionId);
   return cursor;
+}
+
+// --- presence and typing (FR-017..021, FR-033) ---------------------------------------------
+
+async function loadPresence(discussionId) {
+  const snapshot = await api(`/api/discussions/${encodeURIComponent(discussionId)}/presence`).catch(() => null);
+  if (snapshot && state.presence) state.presence.loadSnapshot(snapshot);
+}
+
+function renderPresence() {
+  const discussion = state.discussion;
+  const view = state.presence;
+  if (!discussion || !view) return;
+  const count = Math.max(view.count, discussion.participant_count || 0);
+  $("#meta").textContent =
+    `${discussion.visibility === "private" ? "Private" : "Public"} · ${count} here now`;
+  const online = $("#online");
+  online.replaceChildren(
+    ...view.list().slice(0, 8).map((person) => {
+      const item = document.createElement("li");
+      const face = document.createElement("span");
+      face.className = `avatar small ${person.status === "away" ? "away" : ""}`;
+      face.title = `${person.name} (${person.status})`;
+      avatar(face, person);
+      item.append(face);
+      return item;
+    }),
+  );
+  $("#typing-line").textContent = view.typingLine();
+}
+
+/** Typing goes over the WebSocket when this tab holds one, else over REST. */
+function sendTyping(discussionId, on) {
+  const client = state.client;
+  if (client?.isLeader && client.transport?.name === "ws") {
+    client.send({ type: "typing", discussion_id: discussionId, typing: on });
+    return;
+  }
+  api(`/api/discussions/${encodeURIComponent(discussionId)}/typing`, {
+    method: "PUT",
+    body: JSON.stringify({ typing: on }),
+  }).catch(() => null);
+}
+
+// --- notifications (FR-006..011) ----------------------------------------------------------
+
+function renderNotifications() {
+  const unread = state.notes.unread;
+  const count = $("#bell-count");
+  count.hidden = unread === 0;
+  count.textContent = String(unread);
+  $("#notification-list").replaceChildren(
+    ...state.notes.list.slice(0, 20).map((note) => {
+      const item = document.createElement("li");
+      item.className = `${note.read_at ? "" : "unread"} ${note.priority === "high" ? "high" : ""}`;
+      item.dataset.notificationId = note.id;
+      const who = note.actor?.name || "Someone";
+      const what = { reply: "replied to you", mention: "mentioned you", activity: "posted in a discussion you follow",
+        common_ground: "common ground emerged", broadcast: "announcement" }[note.type] || note.type;
+      const link = document.createElement("a");
+      link.href = note.discussion_id ? `/d/${encodeURIComponent(note.discussion_id)}` : "#";
+      link.textContent = `${who} ${what}`;
+      link.addEventListener("click", () => state.notes.markRead(note.id));
+      item.append(link);
+      return item;
+    }),
+  );
+}
+
+function wireNotifications() {
+  $("#bell").addEventListener("click", () => {
+    $("#notifications").hidden = !$("#notifications").hidden;
+  });
+  $("#read-all").addEventListener("click", () => state.notes.markAllRead());
+  // Permission is asked only after this click (browsers block unprompted requests).
+  $("#enable-push").addEventListener("click", () => state.notes.enablePush().catch((e) => console.warn(e)));
+  navigator.serviceWorker?.addEventListener("message", (event) => {
+    if (event.data?.type === "parley:open" && event.data.discussion_id) {
+      location.href = `/d/${encodeURIComponent(event.data.discussion_id)}`;
+    }
+  });
+  state.notes.load();
 }
 
 function wireThread(discussionId) {
@@ -341,11 +430,18 @@ function wireThread(discussionId) {
   textarea.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) composer.requestSubmit();
   });
+  state.typing = new TypingSignals({ send: (on) => sendTyping(discussionId, on) });
+  textarea.addEventListener("input", () => {
+    if (textarea.value.trim()) state.typing.keystroke();
+    else state.typing.stop();
+  });
+  textarea.addEventListener("blur", () => state.typing.stop());
   composer.addEventListener("submit", (event) => {
     event.preventDefault();
     const body = textarea.value.trim();
     if (!body) return;
     textarea.value = "";
+    state.typing.posted(); // the server stops the indicator when the response is posted
     state.outbox.post(discussionId, body);
   });
   state.outbox.addEventListener("change", (event) => showOutboxItem(event.detail));
@@ -449,12 +545,27 @@ function connect(discussionId, cursor) {
   });
   client.addEventListener("event", (event) => {
     const envelope = event.detail;
-    if (envelope.discussion_id === discussionId && envelope.type.startsWith("response_")) {
-      state.pending.push(envelope);
-      scheduleRender();
+    if (envelope.discussion_id === discussionId) {
+      if (envelope.type.startsWith("response_")) {
+        state.pending.push(envelope);
+        scheduleRender();
+      }
+      state.presence?.handleEvent(envelope);
     }
+    state.notes.receive(envelope);
   });
-  client.addEventListener("sync", () => resync());
+  client.addEventListener("sync", () => {
+    resync();
+    state.notes.load();
+    if (discussionId) loadPresence(discussionId); // presence is never replayed: take a snapshot
+  });
+  // Visible or hidden, and any interaction: presence status (and no idle closing while active).
+  new ActivitySignals({
+    send: (status) => {
+      if (client.isLeader && client.transport?.name === "ws") client.send({ type: "presence", status });
+      else api("/api/presence", { method: "PUT", body: JSON.stringify({ status }) }).catch(() => null);
+    },
+  }).start();
   $("#refresh").addEventListener("click", () => location.reload());
   showStatus(client.status);
   client.start();
@@ -468,6 +579,7 @@ async function main() {
   wireNewDiscussion();
   await ensureSignedIn();
   showMe();
+  wireNotifications();
   loadDiscussions();
   let cursor = null;
   if (state.discussionId) cursor = await openDiscussion(state.discussionId);

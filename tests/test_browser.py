@@ -332,3 +332,51 @@ async def test_a_newcomer_signs_in_starts_a_discussion_and_posts(browser: Browse
     await page.keyboard.press("Control+Enter")
     await expect(response(page, "Yes, productivity holds up.")).to_be_visible(timeout=WAIT_MS)
     await expect(page.locator("#thread .response.mine")).to_have_count(1)
+
+
+# --- presence, typing and notifications on the page (issues 5, 6) ---------------------------
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+async def test_typing_shows_in_the_other_browser_and_clears(browser: Browser, server: Server, transport: str) -> None:
+    discussion = await make_discussion(server)
+    alice, bob = await signed_in(browser, server, "Alice"), await signed_in(browser, server, "Bob")
+    alice_page = await open_discussion(alice, discussion, transport=transport)
+    bob_page = await open_discussion(bob, discussion, transport=transport)
+    # Both are here: each page lists the other.
+    await expect(bob_page.locator("#online .avatar[title^='Alice']")).to_have_count(1, timeout=WAIT_MS)
+
+    typing_line = bob_page.locator("#typing-line")
+    await alice_page.locator("#composer textarea").press_sequentially("I think", delay=50)
+    await expect(typing_line).to_have_text("Alice is typing…", timeout=WAIT_MS)
+    # No keystroke for 5 s: the indicator goes (the server expires it, the page says stop).
+    await expect(typing_line).to_have_text("", timeout=WAIT_MS + 5_000)
+
+    await alice_page.locator("#composer textarea").press_sequentially("Cars are", delay=50)
+    await expect(typing_line).to_have_text("Alice is typing…", timeout=WAIT_MS)
+    await alice_page.locator("#composer button").click()
+    # Posting clears it at once, and the response arrives.
+    await expect(typing_line).to_have_text("", timeout=WAIT_MS)
+    await expect(bob_page.locator("#thread .body", has_text="Cars are")).to_have_count(1, timeout=WAIT_MS)
+    # Nobody sees their own typing.
+    await expect(alice_page.locator("#typing-line")).to_have_text("")
+
+
+async def test_a_reply_notification_appears_once_in_every_tab(browser: Browser, server: Server) -> None:
+    discussion = await make_discussion(server)
+    alice = await signed_in(browser, server, "Alice")
+    tabs = [await open_discussion(alice, discussion) for _ in range(3)]
+    mine = await post(server, discussion, "Alice", "Parks first.")
+    await expect(tabs[0].locator("#thread .body", has_text="Parks first.")).to_have_count(1, timeout=WAIT_MS)
+
+    reply = await post(server, discussion, "Bob", "@Alice what about buses?")
+    assert reply["body"].startswith("@Alice")
+    assert mine["id"]
+    for tab in tabs:
+        await expect(tab.locator("#bell-count")).to_have_text("1", timeout=WAIT_MS)
+        await tab.click("#bell")
+        await expect(tab.locator("#notification-list li")).to_have_count(1)
+    # Read in one tab: the others follow (notification_read).
+    await tabs[0].click("#read-all")
+    for tab in tabs:
+        await expect(tab.locator("#bell-count")).to_be_hidden(timeout=WAIT_MS)
