@@ -1,0 +1,212 @@
+"""The lean front (app/transports/lean_http.py, lean_sse.py) on the wire, with raw sockets:
+framing, headers, bad and slow requests, and connections handed over to Hypercorn.
+
+The behaviour both paths share (events, resume, auth, heartbeats, expiry, disconnects, slow
+readers) is tested on both in test_stream.py and test_slow_consumer.py.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import h2.config
+import h2.connection
+import h2.events
+import httpx
+import pytest
+
+from app.transports.lean_http import HEAD_TIMEOUT_S, MAX_HEAD_BYTES
+
+from .support import Server, bearer, free_port, server_env, sign
+
+pytestmark = pytest.mark.slow
+
+# Generous: every wait below ends as soon as the server acts; this only bounds a failure.
+WAIT_S = HEAD_TIMEOUT_S + 15
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    workdir = tmp_path_factory.mktemp("lean")
+    port = free_port()
+    server = Server(port, server_env(workdir, port, PARLEY_LEAN_STREAM="1"), workdir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def discussion(server: Server) -> str:
+    r = httpx.post(server.url + "/api/discussions", json={"title": "Wire"}, headers=bearer(sign("alice")))
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def connect(server: Server) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.settimeout(WAIT_S)
+    return sock
+
+
+def read_until(sock: socket.socket, marker: bytes, data: bytes = b"") -> bytes:
+    while marker not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Everything until the server closes the connection."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def head_and_body(data: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, body
+
+
+def stream_request(discussion: str, token: str, extra: str = "") -> bytes:
+    return (
+        f"GET /stream?discussion={discussion} HTTP/1.1\r\nHost: test\r\n"
+        f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n{extra}\r\n"
+    ).encode()
+
+
+def test_stream_headers_and_chunked_framing(server: Server, discussion: str) -> None:
+    with connect(server) as sock:
+        sock.sendall(stream_request(discussion, sign("alice")))
+        data = read_until(sock, b": connected\n\n\r\n")
+        status, headers, body = head_and_body(data)
+        assert status == 200
+        assert headers["content-type"] == "text/event-stream; charset=utf-8"
+        assert headers["cache-control"] == "no-cache, no-transform"
+        assert headers["x-accel-buffering"] == "no"
+        assert headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in headers
+        size, _, rest = body.partition(b"\r\n")
+        preamble = b"retry: 2000\n: connected\n\n"
+        assert int(size, 16) == len(preamble)
+        assert rest == preamble + b"\r\n"
+        # Then one chunk per event, each a complete SSE frame.
+        r = httpx.post(
+            f"{server.url}/api/discussions/{discussion}/responses", json={"body": "framed"}, headers=bearer(sign("bob"))
+        )
+        assert r.status_code == 201
+        data = read_until(sock, b"\n\n\r\n")
+        size, _, rest = data.partition(b"\r\n")
+        frame = rest[: int(size, 16)]
+        lines = frame.decode().split("\n")
+        assert lines[0].startswith("id: ") and lines[1] == "event: response_posted"
+        assert json.loads(lines[2].removeprefix("data: "))["payload"]["response"]["body"] == "framed"
+        assert frame.endswith(b"\n\n")
+
+
+def test_errors_before_streaming_are_json(server: Server, discussion: str) -> None:
+    cases = [
+        ("", 401, "unauthenticated"),
+        ("Authorization: Bearer not.a.jwt\r\n", 401, "invalid_token"),
+    ]
+    for extra, status, code in cases:
+        with connect(server) as sock:
+            sock.sendall(f"GET /stream?discussion={discussion} HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode())
+            got, headers, body = head_and_body(read_all(sock))
+            assert (got, json.loads(body)["error"]["code"]) == (status, code)
+            assert headers["content-type"] == "application/json"
+    many = "&".join(f"discussion=d{i}" for i in range(51))
+    with connect(server) as sock:
+        sock.sendall(f"GET /stream?{many} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {sign('a')}\r\n\r\n".encode())
+        got, _, body = head_and_body(read_all(sock))
+        assert (got, json.loads(body)["error"]["code"]) == (422, "invalid_field")
+    # The cookie works as well as the header.
+    with connect(server) as sock:
+        cookie = f"Cookie: theme=dark; parley_token={sign('alice')}\r\n"
+        sock.sendall(f"GET /stream?discussion=nope HTTP/1.1\r\nHost: t\r\n{cookie}\r\n".encode())
+        got, _, body = head_and_body(read_all(sock))
+        assert (got, json.loads(body)["error"]["code"]) == (404, "not_found")
+
+
+def test_malformed_request_line_gets_400_and_is_closed(server: Server) -> None:
+    for garbage in (b"GARBAGE\r\n\r\n", b"GET /stream HTTP/9.9 extra\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\r\n\r\n"):
+        with connect(server) as sock:
+            sock.sendall(garbage)
+            status, _, body = head_and_body(read_all(sock))
+            assert status == 400, garbage
+            assert json.loads(body)["error"]["code"] == "bad_request"
+
+
+def test_oversized_head_gets_431_and_is_closed(server: Server) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: t\r\nX-Padding: " + b"x" * MAX_HEAD_BYTES + b"\r\n\r\n")
+        status, _, body = head_and_body(read_all(sock))
+        assert status == 431
+        assert json.loads(body)["error"]["code"] == "headers_too_large"
+
+
+def test_slowloris_head_is_closed(server: Server) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        # Never finished: the server closes it once HEAD_TIMEOUT_S has passed (recv returns
+        # b"" then; the socket timeout only bounds a failure).
+        assert read_all(sock) == b""
+
+
+def test_pipelined_requests_are_handed_to_hypercorn(server: Server, discussion: str) -> None:
+    token = sign("alice")
+    body = json.dumps({"body": "pipelined"})
+    requests = (
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+        + f"POST /api/discussions/{discussion}/responses HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
+        + f"GET /api/discussions/{discussion} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n"
+        "Connection: close\r\n\r\n".encode()
+    )
+    with connect(server) as sock:
+        sock.sendall(requests)
+        data = read_all(sock)
+    responses = data.split(b"HTTP/1.1 ")[1:]
+    statuses = [int(response.split(b" ", 1)[0]) for response in responses]
+    assert statuses == [200, 201, 200]
+    assert b"hypercorn" in data.lower()  # answered by Hypercorn, not the lean front
+    assert b'"body":"pipelined"' in responses[1]
+
+
+def test_http2_prior_knowledge_is_handed_to_hypercorn(server: Server) -> None:
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    connection.send_headers(
+        1, [(":method", "GET"), (":path", "/healthz"), (":scheme", "http"), (":authority", "t")], end_stream=True
+    )
+    status, ended = None, False
+    with connect(server) as sock:
+        sock.sendall(connection.data_to_send())
+        while not ended:
+            data = sock.recv(65536)
+            assert data, "closed before the response ended"
+            for event in connection.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = dict(event.headers)[b":status"]
+                elif isinstance(event, h2.events.StreamEnded):
+                    ended = True
+            sock.sendall(connection.data_to_send())
+    assert status == b"200"
+
+
+def test_http10_stream_is_served_by_hypercorn(server: Server, discussion: str) -> None:
+    with connect(server) as sock:
+        sock.sendall(stream_request(discussion, sign("alice")).replace(b"HTTP/1.1", b"HTTP/1.0"))
+        status, headers, _ = head_and_body(read_until(sock, b"\r\n\r\n"))
+        assert status == 200
+        assert headers["content-type"].startswith("text/event-stream")
+        assert "transfer-encoding" not in headers  # HTTP/1.0 has no chunked encoding
