@@ -7,9 +7,11 @@ readers) is tested on both in test_stream.py and test_slow_consumer.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import h2.config
 import h2.connection
@@ -20,6 +22,7 @@ import pytest
 from app.transports.lean_http import HEAD_TIMEOUT_S, MAX_HEAD_BYTES
 
 from .support import Server, bearer, free_port, server_env, sign
+from .test_stream import events, make_discussion, open_stream, post
 
 pytestmark = pytest.mark.slow
 
@@ -210,3 +213,21 @@ def test_http10_stream_is_served_by_hypercorn(server: Server, discussion: str) -
         assert status == 200
         assert headers["content-type"].startswith("text/event-stream")
         assert "transfer-encoding" not in headers  # HTTP/1.0 has no chunked encoding
+
+
+async def test_several_workers_serve_streams_on_one_port(
+    start_server: Callable[..., Server], redis_url: str, redis_prefix: str
+) -> None:
+    server = start_server(REDIS_URL=redis_url, PARLEY_REDIS_PREFIX=redis_prefix, WEB_CONCURRENCY="2")
+    alice = sign("alice")
+    async with httpx.AsyncClient() as client:
+        discussion = await make_discussion(client, server, alice)
+        async with contextlib.AsyncExitStack() as stack:
+            streams = [await stack.enter_async_context(open_stream(server, alice, [discussion])) for _ in range(6)]
+            posted = await post(client, server, alice, discussion, "to every worker")
+            for stream in streams:
+                [event] = await events(stream, 1)
+                assert event.json["payload"]["response"]["id"] == posted["id"]
+    assert server.process is not None
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(30) == 0

@@ -187,6 +187,10 @@ class LeanStream(asyncio.Protocol):
     async def _open(self, request: RequestHead) -> None:
         try:
             missed = await self._authorize_and_open(request)
+        except asyncio.CancelledError:
+            # The connection was lost (nothing left to close) or the process is stopping.
+            self._dropped()
+            raise
         except ApiError as error:
             retry_after = getattr(error, "retry_after_s", None)
             extra = {"Retry-After": str(retry_after)} if retry_after is not None else None
