@@ -231,3 +231,14 @@ async def test_several_workers_serve_streams_on_one_port(
     assert server.process is not None
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(30) == 0
+
+
+def test_websocket_upgrade_is_handed_to_hypercorn(server: Server) -> None:
+    with connect(server) as sock:
+        sock.sendall(
+            b"GET /stream HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        _, headers, _ = head_and_body(read_until(sock, b"\r\n\r\n"))
+        # Quart decides (no WebSocket route here); the lean front never answers an upgrade.
+        assert headers["server"].startswith("hypercorn")
