@@ -63,7 +63,7 @@ class Listener(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():
-            self.opened.set_exception(ConnectionError("closed before the stream opened"))
+            self.opened.set_exception(ConnectionError(f"closed before the stream opened: {self.head[:300]!r}"))
 
 
 def rss_kb(pid: int) -> int:
@@ -209,6 +209,9 @@ def main() -> None:
             os.sched_setaffinity(pid, {SERVER_CPU})
             run = idle if args.workload == "idle" else fanout
             result = uvloop.run(run(server, pid, args))
+        except BaseException:
+            print(server.log()[-3000:], file=sys.stderr)
+            raise
         finally:
             server.stop()
     print(json.dumps({"workload": args.workload, "path": args.path, **result}))
