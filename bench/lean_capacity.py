@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +28,7 @@ import httpx
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.support import Server, bearer, free_port, server_env, sign
+from tests.support import Server, bearer, free_port, server_env, sign, wait_for_port
 
 MARKER = b"event: response_posted"
 OPEN_CONCURRENCY = 100
@@ -179,10 +180,41 @@ async def fanout(server: Server, pid: int, args: argparse.Namespace) -> dict[str
     }
 
 
+async def fanout_reference(port: int, pid: int, args: argparse.Namespace) -> dict[str, float]:
+    """The same listeners on `lean_reference.py`, which emits `--rate` events/s by itself."""
+    server = Server(port, {}, Path("."))  # only .port is used by open_listeners
+    listeners = await open_listeners(server, "-", args.listeners, args.users)
+    await asyncio.sleep(1)
+    received0, cpu0 = sum(x.received for x in listeners), cpu_s(pid)
+    await asyncio.sleep(args.seconds)
+    delivered, cpu = sum(x.received for x in listeners) - received0, cpu_s(pid) - cpu0
+    close_all(listeners)
+    return {
+        "listeners": len(listeners),
+        "deliveries": delivered,
+        "server_cpu_s": round(cpu, 2),
+        "cpu_us_per_delivery": round(cpu / max(delivered, 1) * 1e6, 2),
+        "deliveries_per_cpu_s": round(delivered / max(cpu, 1e-9)),
+    }
+
+
+def run_reference(args: argparse.Namespace) -> dict[str, float]:
+    port = free_port()
+    script = Path(__file__).resolve().parent / "lean_reference.py"
+    process = subprocess.Popen([sys.executable, str(script), str(port), str(args.rate)])
+    try:
+        wait_for_port(port, process=process)
+        os.sched_setaffinity(process.pid, {SERVER_CPU})
+        return uvloop.run(fanout_reference(port, process.pid, args))
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workload", choices=["idle", "fanout"])
-    parser.add_argument("--path", choices=["lean", "hypercorn"], default="lean")
+    parser.add_argument("--path", choices=["lean", "hypercorn", "reference"], default="lean")
     parser.add_argument("--connections", type=int, default=5000)
     parser.add_argument("--listeners", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=100.0)
@@ -193,6 +225,11 @@ def main() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     os.sched_setaffinity(0, {CLIENT_CPU})
+    if args.path == "reference":
+        if args.workload != "fanout":
+            parser.error("the reference server only runs the fanout workload")
+        print(json.dumps({"workload": args.workload, "path": args.path, **run_reference(args)}))
+        return
     with tempfile.TemporaryDirectory() as workdir:
         port = free_port()
         env = server_env(
