@@ -7,21 +7,27 @@ readers) is tested on both in test_stream.py and test_slow_consumer.py.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import signal
 import socket
+import ssl
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import h2.config
 import h2.connection
 import h2.events
 import httpx
 import pytest
+import trustme
 
 from app.transports.lean_http import HEAD_TIMEOUT_S, MAX_HEAD_BYTES
 
-from .support import Server, bearer, free_port, server_env, sign
+from .support import Server, SseReader, bearer, free_port, server_env, sign, wait_for_port
 from .test_stream import events, make_discussion, open_stream, post
 
 pytestmark = pytest.mark.slow
@@ -242,3 +248,52 @@ def test_websocket_upgrade_is_handed_to_hypercorn(server: Server) -> None:
         _, headers, _ = head_and_body(read_until(sock, b"\r\n\r\n"))
         # Quart decides (no WebSocket route here); the lean front never answers an upgrade.
         assert headers["server"].startswith("hypercorn")
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[Server, Path]]:
+    """A server with PARLEY_TLS_CERT/KEY (readiness is checked over TLS by the test itself)."""
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1")
+    cert, key, ca = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    certificate.cert_chain_pems[0].write_to_path(str(cert))
+    certificate.private_key_pem.write_to_path(str(key))
+    authority.cert_pem.write_to_path(str(ca))
+    port = free_port()
+    server = Server(port, server_env(tmp_path, port, PARLEY_TLS_CERT=str(cert), PARLEY_TLS_KEY=str(key)), tmp_path)
+    server.process = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1"],
+        cwd=tmp_path,
+        env=server.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, process=server.process)
+        yield server, ca
+    finally:
+        server.stop()
+
+
+async def test_with_tls_hypercorn_serves_everything_including_http2(tls_server: tuple[Server, Path]) -> None:
+    server, ca = tls_server
+    context = ssl.create_default_context(cafile=str(ca))
+    alice = sign("alice")
+    base = f"https://127.0.0.1:{server.port}"
+    async with httpx.AsyncClient(http2=True, verify=context, timeout=10) as client:
+        for _ in range(100):
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(base + "/readyz")).status_code == 200:
+                    break
+            await asyncio.sleep(0.1)
+        r = await client.post(base + "/api/discussions", json={"title": "TLS"}, headers=bearer(alice))
+        assert r.status_code == 201 and r.http_version == "HTTP/2"
+        discussion = r.json()["id"]
+        params = {"discussion": discussion}
+        async with client.stream("GET", base + "/stream", params=params, headers=bearer(alice)) as stream:
+            assert stream.status_code == 200 and stream.http_version == "HTTP/2"
+            reader = SseReader(stream.aiter_raw())
+            url = f"{base}/api/discussions/{discussion}/responses"
+            assert (await client.post(url, json={"body": "over h2"}, headers=bearer(alice))).status_code == 201
+            [event] = await events(reader, 1)
+            assert event.json["payload"]["response"]["body"] == "over h2"
