@@ -118,10 +118,10 @@ async def idle(server: Server, pid: int, args: argparse.Namespace) -> dict[str, 
     discussion, _ = await make_discussion(server)
     close_all(await open_listeners(server, discussion, 200, args.users))  # warm-up: imports, caches
     await asyncio.sleep(2)
-    before = rss_kb(pid)
+    before, cpu0 = rss_kb(pid), cpu_s(pid)
     started = time.monotonic()
     listeners = await open_listeners(server, discussion, args.connections, args.users)
-    connect_s = time.monotonic() - started
+    connect_s, connect_cpu_s = time.monotonic() - started, cpu_s(pid) - cpu0
     await asyncio.sleep(3)
     after = rss_kb(pid)
     close_all(listeners)
@@ -131,6 +131,7 @@ async def idle(server: Server, pid: int, args: argparse.Namespace) -> dict[str, 
         "rss_after_kb": after,
         "rss_per_connection_kb": round((after - before) / len(listeners), 2),
         "connect_s": round(connect_s, 1),
+        "server_cpu_ms_per_open": round(connect_cpu_s / len(listeners) * 1000, 3),
     }
 
 
