@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -40,7 +41,9 @@ WAIT_S = HEAD_TIMEOUT_S + 15
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("lean")
     port = free_port()
-    server = Server(port, server_env(workdir, port, PARLEY_LEAN_STREAM="1"), workdir)
+    server = Server(
+        port, server_env(workdir, port, PARLEY_LEAN_STREAM="1", PARLEY_RATE_LIMIT_PER_MIN="100000"), workdir
+    )
     server.start()
     yield server
     server.stop()
@@ -297,3 +300,35 @@ async def test_with_tls_hypercorn_serves_everything_including_http2(tls_server: 
             assert (await client.post(url, json={"body": "over h2"}, headers=bearer(alice))).status_code == 201
             [event] = await events(reader, 1)
             assert event.json["payload"]["response"]["body"] == "over h2"
+
+
+async def test_clients_vanishing_mid_fanout_leave_the_hub_serving(server: Server, discussion: str) -> None:
+    """Regression: a write to a transport that closed under us (a reset, before its
+    connection_lost ran) must not raise into the hub's dispatch and stop it for everyone."""
+    alice = sign("alice")
+    async with httpx.AsyncClient(timeout=10) as client, open_stream(server, alice, [discussion]) as survivor:
+        for _round in range(3):
+            doomed = []
+            for _ in range(30):
+                sock = connect(server)
+                sock.sendall(stream_request(discussion, alice))
+                read_until(sock, b": connected")
+                doomed.append(sock)
+            posting = asyncio.create_task(post_many(client, server, alice, discussion, 20))
+            for sock in doomed:
+                # SO_LINGER 0: close with a reset, so the server's next write or read fails.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                sock.close()
+                await asyncio.sleep(0)
+            posted = await posting
+            received = await events(survivor, len(posted), timeout_s=15)
+            assert [e.json["payload"]["response"]["id"] for e in received] == [p["id"] for p in posted]
+        last = await post(client, server, alice, discussion, "still serving")
+        [event] = await events(survivor, 1)
+        assert event.json["payload"]["response"]["id"] == last["id"]
+
+
+async def post_many(
+    client: httpx.AsyncClient, server: Server, token: str, discussion: str, count: int
+) -> list[dict[str, Any]]:
+    return [await post(client, server, token, discussion, f"fan-out {i}") for i in range(count)]

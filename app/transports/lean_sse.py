@@ -18,6 +18,7 @@ is made once per event, not once per connection (`chunk_of`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -61,6 +62,14 @@ def chunk(data: bytes) -> bytes:
 
 
 HEARTBEAT_CHUNK = chunk(HEARTBEAT)
+
+
+def write(transport: asyncio.Transport, data: bytes) -> None:
+    """Write, ignoring a transport that closed under us (a reset, before its
+    `connection_lost` ran): uvloop raises RuntimeError there, asyncio drops the data. Raising
+    into the hub's dispatch or the shared timer would stop them for every connection."""
+    with contextlib.suppress(RuntimeError):
+        transport.write(data)
 
 
 class LeanStreams:
@@ -240,7 +249,7 @@ class LeanStream(asyncio.Protocol):
         transport = self._transport
         self._release()
         if transport is not None:
-            transport.write(response)
+            write(transport, response)
             transport.close()
 
     def _start(self, missed: Iterable[Event]) -> None:
@@ -249,22 +258,26 @@ class LeanStream(asyncio.Protocol):
             self._release()
             return
         subscription = session.subscription
-        transport.write(RESPONSE_HEAD + chunk(PREAMBLE + b"".join(event.sse for event in missed)))
+        write(transport, RESPONSE_HEAD + chunk(PREAMBLE + b"".join(event.sse for event in missed)))
         if subscription.dropped:  # overflowed while catching up; the client resumes
             self.end()
             return
         subscription.on_drop = self._dropped
         pending = subscription.take()
         if pending:
-            transport.write(chunk(b"".join(event.sse for event in pending)))
+            write(transport, chunk(b"".join(event.sse for event in pending)))
         subscription.sink = self._deliver
         self._streams.add(self)
 
     # -- streaming: called by the hub and the process-wide timer ------------------------------
 
     def _deliver(self, event: Event) -> bool:
+        """The subscription's sink: the hot path of every fan-out."""
         transport = cast(asyncio.Transport, self._transport)
-        transport.write(self._streams.chunk_of(event))
+        try:
+            transport.write(self._streams.chunk_of(event))
+        except RuntimeError:
+            return True  # closed under us (see `write`); connection_lost cleans up
         self._idle_ticks = 0
         return transport.get_write_buffer_size() <= self._streams.max_write_buffer
 
@@ -274,7 +287,7 @@ class LeanStream(asyncio.Protocol):
         if self._idle_ticks < TICKS_PER_HEARTBEAT or self._transport is None:
             return
         self._idle_ticks = 0
-        self._transport.write(HEARTBEAT_CHUNK)
+        write(self._transport, HEARTBEAT_CHUNK)
         session = self._session
         if session is not None and self._transport.get_write_buffer_size() > self._streams.max_write_buffer:
             self._streams.parley.hub.drop(session.subscription, reason="slow_consumer")
@@ -282,7 +295,7 @@ class LeanStream(asyncio.Protocol):
     def expire(self) -> None:
         """The token expired: say so (no id line, so Last-Event-ID stays) and end the stream."""
         if self._transport is not None and self._session is not None:
-            self._transport.write(chunk(self._session.auth_expired().sse_without_id))
+            write(self._transport, chunk(self._session.auth_expired().sse_without_id))
         self.end()
 
     def end(self) -> None:
@@ -290,7 +303,7 @@ class LeanStream(asyncio.Protocol):
         transport = self._transport
         self._release()
         if transport is not None:
-            transport.write(LAST_CHUNK)
+            write(transport, LAST_CHUNK)
             transport.close()
 
     def _dropped(self) -> None:
