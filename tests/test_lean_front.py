@@ -332,3 +332,17 @@ async def post_many(
     client: httpx.AsyncClient, server: Server, token: str, discussion: str, count: int
 ) -> list[dict[str, Any]]:
     return [await post(client, server, token, discussion, f"fan-out {i}") for i in range(count)]
+
+
+async def test_shutdown_ends_open_streams_cleanly(start_server: Callable[..., Server]) -> None:
+    server = start_server(PARLEY_LEAN_STREAM="1")
+    alice = sign("alice")
+    async with httpx.AsyncClient() as client:
+        discussion = await make_discussion(client, server, alice)
+    async with open_stream(server, alice, [discussion]) as stream:
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        # The body ends with its last chunk (a clean end: the browser reconnects elsewhere).
+        with pytest.raises(StopAsyncIteration):
+            await events(stream, 1, timeout_s=WAIT_S)
+    assert server.process.wait(30) == 0
