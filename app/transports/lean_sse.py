@@ -6,8 +6,9 @@ its session opened in one short-lived task; from then on it is a `LeanStream` pr
 the hub's `Subscription.push` calls its sink, which writes the event's pre-encoded chunk to
 the transport. One process-wide timer (`LeanStreams`) sends heartbeats to idle connections and
 ends streams whose token expired (`auth_expired`, without an id line). A connection whose
-unsent bytes pass `max_write_buffer_bytes` is dropped (closed; the client resumes by
-`Last-Event-ID`) and counted as `parley_dropped_consumers{reason="slow_consumer"}`.
+unsent bytes pass `LeanStreams.max_write_buffer` (max(64 KiB, max_buffered_events x 1 KiB))
+is dropped (closed; the client resumes by `Last-Event-ID`) and counted as
+`parley_dropped_consumers{reason="slow_consumer"}`.
 
 The body is `Transfer-Encoding: chunked` (HTTP/1.1 only; HTTP/1.0 goes to Hypercorn): a
 client and any proxy can tell a stream we ended (the last chunk) from one that broke, as with
