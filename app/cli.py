@@ -1,4 +1,9 @@
-"""`parley serve`: run Parley on Hypercorn, bound to $PORT (the Procfile's `web:`)."""
+"""`parley serve`: run Parley on Hypercorn, bound to $PORT (the Procfile's `web:`).
+
+Plain TCP is served by the lean stream front (`app/serving.py`): `GET /stream` on its own,
+everything else handed to Hypercorn on the same port. With TLS (PARLEY_TLS_CERT/KEY) or
+PARLEY_LEAN_STREAM=0 Hypercorn serves every connection itself, as before.
+"""
 
 from __future__ import annotations
 
@@ -60,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    return run(hypercorn_config(settings, args.host, settings.workers))
+    config = hypercorn_config(settings, args.host, settings.workers)
+    if settings.lean_stream and not config.ssl_enabled:
+        from . import serving
+
+        return serving.serve(config, settings)
+    return run(config)
 
 
 if __name__ == "__main__":

@@ -32,9 +32,14 @@ class Subscription:
     the hub (the connection is closed; the client resumes from its cursor) rather than let
     memory grow. Events at or before `last` are skipped, so an event seen during catch-up and
     again live is delivered once.
+
+    A transport that writes without a task of its own (the lean SSE path) sets `sink`: live
+    events then bypass the buffer and go straight to it, with the same `last` check. The sink
+    returns False when its connection has fallen too far behind; the hub then drops it exactly
+    as on a buffer overflow.
     """
 
-    __slots__ = ("_buffer", "_hub", "_max", "_waiter", "dropped", "last", "on_drop", "topics")
+    __slots__ = ("_buffer", "_hub", "_max", "_waiter", "dropped", "last", "on_drop", "sink", "topics")
 
     def __init__(self, hub: Hub, topics: Iterable[str], max_buffered: int) -> None:
         self.topics: set[str] = set(topics)
@@ -46,8 +51,16 @@ class Subscription:
         self._hub = hub
         # Called once when dropped, so a transport blocked on a send can abort its connection.
         self.on_drop: Callable[[], object] | None = None
+        self.sink: Callable[[Event], bool] | None = None
 
     def push(self, event: Event) -> None:
+        sink = self.sink
+        if sink is not None:
+            if event.position > self.last:
+                self.last = event.position
+                if not sink(event):
+                    self._hub.drop(self, reason="slow_consumer")
+            return
         if len(self._buffer) >= self._max:
             self._hub.drop(self, reason="slow_consumer")
             return

@@ -82,6 +82,9 @@ class Settings:
     max_catchup_events: int = 1000
     # Hypercorn workers for `parley serve` (WEB_CONCURRENCY on most PaaS).
     workers: int = 1
+    # Serve `GET /stream` on the lean front (transports/lean_http.py) in front of Hypercorn.
+    # PARLEY_LEAN_STREAM=0 serves everything with Hypercorn; with TLS it is always off.
+    lean_stream: bool = True
     log_level: str = "INFO"
     # Web Push (issue 6): one attempt's timeout, parallel sends, first retry's backoff (doubles).
     push_timeout_s: float = 10.0
@@ -152,6 +155,7 @@ class Settings:
             max_buffered_events=_int(env, "PARLEY_MAX_BUFFERED_EVENTS", 1024, minimum=1),
             max_catchup_events=_int(env, "PARLEY_MAX_CATCHUP_EVENTS", 1000, minimum=1),
             workers=_int(env, "WEB_CONCURRENCY", 1, minimum=1),
+            lean_stream=_flag(env, "PARLEY_LEAN_STREAM") is not False,
             log_level=(env.get("PARLEY_LOG_LEVEL") or "INFO").upper(),
             push_timeout_s=_float(env, "PARLEY_PUSH_TIMEOUT_S", 10.0, minimum=0.1),
             push_concurrency=_int(env, "PARLEY_PUSH_CONCURRENCY", 16, minimum=1),

@@ -27,6 +27,13 @@ def redis_prefix() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
+@pytest.fixture(params=["lean", "hypercorn"])
+def stream_path(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Server env for each way `GET /stream` is served: the lean front, or Hypercorn alone.
+    Stream tests take it so both paths pass the same conformance tests."""
+    return {"PARLEY_LEAN_STREAM": "1" if request.param == "lean" else "0"}
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start real server processes; every one is stopped after the test."""

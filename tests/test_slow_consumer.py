@@ -28,8 +28,10 @@ def stalled_stream(server: Server, token: str, discussion: str) -> socket.socket
     return sock
 
 
-async def test_a_stalled_reader_is_dropped_and_others_get_everything(start_server: Callable[..., Server]) -> None:
-    server = start_server(PARLEY_MAX_BUFFERED_EVENTS="16", PARLEY_RATE_LIMIT_PER_MIN="100000")
+async def test_a_stalled_reader_is_dropped_and_others_get_everything(
+    start_server: Callable[..., Server], stream_path: dict[str, str]
+) -> None:
+    server = start_server(PARLEY_MAX_BUFFERED_EVENTS="16", PARLEY_RATE_LIMIT_PER_MIN="100000", **stream_path)
     alice = sign("alice")
     async with httpx.AsyncClient(timeout=10) as client:
         discussion = await make_discussion(client, server, alice)

@@ -17,12 +17,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(params=["embedded", "redis"])
-def server(request: pytest.FixtureRequest, start_server: Callable[..., Server]) -> Server:
+def server(request: pytest.FixtureRequest, start_server: Callable[..., Server], stream_path: dict[str, str]) -> Server:
     if request.param == "redis":
         return start_server(
-            REDIS_URL=request.getfixturevalue("redis_url"), PARLEY_REDIS_PREFIX=request.getfixturevalue("redis_prefix")
+            REDIS_URL=request.getfixturevalue("redis_url"),
+            PARLEY_REDIS_PREFIX=request.getfixturevalue("redis_prefix"),
+            **stream_path,
         )
-    return start_server()
+    return start_server(**stream_path)
 
 
 @contextlib.asynccontextmanager
@@ -174,8 +176,8 @@ async def test_streams_need_a_token_and_read_access(server: Server) -> None:
         assert r.status_code == 404
 
 
-async def test_heartbeats_and_expiry(start_server: Callable[..., Server]) -> None:
-    server = start_server(PARLEY_HEARTBEAT_S="0.2")
+async def test_heartbeats_and_expiry(start_server: Callable[..., Server], stream_path: dict[str, str]) -> None:
+    server = start_server(PARLEY_HEARTBEAT_S="0.2", **stream_path)
     short = sign("alice", ttl_s=2)
     async with httpx.AsyncClient() as client:
         discussion = await make_discussion(client, server, short)

@@ -1,0 +1,139 @@
+"""Serving with the lean stream front (`transports/lean_http.py`) on $PORT: what `parley serve`
+runs unless TLS is configured or `PARLEY_LEAN_STREAM=0`.
+
+This follows Hypercorn's own `worker_serve` (hypercorn/asyncio/run.py): the app's lifespan is
+run once per process by Hypercorn's `Lifespan`; the listening sockets are Hypercorn's
+(`Config.create_sockets`); connections handed over are run by Hypercorn's `TCPServer` with
+the same config, worker context and lifespan state. Only the accept loop is ours.
+
+Workers: with `WEB_CONCURRENCY` > 1 the parent creates the sockets (with SO_REUSEPORT, as
+Hypercorn does) and spawns that many processes that inherit them, each running the lean front
+on the same socket; the kernel spreads the accepts. Any worker exiting stops them all (a
+process manager restarts the service), and SIGINT/SIGTERM to the parent stops them through
+one shared event, as with Hypercorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from functools import partial
+from multiprocessing import get_context
+from multiprocessing.connection import wait
+from multiprocessing.synchronize import Event as EventType
+from typing import Any
+
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.asyncio.lifespan import Lifespan
+from hypercorn.asyncio.worker_context import WorkerContext
+from hypercorn.config import Config, Sockets
+from hypercorn.utils import check_multiprocess_shutdown_event
+
+from . import create_app, logs
+from .services import Services
+from .settings import Settings
+from .transports.lean_http import LeanServer
+from .transports.lean_sse import LeanStreams
+
+log = logging.getLogger(__name__)
+
+WORKER_STOP_S = 10.0
+
+
+def serve(config: Config, settings: Settings) -> int:
+    """Run `config.workers` lean workers (0: in this process) until told to stop."""
+    sockets = config.create_sockets()
+    if config.workers == 0:
+        worker(config, settings, sockets)
+        return 0
+    ctx = get_context("spawn")
+    shutdown_event = ctx.Event()
+    # Children inherit SIG_IGN for SIGINT (a terminal's ^C reaches the whole group); the parent
+    # alone decides, through shutdown_event.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    processes = [
+        ctx.Process(
+            target=worker,
+            kwargs={"config": config, "settings": settings, "sockets": sockets, "shutdown_event": shutdown_event},
+        )
+        for _ in range(config.workers)
+    ]
+    for process in processes:
+        process.start()
+
+    def stop(*_: Any) -> None:
+        shutdown_event.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    wait([process.sentinel for process in processes])
+    shutdown_event.set()
+    exitcode = 0
+    for process in processes:
+        process.join(WORKER_STOP_S)
+        if process.exitcode is None:
+            process.terminate()
+            process.join()
+        exitcode = exitcode or (process.exitcode or 0)
+    for sock in sockets.insecure_sockets:
+        sock.close()
+    return exitcode
+
+
+def worker(config: Config, settings: Settings, sockets: Sockets, shutdown_event: EventType | None = None) -> None:
+    """One serving process: uvloop when installed (the lean path's writes are its hot loop)."""
+    logs.configure(settings.log_level)
+    trigger = None
+    if shutdown_event is not None:
+        trigger = partial(check_multiprocess_shutdown_event, shutdown_event, asyncio.sleep)
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(worker_serve(config, settings, sockets, trigger))
+
+
+async def worker_serve(
+    config: Config, settings: Settings, sockets: Sockets, shutdown_trigger: Callable[[], Awaitable[Any]] | None
+) -> None:
+    loop = asyncio.get_running_loop()
+    if shutdown_trigger is None:
+        stopping = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        shutdown_trigger = stopping.wait
+
+    quart_app = create_app(settings)
+    app = ASGIWrapper(quart_app)
+    lifespan_state: dict[str, Any] = {}
+    lifespan = Lifespan(app, config, loop, lifespan_state)
+    lifespan_task = loop.create_task(lifespan.handle_lifespan())
+    await lifespan.wait_for_startup()
+    if lifespan_task.done():
+        exception = lifespan_task.exception()
+        if exception is not None:
+            raise exception
+
+    parley: Services = quart_app.extensions["parley"]
+    streams = LeanStreams(parley)
+    context = WorkerContext(None)
+    server = LeanServer(app, config, context, lifespan_state, streams.open)
+    try:
+        for sock in sockets.insecure_sockets:
+            await server.listen(sock)
+            log.info("lean stream front listening on %s", sock.getsockname())
+        await shutdown_trigger()
+    finally:
+        server.stop_accepting()
+        await streams.close()
+        await context.terminated.set()
+        await server.wait_closed(config.graceful_timeout)
+        await lifespan.wait_for_shutdown()
+        lifespan_task.cancel()
+        await asyncio.gather(lifespan_task, return_exceptions=True)

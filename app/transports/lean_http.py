@@ -1,0 +1,266 @@
+"""The lean front: one asyncio server on $PORT that reads each new connection's request head
+and either serves `GET /stream` itself (`lean_sse`) or hands the connection to Hypercorn.
+
+Why: Hypercorn's per-connection state (tasks, h11, stream objects) and its send layers cost
+~30 KB and ~70 µs per delivery on an SSE stream (issue 4); an `asyncio.Protocol` that writes
+pre-encoded frames costs a fraction of both. Everything else (the REST API, WebSockets,
+long-poll, HTTP/2 prior knowledge, malformed-but-parseable requests with bodies) stays Quart on
+Hypercorn: such a connection is switched to a `StreamReaderProtocol`, fed the bytes already
+read, and run by Hypercorn's own `TCPServer`, so pipelined requests after it are Hypercorn's.
+
+The head is read with httptools, bounded in size (`MAX_HEAD_BYTES`, else 431) and time
+(`HEAD_TIMEOUT_S` from the connection's start, else closed: slowloris); a head httptools
+rejects gets 400. Only the first request of a connection is looked at.
+
+Used by `app.serving` for plain-TCP serving (on by default; `PARLEY_LEAN_STREAM=0` turns it
+off). With TLS the whole connection is Hypercorn's, so HTTP/2 keeps working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, cast
+
+import httptools
+from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.asyncio.worker_context import WorkerContext
+from hypercorn.config import Config
+
+log = logging.getLogger(__name__)
+
+# Browsers send 1-4 KB; Hypercorn's h11 accepts up to 16 KiB (h11's max_incomplete_event_size).
+MAX_HEAD_BYTES = 16 * 1024
+# A head must be complete this long after the connection opened (slowloris).
+HEAD_TIMEOUT_S = 5.0
+# HTTP/2 with prior knowledge starts with this line: always Hypercorn's.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n"
+HEAD_END = b"\r\n\r\n"
+# Hypercorn's StreamReader gets the same limit asyncio.start_server would give it.
+READER_LIMIT = 2**16
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """The first request of a connection, as the lean stream path needs it."""
+
+    method: bytes
+    path: bytes
+    query: bytes
+    http_version: str
+    headers: list[tuple[bytes, bytes]]
+    has_body: bool
+
+    def header(self, name: bytes) -> bytes | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+
+class _HeadCollector:
+    """httptools callbacks: keep the target and the header lines, nothing else."""
+
+    __slots__ = ("headers", "url")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+
+class HandOver(Exception):
+    """The head is valid HTTP but not ours to serve (an upgrade, CONNECT)."""
+
+
+def parse_head(head: bytes) -> RequestHead:
+    """Parse one complete request head. Raises `httptools.HttpParserError` if malformed,
+    `HandOver` for an upgrade."""
+    collector = _HeadCollector()
+    parser = httptools.HttpRequestParser(collector)
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        raise HandOver() from None
+    url = httptools.parse_url(collector.url)
+    request = RequestHead(
+        method=parser.get_method(),
+        path=url.path or b"",
+        query=url.query or b"",
+        http_version=parser.get_http_version(),
+        headers=collector.headers,
+        has_body=False,
+    )
+    length = request.header(b"content-length")
+    request.has_body = request.header(b"transfer-encoding") is not None or (
+        length is not None and length.strip() != b"0"
+    )
+    return request
+
+
+def is_lean_stream(request: RequestHead) -> bool:
+    """`GET /stream` over HTTP/1.1 without a body: the requests the lean path serves.
+    HTTP/1.0 has no chunked encoding; leave it (and anything unusual) to Hypercorn."""
+    return (
+        request.method == b"GET"
+        and request.path == b"/stream"
+        and request.http_version == "1.1"
+        and not request.has_body
+    )
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> bytes:
+    """A complete JSON error response (`{"error": {"code", "message"}}`), closing the connection."""
+    body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
+    lines = [
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in (headers or {}).items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+StreamOpener = Callable[[asyncio.Transport, RequestHead], None]
+
+
+class LeanServer:
+    """Accepts connections on one listening socket; owns every handed-over Hypercorn task."""
+
+    def __init__(
+        self,
+        app: Any,
+        config: Config,
+        context: WorkerContext,
+        lifespan_state: dict[str, Any],
+        open_stream: StreamOpener,
+    ) -> None:
+        self._app = app
+        self._config = config
+        self._context = context
+        self._state = lifespan_state
+        self.open_stream = open_stream
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._servers: list[asyncio.Server] = []
+
+    async def listen(self, sock: Any) -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: FrontProtocol(self), sock=sock, backlog=self._config.backlog)
+        self._servers.append(server)
+
+    def hand_over(self, transport: asyncio.Transport, data: bytes) -> None:
+        """Give the connection to Hypercorn as if it had just accepted it: `data` is every byte
+        read so far, which Hypercorn parses from the start."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=READER_LIMIT, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if data:
+            reader.feed_data(data)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        server = TCPServer(self._app, loop, self._config, self._context, self._state, reader, writer)
+        task: asyncio.Task[None] = loop.create_task(server.run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def stop_accepting(self) -> None:
+        for server in self._servers:
+            server.close()
+
+    async def wait_closed(self, timeout_s: float) -> None:
+        """Let Hypercorn's connections finish (they see `context.terminated`), then cancel."""
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+class FrontProtocol(asyncio.Protocol):
+    """A new connection until its first request head is read; then it is replaced."""
+
+    __slots__ = ("_buffer", "_deadline", "_server", "_transport")
+
+    def __init__(self, server: LeanServer) -> None:
+        self._server = server
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._deadline = asyncio.get_running_loop().call_later(HEAD_TIMEOUT_S, self._timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        buffer = self._buffer
+        scanned = max(0, len(buffer) - len(HEAD_END) + 1)
+        buffer += data
+        if buffer.startswith(H2_PREFACE[: len(buffer)]):
+            if len(buffer) >= len(H2_PREFACE):
+                self._finish()
+                self._server.hand_over(transport, bytes(buffer))
+            return
+        end = buffer.find(HEAD_END, scanned)
+        head_length = end + len(HEAD_END)
+        if (end < 0 and len(buffer) > MAX_HEAD_BYTES) or head_length > MAX_HEAD_BYTES:
+            self._reject(transport, 431, "headers_too_large", f"request head over {MAX_HEAD_BYTES} bytes")
+            return
+        if end < 0:
+            return
+        self._finish()
+        try:
+            request = parse_head(bytes(buffer[:head_length]))
+        except HandOver:
+            self._server.hand_over(transport, bytes(buffer))
+            return
+        except httptools.HttpParserError:
+            self._reject(transport, 400, "bad_request", "malformed request")
+            return
+        if is_lean_stream(request):
+            # Anything after the head (a pipelined request) can never be answered behind an
+            # endless response; it is ignored, as the stream ignores all input.
+            self._server.open_stream(transport, request)
+        else:
+            self._server.hand_over(transport, bytes(buffer))
+
+    def eof_received(self) -> bool | None:
+        # The client gave up before finishing its head: close.
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        """This protocol's work is done: stop the head timer and let go of everything."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._transport = None
+        self._buffer = bytearray()
+
+    def _reject(self, transport: asyncio.Transport, status: int, code: str, message: str) -> None:
+        self._finish()
+        transport.write(error_response(status, code, message))
+        transport.close()
+
+    def _timed_out(self) -> None:
+        self._deadline = None
+        transport = self._transport
+        self._finish()
+        if transport is not None:
+            transport.abort()
