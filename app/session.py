@@ -84,10 +84,16 @@ class StreamSession:
     async def next_events(self, timeout_s: float) -> list[Event]:
         """Live events, waiting at most `timeout_s`. Raises `hub.SlowConsumer` when dropped, and
         `SessionIdle` (a SlowConsumer) after a `session_idle` event when idle (FR-035)."""
-        notice = self._parley.presence.idle_notice(self.presence_id, self._notice)
+        notice = self.idle_notice()
         if notice is not None:
             return notice
         return await self.subscription.next_events(timeout_s)
+
+    def idle_notice(self) -> list[Event] | None:
+        """None while the session is active; once idle (FR-035), `[session_idle]`, and
+        `SessionIdle` on the next call. Transports that do not wait in `next_events` (the lean
+        stream path) ask here on their own timer."""
+        return self._parley.presence.idle_notice(self.presence_id, self._notice)
 
     def _notice(self, event_type: str) -> Event:
         cursor = Cursor(self._parley.log.epoch, self.subscription.last)

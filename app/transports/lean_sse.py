@@ -31,12 +31,13 @@ from redis.exceptions import RedisError
 from werkzeug.datastructures import Headers
 from werkzeug.http import parse_cookie
 
-from ..access import readable_discussion
 from ..auth import token_from
-from ..errors import ApiError, InvalidField, Unauthorized
+from ..errors import ApiError, Unauthorized
 from ..events import Event
+from ..hub import SlowConsumer
 from ..services import Services
-from ..session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
+from ..session import StreamSession
+from .common import session_for
 from .lean_http import RequestHead, error_response
 from .sse import HEARTBEAT, PREAMBLE, SSE_HEADERS
 
@@ -231,15 +232,10 @@ class LeanStream(asyncio.Protocol):
         identity = await parley.auth.verify(token)
         await parley.remember_user(identity)
         discussion_ids = [value for name, value in query if name == "discussion"]
-        if len(discussion_ids) > MAX_DISCUSSIONS_PER_CONNECTION:
-            raise InvalidField(f"discussion: at most {MAX_DISCUSSIONS_PER_CONNECTION} per connection")
-        async with parley.db.session() as db:
-            for discussion_id in dict.fromkeys(discussion_ids):
-                await readable_discussion(db, identity, discussion_id)
+        session = await session_for(parley, identity, discussion_ids)
         # Browsers send Last-Event-ID only on their own reconnects; a page that rebuilt its
         # EventSource passes its stored cursor in the query instead.
         resume = headers.get("Last-Event-ID") or next((v for n, v in query if n == "last_event_id"), None)
-        session = StreamSession(parley, identity, discussion_ids)
         self._session = session
         self._counted = True
         self._streams.connections.inc()
@@ -288,10 +284,26 @@ class LeanStream(asyncio.Protocol):
         if self._idle_ticks < TICKS_PER_HEARTBEAT or self._transport is None:
             return
         self._idle_ticks = 0
-        write(self._transport, HEARTBEAT_CHUNK)
         session = self._session
+        if session is not None and self._idle_ended(session):
+            return
+        write(self._transport, HEARTBEAT_CHUNK)
         if session is not None and self._transport.get_write_buffer_size() > self._streams.max_write_buffer:
             self._streams.parley.hub.drop(session.subscription, reason="slow_consumer")
+
+    def _idle_ended(self, session: StreamSession) -> bool:
+        """FR-035: a session idle for the timeout gets `session_idle`, and its stream ends."""
+        try:
+            notice = session.idle_notice()
+        except SlowConsumer:
+            notice = []
+        if notice is None:
+            return False
+        if self._transport is not None:
+            for event in notice:
+                write(self._transport, chunk(event.sse))
+        self.end()
+        return True
 
     def expire(self) -> None:
         """The token expired: say so (no id line, so Last-Event-ID stays) and end the stream."""
