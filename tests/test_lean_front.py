@@ -29,7 +29,7 @@ import trustme
 from app.transports.lean_http import HEAD_TIMEOUT_S, MAX_HEAD_BYTES
 
 from .support import Server, SseReader, bearer, free_port, server_env, sign, wait_for_port
-from .test_stream import events, make_discussion, open_stream, post
+from .test_stream import PRESENCE_EVENTS, events, make_discussion, open_stream, post
 
 pytestmark = pytest.mark.slow
 
@@ -116,10 +116,18 @@ def test_stream_headers_and_chunked_framing(server: Server, discussion: str) -> 
             f"{server.url}/api/discussions/{discussion}/responses", json={"body": "framed"}, headers=bearer(sign("bob"))
         )
         assert r.status_code == 201
-        data = read_until(sock, b"\n\n\r\n")
-        size, _, rest = data.partition(b"\r\n")
-        frame = rest[: int(size, 16)]
-        lines = frame.decode().split("\n")
+        # One chunk per event, each a complete SSE frame; presence events may come first.
+        buffer = b""
+        while True:
+            buffer = read_until(sock, b"\n\n\r\n", buffer)
+            size_line, _, rest = buffer.partition(b"\r\n")
+            size = int(size_line, 16)
+            frame, buffer = rest[:size], rest[size:]
+            assert buffer.startswith(b"\r\n")
+            buffer = buffer[2:]
+            lines = frame.decode().split("\n")
+            if lines[1].removeprefix("event: ") not in PRESENCE_EVENTS:
+                break
         assert lines[0].startswith("id: ") and lines[1] == "event: response_posted"
         assert json.loads(lines[2].removeprefix("data: "))["payload"]["response"]["body"] == "framed"
         assert frame.endswith(b"\n\n")
