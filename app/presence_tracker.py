@@ -69,6 +69,39 @@ class _Registration:
     notified: bool = False
 
 
+ROOM_EVENTS = frozenset({"user_joined", "user_left", "presence_changed"})
+
+
+class RoomEventBudget:
+    """Caps join/leave/status events per discussion from this process (a token bucket).
+
+    Each such event goes to every reader of the discussion, so a crowd arriving at once (a
+    reconnect storm after a restart: 5,000 readers of one discussion) would cost readers x
+    arrivals deliveries, drown the events that matter and drop readers as slow consumers
+    (bench/: herd workload). Past `burst` events, at most `per_s` a second are published; the
+    rest are skipped. Readers' lists may then miss some arrivals: the participant count and
+    list are always right in `GET /api/discussions/{id}/presence`, which the page refetches.
+    """
+
+    def __init__(self, per_s: float = 10.0, burst: int = 30, max_rooms: int = 10_000) -> None:
+        self._per_s = per_s
+        self._burst = float(burst)
+        self._max_rooms = max_rooms
+        self._rooms: dict[str, tuple[float, float]] = {}  # discussion -> (tokens, at monotonic s)
+
+    def take(self, discussion_id: str) -> bool:
+        now = time.monotonic()
+        tokens, at = self._rooms.get(discussion_id, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - at) * self._per_s)
+        if len(self._rooms) >= self._max_rooms and discussion_id not in self._rooms:
+            self._rooms.clear()  # bounded: forgetting only refills buckets
+        if tokens < 1.0:
+            self._rooms[discussion_id] = (tokens, now)
+            return False
+        self._rooms[discussion_id] = (tokens - 1.0, now)
+        return True
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -84,6 +117,7 @@ class PresenceTracker:
         self._leaves: asyncio.Queue[tuple[str, str]] = asyncio.Queue(MAX_PENDING_LEAVES)
         self._wake = asyncio.Event()
         self._publish: Publish | None = None
+        self._room_budget = RoomEventBudget()
 
     def attach(self, publish: Publish) -> None:
         """How events go out (`Services.publish`); set once by the composition root."""
@@ -99,6 +133,8 @@ class PresenceTracker:
         if self._publish is None:
             raise RuntimeError("PresenceTracker.attach() was not called")
         for change in changes:
+            if change.type in ROOM_EVENTS and not self._room_budget.take(discussion_id):
+                continue  # a crowd is arriving or leaving: see RoomEventBudget
             payload: dict[str, Any] = {} if change.status is None else {"status": change.status}
             await self._publish(
                 topics.discussion(discussion_id),

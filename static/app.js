@@ -311,6 +311,9 @@ async function openDiscussion(discussionId) {
   state.presence = new PresenceView({ selfId: state.me?.id || null, onChange: renderPresence });
   renderPresence();
   loadPresence(discussionId);
+  // Busy rooms publish only some joins and leaves (the server caps them): a jittered snapshot
+  // every half minute keeps the list and count right.
+  setInterval(() => { if (!document.hidden) loadPresence(discussionId); }, 25_000 + Math.random() * 10_000);
   $("#discussion").hidden = false;
   const { responses, cursor } = await fetchAll(discussionId);
   for (const response of responses) upsert(response, false);
