@@ -545,7 +545,7 @@ export class ParleyClient extends EventTarget {
   onVisibility() {
     if (!this.isLeader) return;
     this.transport?.pause?.(document.hidden);
-    // Presence belongs to the presence feature; the server may answer not_supported for now.
+    // This connection's presence: away while hidden (the server aggregates a user's tabs and devices).
     this.transport?.send({ type: "presence", status: document.hidden ? "away" : "online" });
     // Back in view: catch up whatever a throttled background tab may have missed. (A dead
     // connection has already scheduled its own retry; nothing else to do here.)
