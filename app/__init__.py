@@ -85,7 +85,8 @@ def create_app(settings: Settings | None = None) -> Quart:
             lock.acquire()
             log.info("embedded event log (no REDIS_URL): this process must be the only one")
         if settings.sqlite_path is not None:
-            await asyncio.to_thread(migrate.upgrade, settings.database_url)
+            lock_path = settings.sqlite_path.with_name(settings.sqlite_path.name + ".migrate-lock")
+            await asyncio.to_thread(migrate.upgrade, settings.database_url, lock_path)
         if settings.dev_login:
             log.warning("development login is ON (PARLEY_DEV_LOGIN): anyone can sign in as anyone")
         metrics = Metrics()
