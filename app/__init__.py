@@ -23,10 +23,12 @@ from .notify_worker import start_notifications
 from .presence_tracker import PresenceTracker
 from .services import Services
 from .settings import Settings
+from .users import UserDirectory
 
 log = logging.getLogger(__name__)
 
 PRESENCE_DRAIN_S = 1.0
+USERS_FLUSH_S = 2.0
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
@@ -84,7 +86,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         if lock is not None:
             lock.acquire()
             log.info("embedded event log (no REDIS_URL): this process must be the only one")
-        if settings.sqlite_path is not None:
+        if settings.sqlite_path is not None and not migrate.sqlite_at_head(settings.sqlite_path):
             lock_path = settings.sqlite_path.with_name(settings.sqlite_path.name + ".migrate-lock")
             await asyncio.to_thread(migrate.upgrade, settings.database_url, lock_path)
         if settings.dev_login:
@@ -96,19 +98,22 @@ def create_app(settings: Settings | None = None) -> Quart:
         presence_store = make_presence_store(settings)
         await presence_store.open()
         tracker = PresenceTracker(presence_store, hub, sweep_interval_s=settings.presence_sweep_s)
+        db = Database(settings.database_url)
         app.extensions["parley"] = parley = Services(
             settings=settings,
             metrics=metrics,
-            db=Database(settings.database_url),
+            db=db,
             log=event_log,
             hub=hub,
             auth=Authenticator(settings),
             rate_limit=make_rate_limiter(settings, event_log),
             presence=tracker,
+            users=UserDirectory(db),
         )
         tracker.attach(parley.publish)
         spawn(hub.run(), "hub")
         spawn(tracker.run(), "presence")
+        spawn(parley.users.run(), "users")
         await start_notifications(app.extensions, app.extensions["parley"], spawn)
 
     def spawn(coroutine: Any, name: str) -> None:
@@ -126,7 +131,12 @@ def create_app(settings: Settings | None = None) -> Quart:
         running: Services | None = app.extensions.get("parley")
         if running is not None:
             # Connections closed during shutdown leave now, not at their expiry.
+            running.presence.stopping()
             await running.presence.drain(PRESENCE_DRAIN_S)
+            try:
+                await asyncio.wait_for(running.users.flush(), USERS_FLUSH_S)
+            except Exception:  # shutdown goes on: those users are written on their next visit
+                log.warning("users: could not write the queued users before stopping")
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

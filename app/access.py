@@ -3,8 +3,10 @@ creator and members only, and to anyone else they do not exist (404, never 403).
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -58,20 +60,46 @@ class ReadAccessCache:
     def __init__(self, max_entries: int = 10_000) -> None:
         self._entries: OrderedDict[str, _Readers] = OrderedDict()
         self._max = max_entries
+        # Reads in flight, so that a crowd connecting to one uncached discussion at once waits
+        # for one database read instead of each making its own.
+        self._loading: dict[str, asyncio.Task[_Readers]] = {}
 
     async def check(self, db: Database, identity: Identity, discussion_id: str) -> None:
         readers = self._entries.get(discussion_id)
         if readers is None:
-            async with db.session() as session:
-                discussion = await readable_discussion(session, identity, discussion_id)
-                members = await session.exec(
-                    select(col(DiscussionMember.user_id)).where(DiscussionMember.discussion_id == discussion_id)
-                )
-                readers = _Readers(discussion.visibility, discussion.created_by, frozenset(members.all()))
-            self._entries[discussion_id] = readers
-            if len(self._entries) > self._max:
-                self._entries.popitem(last=False)
+            readers = await self._load(db, discussion_id)
         else:
             self._entries.move_to_end(discussion_id)
         if not readers.admit(identity.user_id):
             raise NotFound(f"no discussion {discussion_id[:MAX_ID_CHARS]!r}")
+
+    async def _load(self, db: Database, discussion_id: str) -> _Readers:
+        # The read runs as its own task: a caller that goes away must not cancel it for others.
+        loading = self._loading.get(discussion_id)
+        if loading is None:
+            loading = asyncio.get_running_loop().create_task(self._read(db, discussion_id))
+            self._loading[discussion_id] = loading
+            loading.add_done_callback(partial(self._loaded, discussion_id))
+        return await asyncio.shield(loading)
+
+    def _loaded(self, discussion_id: str, loading: asyncio.Task[_Readers]) -> None:
+        del self._loading[discussion_id]
+        if loading.cancelled() or loading.exception() is not None:
+            return  # not cached: the next connect asks again
+        self._entries[discussion_id] = loading.result()
+        if len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    @staticmethod
+    async def _read(db: Database, discussion_id: str) -> _Readers:
+        """Who may read the discussion; the same answer whoever asks (NotFound if it does not exist)."""
+        if not discussion_id or len(discussion_id) > MAX_ID_CHARS:
+            raise NotFound(f"no discussion {discussion_id[:MAX_ID_CHARS]!r}")
+        async with db.session() as session:
+            discussion = await session.get(Discussion, discussion_id)
+            if discussion is None:
+                raise NotFound(f"no discussion {discussion_id[:MAX_ID_CHARS]!r}")
+            members = await session.exec(
+                select(col(DiscussionMember.user_id)).where(DiscussionMember.discussion_id == discussion_id)
+            )
+            return _Readers(discussion.visibility, discussion.created_by, frozenset(members.all()))

@@ -16,7 +16,8 @@ import heapq
 import logging
 import secrets
 import socket
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -25,6 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .batching import GroupCommit
 from .cursor import ORIGIN, Cursor, Position
 from .eventlog import LOG_GAP, CursorUnavailable, LogGap, check_epoch, retention_passed
 from .events import Event
@@ -45,6 +47,9 @@ POOL_SIZE = 50
 POOL_WAIT_S = 10.0
 CLOSE_TIMEOUT_S = 1.0
 
+# Catch-up reads per pipeline (each names ~3 topics).
+CATCH_UP_BATCH = 300
+
 _APPEND_LUA = resources.files("app").joinpath("lua/append.lua").read_text()
 
 
@@ -64,6 +69,15 @@ def blocking_reader(url: str) -> redis.Redis:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _CatchUp:
+    """One connection's catch-up read: its topics after its position."""
+
+    topics: tuple[str, ...]
+    after: Position
+    limit: int
+
+
 class RedisEventLog:
     def __init__(self, url: str, *, prefix: str, retention_s: int) -> None:
         self._url = url
@@ -79,6 +93,7 @@ class RedisEventLog:
         self._append = self._client.register_script(_APPEND_LUA)
         # `read_journal` blocks: on a connection of its own.
         self._journal_reader = blocking_reader(url)
+        self._catch_up: GroupCommit[_CatchUp, list[Event]] = GroupCommit(self._read_batch, max_batch=CATCH_UP_BATCH)
 
     @property
     def client(self) -> redis.Redis:
@@ -99,6 +114,7 @@ class RedisEventLog:
         self.epoch, self._created_ms = tag, int(created_ms or 0)
 
     async def close(self) -> None:
+        await self._catch_up.close()
         await self._client.aclose()
         await self._journal_reader.aclose()
 
@@ -128,29 +144,52 @@ class RedisEventLog:
 
     async def read_after(self, topics: Collection[str], cursor: Cursor, limit: int) -> list[Event]:
         check_epoch(self.epoch, cursor)
-        after = cursor.position
-        names = list(topics)
+        return await self._catch_up.submit(_CatchUp(tuple(topics), cursor.position, limit))
+
+    async def _read_batch(self, requests: Sequence[_CatchUp]) -> list[list[Event] | BaseException]:
+        """Every catch-up read waiting right now, in one pipeline: the clock, the firehose's
+        head, and each distinct (topic, position) range once. After a restart, the readers of
+        one discussion mostly resume from the same position: one XRANGE serves them all."""
+        ranges = list(dict.fromkeys((topic, r.after, r.limit) for r in requests for topic in r.topics))
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.time()
-            for name in names:
+            pipe.xinfo_stream(self._keys.firehose)
+            for topic, after, limit in ranges:
                 # Exclusive start "(" needs Redis 6.2; one more than the limit tells "too far".
-                pipe.xrange(self._keys.topic(name), min=f"({after}", max="+", count=limit + 1)
-            results = await pipe.execute()
-        seconds, micros = results[0]
+                pipe.xrange(self._keys.topic(topic), min=f"({after}", max="+", count=limit + 1)
+            results = await pipe.execute(raise_on_error=False)
+        clock, info, *entries = results
+        for result in (clock, *entries):
+            if isinstance(result, Exception):
+                raise result
+        seconds, micros = clock
         now_ms = seconds * 1000 + micros // 1000
-        last = await self._last_position(self._client)
+        if isinstance(info, ResponseError):
+            last = ORIGIN  # no firehose: nothing was ever appended
+        elif isinstance(info, Exception):
+            raise info
+        else:
+            last = Position.parse(info["last-generated-id"])
+        read = dict(zip(ranges, entries, strict=True))
+        return [self._caught_up(request, read, last, now_ms) for request in requests]
+
+    def _caught_up(
+        self, request: _CatchUp, read: dict[tuple[str, Position, int], Any], last: Position, now_ms: int
+    ) -> list[Event] | BaseException:
+        after, limit = request.after, request.limit
         if after > last:
-            raise CursorUnavailable("unknown_position")
+            return CursorUnavailable("unknown_position")
         if retention_passed(after, last, self._created_ms, now_ms, self._retention_ms):
-            raise CursorUnavailable("expired")
+            return CursorUnavailable("expired")
         runs = []
-        for name, entries in zip(names, results[1:], strict=True):
+        for topic in request.topics:
+            entries = read[(topic, after, limit)]
             if len(entries) > limit:
-                raise CursorUnavailable("too_far_behind")
-            runs.append([self._event(entry_id, fields, name) for entry_id, fields in entries])
+                return CursorUnavailable("too_far_behind")
+            runs.append([self._event(entry_id, fields, topic) for entry_id, fields in entries])
         merged = list(heapq.merge(*runs, key=lambda event: event.position))
         if len(merged) > limit:
-            raise CursorUnavailable("too_far_behind")
+            return CursorUnavailable("too_far_behind")
         return merged
 
     async def read_journal(self, cursor: Cursor, limit: int, wait_s: float) -> list[Event]:

@@ -122,6 +122,12 @@ class PresenceStore(Protocol):
     async def leave(self, discussion_id: str, conn_id: str, *, now_ms: int | None = None) -> list[PresenceChange]:
         """The connection closed: remove it, or let it linger if it was the user's last."""
 
+    async def leave_many(
+        self, discussion_id: str, conn_ids: Sequence[str], *, now_ms: int | None = None, grace_ms: int | None = None
+    ) -> list[PresenceChange]:
+        """`leave` for several connections of one discussion, in one call (shutdown, storms);
+        `grace_ms` replaces the timings' grace for these (a server stopping for a restart)."""
+
     async def set_status(
         self, discussion_id: str, user_id: str, status: Status, *, conn_id: str | None = None, now_ms: int | None = None
     ) -> list[PresenceChange]:

@@ -156,9 +156,21 @@ class MemoryPresenceStore:
         return out
 
     async def leave(self, discussion_id: str, conn_id: str, *, now_ms: int | None = None) -> list[PresenceChange]:
+        return await self.leave_many(discussion_id, [conn_id], now_ms=now_ms)
+
+    async def leave_many(
+        self, discussion_id: str, conn_ids: Sequence[str], *, now_ms: int | None = None, grace_ms: int | None = None
+    ) -> list[PresenceChange]:
         now = _clock_ms() if now_ms is None else now_ms
+        linger_until = now + (self.timings.grace_ms if grace_ms is None else grace_ms)
         d = self._get(discussion_id)
         out: list[PresenceChange] = []
+        for conn_id in conn_ids:
+            self._leave_one(d, conn_id, linger_until, out)
+        self._done(discussion_id, d)
+        return out
+
+    def _leave_one(self, d: _Discussion, conn_id: str, linger_until: int, out: list[PresenceChange]) -> None:
         conn = d.conns.get(conn_id)
         if conn is not None and not conn.lingering:
             u = d.users.get(conn.user_id)
@@ -173,10 +185,8 @@ class MemoryPresenceStore:
                 else:
                     # The user's last live connection lingers, so a reload does not flap.
                     conn.lingering = True
-                    conn.expires_ms = now + self.timings.grace_ms
+                    conn.expires_ms = linger_until
                 self._settle(d, conn.user_id, u, True, out)
-        self._done(discussion_id, d)
-        return out
 
     async def set_status(
         self, discussion_id: str, user_id: str, status: Status, *, conn_id: str | None = None, now_ms: int | None = None

@@ -61,7 +61,13 @@ class RedisPresenceStore:
         await self._client.aclose()
 
     async def _run(
-        self, op: str, discussion_id: str, args: Sequence[str | int], now_ms: int | None, extra_keys: Sequence[str] = ()
+        self,
+        op: str,
+        discussion_id: str,
+        args: Sequence[str | int],
+        now_ms: int | None,
+        extra_keys: Sequence[str] = (),
+        grace_ms: int | None = None,
     ) -> Any:
         t = self.timings
         return await self._script(
@@ -70,7 +76,7 @@ class RedisPresenceStore:
                 op,
                 "" if now_ms is None else now_ms,
                 t.ttl_ms,
-                t.grace_ms,
+                t.grace_ms if grace_ms is None else grace_ms,
                 t.typing_ttl_ms,
                 t.throttle_ms,
                 self._key_ttl_ms,
@@ -91,7 +97,14 @@ class RedisPresenceStore:
         return _changes(await self._run("touch", discussion_id, args, now_ms, index_keys))
 
     async def leave(self, discussion_id: str, conn_id: str, *, now_ms: int | None = None) -> list[PresenceChange]:
-        return _changes(await self._run("leave", discussion_id, [conn_id], now_ms))
+        return await self.leave_many(discussion_id, [conn_id], now_ms=now_ms)
+
+    async def leave_many(
+        self, discussion_id: str, conn_ids: Sequence[str], *, now_ms: int | None = None, grace_ms: int | None = None
+    ) -> list[PresenceChange]:
+        if not conn_ids:
+            return []
+        return _changes(await self._run("leave", discussion_id, list(conn_ids), now_ms, grace_ms=grace_ms))
 
     async def set_status(
         self, discussion_id: str, user_id: str, status: Status, *, conn_id: str | None = None, now_ms: int | None = None

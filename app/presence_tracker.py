@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 import time
@@ -34,6 +35,7 @@ from typing import Any, Protocol
 
 from . import topics
 from .auth import Identity
+from .batching import GroupCommit
 from .events import Event
 from .hub import Hub, SlowConsumer
 from .presence import Connection, PresenceChange, PresenceStore, PresenceTimings, Snapshot, Status
@@ -43,6 +45,12 @@ log = logging.getLogger(__name__)
 # Leaves waiting for the background task; overflow policy: drop the leave (the entry expires).
 MAX_PENDING_LEAVES = 10_000
 MAX_BACKOFF_S = 5.0
+# Connections per `leave_many` call (bounds one Lua call's work).
+LEAVE_BATCH = 500
+# How long the users of a stopping server stay present (lingering): long enough for its clients
+# to reconnect to the restarted server or another one, so a deploy does not make a whole
+# discussion leave and join again (bench/: herd). Users who do not come back go after it.
+SHUTDOWN_GRACE_MS = 30_000
 DISCUSSION_TOPIC_PREFIX = topics.discussion("")
 
 Publish = Callable[..., Awaitable[Event]]
@@ -118,6 +126,10 @@ class PresenceTracker:
         self._wake = asyncio.Event()
         self._publish: Publish | None = None
         self._room_budget = RoomEventBudget()
+        self._joins: GroupCommit[str, None] = GroupCommit(self._join_batch)
+        self._leave_grace_ms: int | None = None  # None: the timings' grace
+        self._ids = itertools.count()
+        self._id_prefix = secrets.token_hex(4)  # connection ids are unique across processes
 
     def attach(self, publish: Publish) -> None:
         """How events go out (`Services.publish`); set once by the composition root."""
@@ -149,15 +161,31 @@ class PresenceTracker:
 
     async def connect(self, session: PresenceSession) -> str:
         """Register a newly opened session in each of its discussions; returns its id."""
-        conn_id = secrets.token_hex(8)
-        registration = _Registration(session, last_active_ms=_now_ms())
-        self._registrations[conn_id] = registration
+        conn_id = f"{self._id_prefix}{next(self._ids):x}"
+        self._registrations[conn_id] = _Registration(session, last_active_ms=_now_ms())
         try:
-            await self._sync(conn_id, registration)
+            await self._joins.submit(conn_id)
         except Exception:
             # Presence is best effort: the stream works without it, and the next refresh retries.
             log.exception("presence: could not register a connection; retrying at the next refresh")
         return conn_id
+
+    async def _join_batch(self, conn_ids: Sequence[str]) -> list[None]:
+        """Connections that opened together join in one store call per discussion: a crowd
+        reconnecting after a restart costs O(discussions) calls, not O(connections)."""
+        by_discussion: dict[str, list[Connection]] = {}
+        for conn_id in conn_ids:
+            registration = self._registrations.get(conn_id)
+            if registration is None:
+                continue  # closed while waiting for its batch
+            session = registration.session
+            for discussion_id in session.discussion_ids:
+                if discussion_id not in registration.registered:
+                    registration.registered.add(discussion_id)
+                    by_discussion.setdefault(discussion_id, []).append(self._connection(conn_id, session))
+        for discussion_id, connections in by_discussion.items():
+            await self._emit(discussion_id, await self.store.touch(discussion_id, connections))
+        return [None] * len(conn_ids)
 
     def disconnect(self, conn_id: str) -> None:
         """The session closed (synchronous: called from `finally`). Idempotent."""
@@ -272,9 +300,17 @@ class PresenceTracker:
         ]
 
     async def _drain_leaves(self) -> None:
+        """Queued leaves, one store call per discussion (a shutdown leaves every connection)."""
         while not self._leaves.empty():
-            discussion_id, conn_id = self._leaves.get_nowait()
-            await self._emit(discussion_id, await self.store.leave(discussion_id, conn_id))
+            by_discussion: dict[str, list[str]] = {}
+            while not self._leaves.empty():
+                discussion_id, conn_id = self._leaves.get_nowait()
+                by_discussion.setdefault(discussion_id, []).append(conn_id)
+            for discussion_id, conn_ids in by_discussion.items():
+                for start in range(0, len(conn_ids), LEAVE_BATCH):
+                    batch = conn_ids[start : start + LEAVE_BATCH]
+                    changes = await self.store.leave_many(discussion_id, batch, grace_ms=self._leave_grace_ms)
+                    await self._emit(discussion_id, changes)
 
     async def _refresh(self) -> None:
         by_discussion: dict[str, list[Connection]] = {}
@@ -323,7 +359,12 @@ class PresenceTracker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
+    def stopping(self) -> None:
+        """The server is stopping: its connections about to close linger for SHUTDOWN_GRACE_MS."""
+        self._leave_grace_ms = max(self.timings.grace_ms, SHUTDOWN_GRACE_MS)
+
     async def drain(self, timeout_s: float) -> None:
         """On shutdown: send the leaves still queued, so users go at once, not at expiry."""
+        await self._joins.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._drain_leaves(), timeout_s)

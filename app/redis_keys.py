@@ -43,9 +43,14 @@ class RedisKeys:
         """A worker's last processed log position; expires after the retention window."""
         return f"{self.prefix}:checkpoint:{name}"
 
-    def active_user(self, user_id: str) -> str:
-        """Set while some process holds a stream connection of that user; short expiry."""
-        return f"{self.prefix}:active:{user_id}"
+    def active_users(self, process_id: str) -> str:
+        """The users one process holds stream connections of (a set); expires unless refreshed."""
+        return f"{self.prefix}:active:{process_id}"
+
+    @property
+    def active_processes(self) -> str:
+        """Processes with an `active_users` set, scored by when it expires (ms)."""
+        return f"{self.prefix}:active-processes"
 
     # Presence and typing (app/lua/presence.lua): per discussion, every key PEXPIREd past its
     # newest entry, so a discussion nobody touches leaves nothing behind.

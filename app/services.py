@@ -6,12 +6,10 @@ Handlers reach it through `services()`; nothing else holds global state.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from quart import current_app
-from sqlalchemy.exc import IntegrityError
 
 from .access import ReadAccessCache
 from .auth import Authenticator, Identity
@@ -20,14 +18,12 @@ from .eventlog import EventLog
 from .events import Event, envelope_body
 from .hub import Hub
 from .metrics import Metrics
-from .models import User, utcnow
 from .presence_tracker import PresenceTracker
 from .ratelimit import RateLimiter
 from .settings import Settings
+from .users import UserDirectory
 
 log = logging.getLogger(__name__)
-
-KNOWN_USERS_CACHE = 10_000
 
 
 @dataclass
@@ -40,9 +36,8 @@ class Services:
     auth: Authenticator
     rate_limit: RateLimiter
     presence: PresenceTracker
+    users: UserDirectory
     read_access: ReadAccessCache = field(default_factory=ReadAccessCache)
-    # user id -> name last written, so a request writes the users table only when a name changes.
-    _known_users: OrderedDict[str, str] = field(default_factory=OrderedDict)
 
     async def publish(
         self,
@@ -60,24 +55,12 @@ class Services:
         return event
 
     async def remember_user(self, identity: Identity) -> None:
-        """Upsert the caller from the token's claims (users are owned by the token issuer)."""
-        if self._known_users.get(identity.user_id) == identity.name:
-            self._known_users.move_to_end(identity.user_id)
-            return
-        async with self.db.session() as session:
-            user = await session.get(User, identity.user_id)
-            if user is None:
-                session.add(User(id=identity.user_id, name=identity.name))
-            elif user.name != identity.name:
-                user.name = identity.name
-                user.updated_at = utcnow()
-            try:
-                await session.commit()
-            except IntegrityError:  # a concurrent request inserted the same user first
-                await session.rollback()
-        self._known_users[identity.user_id] = identity.name
-        if len(self._known_users) > KNOWN_USERS_CACHE:
-            self._known_users.popitem(last=False)
+        """Upsert the caller from the token's claims before going on (REST)."""
+        await self.users.remember(identity)
+
+    def remember_user_soon(self, identity: Identity) -> None:
+        """Upsert the caller in the background (stream connects: see `app.users`)."""
+        self.users.remember_soon(identity)
 
 
 def services() -> Services:

@@ -16,6 +16,7 @@ one shared event, as with Hypercorn.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -122,6 +123,9 @@ async def worker_serve(
 
     parley: Services = quart_app.extensions["parley"]
     streams = LeanStreams(parley)
+    # Everything loaded so far (modules, the app) lives as long as the process: keep it out of
+    # the collector's generations, so collections during a connect storm walk only new objects.
+    gc.freeze()
     context = WorkerContext(None)
     server = LeanServer(app, config, context, lifespan_state, streams.open)
     try:
@@ -131,6 +135,7 @@ async def worker_serve(
         await shutdown_trigger()
     finally:
         server.stop_accepting()
+        parley.presence.stopping()
         await streams.close()
         await context.terminated.set()
         await server.wait_closed(config.graceful_timeout)

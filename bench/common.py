@@ -99,6 +99,38 @@ def sign(user_id: str, secret: str = BENCH_JWT_SECRET, ttl_s: int = 6 * 3600) ->
 
 # --- the server process under test --------------------------------------------------------
 
+CPU_CGROUP_ROOT = Path("/sys/fs/cgroup/cpu")  # cgroup v1 `cpu` controller, as on this machine
+CFS_PERIOD_US = 100_000
+
+
+class CpuQuota:
+    """A cgroup that caps its processes at `cores` of CPU (CFS bandwidth control).
+
+    For `scale`: on a 2-core machine two server processes and the load generator cannot each
+    have a core, so each server gets the same fraction of core 0 (say 0.45) and the comparison
+    is 1 server vs 2 servers of equal size, the load generator keeping core 1."""
+
+    def __init__(self, name: str, cores: float) -> None:
+        self.path = CPU_CGROUP_ROOT / name
+        try:
+            self.path.mkdir(exist_ok=True)
+            (self.path / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+            (self.path / "cpu.cfs_quota_us").write_text(str(int(cores * CFS_PERIOD_US)))
+        except OSError as error:
+            message = f"--cpu-quota needs a writable cgroup v1 cpu controller at {CPU_CGROUP_ROOT}: {error}"
+            raise SystemExit(message) from None
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def remove(self) -> None:
+        for _ in range(50):  # the kernel lets go of an exited process's cgroup shortly after
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)
+
 
 @dataclass
 class ServerProcess:
@@ -109,7 +141,9 @@ class ServerProcess:
     workdir: Path
     env_overrides: dict[str, str] = field(default_factory=dict)
     core: int | None = SERVER_CORE
+    cpu_quota: float | None = None  # fraction of a core (CpuQuota), None: unlimited
     process: subprocess.Popen[bytes] | None = None
+    _quota: CpuQuota | None = None
 
     @property
     def url(self) -> str:
@@ -152,6 +186,9 @@ class ServerProcess:
         self.process = subprocess.Popen(
             self.command(), cwd=self.workdir, env=self.environment(), stdout=log, stderr=subprocess.STDOUT
         )
+        if self.cpu_quota is not None:
+            self._quota = self._quota or CpuQuota(f"parley-bench-{self.port}", self.cpu_quota)
+            self._quota.add(self.process.pid)
         wait_for_port(self.port, timeout_s, self.process)
         return self
 
@@ -164,6 +201,9 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait(5)
         self.process = None
+        if self._quota is not None:
+            self._quota.remove()
+            self._quota = None
 
     def log_tail(self, lines: int = 20) -> str:
         path = self.workdir / f"server-{self.port}.log"

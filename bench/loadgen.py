@@ -199,6 +199,9 @@ class SseClient(asyncio.Protocol):
         marker = frame.find(MARKER, newline)
         if marker < 0:
             totals.other_events += 1  # sync_required and other notices carry no send time
+            kind = frame.find(b"event: ")
+            name = frame[kind + 7 : frame.find(b"\n", kind)].decode() if kind >= 0 else "message"
+            gen.other_types[name] = gen.other_types.get(name, 0) + 1
             return
         start = marker + len(MARKER)
         end = start
@@ -221,6 +224,7 @@ class LoadGen:
         self.clients: list[SseClient] = []
         self.hist = LatencyHistogram()
         self.totals = Totals()
+        self.other_types: dict[str, int] = {}  # event type -> count, of events without a send time
         self.open_count = 0
         self.recording = True
         self.last_error = ""

@@ -25,6 +25,7 @@ import math
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -96,6 +97,10 @@ async def started(args: argparse.Namespace, kind: str, processes: int = 1) -> As
                 env["PYTHONTRACEMALLOC"] = "1"  # memory only: tracing would distort CPU figures
         servers = []
         for index in range(processes):
+            if args.cpu_quota is not None:
+                # Servers of equal size, all on the server core (see CpuQuota): core 1 stays the client's.
+                servers.append(ServerProcess(kind, free_port(), path, env, core=SERVER_CORE, cpu_quota=args.cpu_quota))
+                continue
             # With two processes, each gets a core: the point of `scale` is one process per core.
             core = index % (os.cpu_count() or 1)
             servers.append(ServerProcess(kind, free_port(), path, env, core=core))
@@ -203,6 +208,21 @@ def signal_profiler(args: argparse.Namespace, target: Target, signum: int) -> No
         os.kill(target.main.pid, signum)
 
 
+def start_py_spy(args: argparse.Namespace, pid: int, name: str) -> subprocess.Popen[bytes] | None:
+    """With --py-spy: sample the server (no instrumentation overhead) into a collapsed-stack file."""
+    if not args.py_spy:
+        return None
+    out = RESULTS_DIR / f"py-spy-{name}-{pid}.txt"
+    command = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--output", str(out)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_py_spy(sampler: subprocess.Popen[bytes] | None) -> None:
+    if sampler is not None:
+        sampler.send_signal(signal.SIGINT)
+        sampler.wait(30)
+
+
 def publish_mode(args: argparse.Namespace, target: Target) -> str:
     if args.publish == "redis" and target.redis_url is None:
         raise SystemExit("--publish redis needs --backend redis")
@@ -293,7 +313,10 @@ async def listen_and_publish(
     delivered = sum(c.received for c in gen.clients) - sum(before.values())
     server_cpu = sum(meter.cpu_s for meter in meters)
     # Other work on the server's core (other engineers' tests share this 2-core machine).
-    core0_other = core_busy_seconds(SERVER_CORE) - core0 - meters[0].cpu_s
+    on_core0 = sum(
+        meter.cpu_s for meter, server in zip(meters, target.servers, strict=True) if server.core == SERVER_CORE
+    )
+    core0_other = core_busy_seconds(SERVER_CORE) - core0 - on_core0
     percentiles = gen.hist.percentiles_ms()
     return {
         "server": target.name,
@@ -408,10 +431,14 @@ async def herd(args: argparse.Namespace, target: Target) -> list[dict[str, Any]]
     add(while_down)
     gen.totals.reconnects = 0
     dup0, ooo0 = gen.totals.duplicates, gen.totals.out_of_order
+    other0 = gen.totals.other_events
+    gen.other_types.clear()
     restart = time.monotonic()
     await asyncio.to_thread(server.start)
     listening_s = time.monotonic() - restart
     cpu = CpuMeter(server.pid).start()
+    signal_profiler(args, target, signal.SIGUSR2)
+    sampler = start_py_spy(args, server.pid, "herd")
     missing = math.inf
     resumed_s = math.inf
     for _ in range(int(args.drain_s * 20) + 600):  # bounded: drain_s + 30 s
@@ -421,6 +448,8 @@ async def herd(args: argparse.Namespace, target: Target) -> list[dict[str, Any]]
             break
         await asyncio.sleep(0.05)
     cpu.stop()
+    signal_profiler(args, target, signal.SIGUSR2)
+    stop_py_spy(sampler)
     row = {
         "server": target.name,
         "clients": len(gen.clients),
@@ -435,7 +464,8 @@ async def herd(args: argparse.Namespace, target: Target) -> list[dict[str, Any]]
         "lost": missing,
         "duplicates": gen.totals.duplicates - dup0,
         "out_of_order": gen.totals.out_of_order - ooo0,
-        "other_events": gen.totals.other_events,
+        "other_events_after_restart": gen.totals.other_events - other0,
+        "other_types_after_restart": dict(gen.other_types),
         "failed": gen.totals.failed,
         "server_cpu_s_during_resume": round(cpu.cpu_s, 2),
     }
@@ -519,6 +549,10 @@ def main() -> None:
     parser.add_argument("--retry-ms", type=float, default=200.0, help="herd: client reconnect delay")
     parser.add_argument("--reference", action="store_true", help="also run on bench/reference_server.py")
     parser.add_argument("--profile", action="store_true", help="tracemalloc (idle) or cProfile the server")
+    parser.add_argument(
+        "--cpu-quota", type=float, help="cap each server process at this fraction of a core (cgroup; for scale)"
+    )
+    parser.add_argument("--py-spy", action="store_true", help="herd: sample the restarted server with py-spy")
     args = parser.parse_args()
     raise_fd_limit()
     pin_to(CLIENT_CORE)

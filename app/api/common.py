@@ -15,8 +15,9 @@ from ..services import services
 Model = TypeVar("Model", bound=BaseModel)
 
 
-async def caller() -> Identity:
-    """The authenticated caller, or 401. Also upserts the user from the token's claims."""
+async def caller(*, remember_now: bool = True) -> Identity:
+    """The authenticated caller, or 401. Also upserts the user from the token's claims: before
+    going on, or (`remember_now=False`, for stream connects) in the background."""
     identity: Identity | None = g.get("identity")
     if identity is not None:
         return identity
@@ -27,7 +28,10 @@ async def caller() -> Identity:
         raise Unauthorized("sign in: send a bearer token or the parley_token cookie", code="unauthenticated")
     parley = services()
     identity = await parley.auth.verify(token)
-    await parley.remember_user(identity)
+    if remember_now:
+        await parley.remember_user(identity)
+    else:
+        parley.remember_user_soon(identity)
     g.identity = identity
     return identity
 

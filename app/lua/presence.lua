@@ -10,7 +10,7 @@
 -- ARGV[5] typing ttl ms   ARGV[6] throttle ms   ARGV[7] key ttl ms   ARGV[8] max connections
 -- ARGV[9..] per op:
 --   touch:       discussion id, then (conn id, user id, name, status) per connection
---   leave:       conn id
+--   leave:       conn id, ... (one or more)
 --   status:      user id, status, conn id or "" (all the user's live connections)
 --   typing:      user id, name, "1" | "0"
 --   stop_typing: user id
@@ -153,30 +153,32 @@ if op == 'touch' then
     k = k + 1
   end
 elseif op == 'leave' then
-  local conn = ARGV[9]
-  local raw = redis.call('HGET', KEYS[2], conn)
-  if raw then
-    local info = cjson.decode(raw)
-    local u = get_user(info.u)
-    if info.l == 1 then
-      -- already lingering: nothing more to do
-    elseif not u then
-      redis.call('ZREM', KEYS[1], conn)
-      redis.call('HDEL', KEYS[2], conn)
-    else
-      u.v = u.v - 1
-      if info.s == 'online' then u.o = u.o - 1 end
-      if u.v > 0 then
-        u.c = u.c - 1
+  for i = 9, #ARGV do
+    local conn = ARGV[i]
+    local raw = redis.call('HGET', KEYS[2], conn)
+    if raw then
+      local info = cjson.decode(raw)
+      local u = get_user(info.u)
+      if info.l == 1 then
+        -- already lingering: nothing more to do
+      elseif not u then
         redis.call('ZREM', KEYS[1], conn)
         redis.call('HDEL', KEYS[2], conn)
       else
-        -- The user's last live connection: linger, so a reload within the grace does not flap.
-        info.l = 1
-        redis.call('HSET', KEYS[2], conn, cjson.encode(info))
-        redis.call('ZADD', KEYS[1], now + grace, conn)
+        u.v = u.v - 1
+        if info.s == 'online' then u.o = u.o - 1 end
+        if u.v > 0 then
+          u.c = u.c - 1
+          redis.call('ZREM', KEYS[1], conn)
+          redis.call('HDEL', KEYS[2], conn)
+        else
+          -- The user's last live connection: linger, so a reload within the grace does not flap.
+          info.l = 1
+          redis.call('HSET', KEYS[2], conn, cjson.encode(info))
+          redis.call('ZADD', KEYS[1], now + grace, conn)
+        end
+        settle(info.u, u, true)
       end
-      settle(info.u, u, true)
     end
   end
 elseif op == 'status' then

@@ -11,7 +11,7 @@ from ..session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
 
 async def authorized_session(discussion_ids: list[str]) -> tuple[Services, StreamSession]:
     """A session for the caller of this Quart request or WebSocket: 401 without a valid token."""
-    identity = await caller()
+    identity = await caller(remember_now=False)
     parley = services()
     return parley, await session_for(parley, identity, discussion_ids)
 

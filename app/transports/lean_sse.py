@@ -28,7 +28,6 @@ from typing import Any, cast
 from urllib.parse import parse_qsl
 
 from redis.exceptions import RedisError
-from werkzeug.datastructures import Headers
 from werkzeug.http import parse_cookie
 
 from ..auth import token_from
@@ -223,19 +222,23 @@ class LeanStream(asyncio.Protocol):
 
     async def _authorize_and_open(self, request: RequestHead) -> list[Event]:
         parley = self._streams.parley
-        headers = Headers([(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers])
+
+        def header(name: bytes) -> str:
+            value = request.header(name)
+            return "" if value is None else value.decode("latin-1")
+
         query = parse_qsl(request.query.decode("latin-1"), keep_blank_values=True)
-        cookies = parse_cookie(headers.get("Cookie", ""))
-        token = token_from(headers, cookies)
+        cookies = parse_cookie(header(b"cookie"))
+        token = token_from({"Authorization": header(b"authorization")}, cookies)
         if token is None:
             raise Unauthorized("sign in: send a bearer token or the parley_token cookie", code="unauthenticated")
         identity = await parley.auth.verify(token)
-        await parley.remember_user(identity)
+        parley.remember_user_soon(identity)
         discussion_ids = [value for name, value in query if name == "discussion"]
         session = await session_for(parley, identity, discussion_ids)
         # Browsers send Last-Event-ID only on their own reconnects; a page that rebuilt its
         # EventSource passes its stored cursor in the query instead.
-        resume = headers.get("Last-Event-ID") or next((v for n, v in query if n == "last_event_id"), None)
+        resume = header(b"last-event-id") or next((v for n, v in query if n == "last_event_id"), None)
         self._session = session
         self._counted = True
         self._streams.connections.inc()
