@@ -116,6 +116,12 @@ async def started(args: argparse.Namespace, processes: int = 1) -> AsyncIterator
             env |= {"REDIS_URL": redis_url, "SIO_PREFIX": prefix, "SIO_MAXLEN": str(args.maxlen)}
         servers: list[ServerProcess] = []
         for index in range(processes):
+            if args.cpu_quota is not None:
+                # As bench/run.py: servers of equal size, all on the server core (bench.common.CpuQuota).
+                servers.append(
+                    NodeServer("socketio", free_port(), path, env, core=SERVER_CORE, cpu_quota=args.cpu_quota)
+                )
+                continue
             core = index % (os.cpu_count() or 1)  # as bench/run.py: one process per core for `scale`
             servers.append(NodeServer("socketio", free_port(), path, env, core=core))
         try:
@@ -557,6 +563,9 @@ def main() -> None:
     parser.add_argument("--step", type=float, default=1.5, help="hot: rate multiplier per step")
     parser.add_argument("--max-steps", type=int, default=14)
     parser.add_argument("--processes", default="1,2", help="scale: process counts to run hot on")
+    parser.add_argument(
+        "--cpu-quota", type=float, help="cap each server process at this fraction of a core (cgroup; for scale)"
+    )
     parser.add_argument("--retry-ms", type=float, default=200.0, help="herd: client reconnect delay")
     args = parser.parse_args()
     raise_fd_limit()
