@@ -31,6 +31,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable, Collection, Coroutine
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -81,6 +82,14 @@ PUSH_REQUEUE_WINDOW = timedelta(hours=1)
 PUSH_REQUEUE_LIMIT = 1_000
 _DISCUSSION_PREFIX = topics.discussion("")
 _HANDLED = frozenset({"response_posted", "analysis_updated"})
+
+
+@dataclass
+class _BatchContext:
+    """What the events of one batch need, read once for the whole batch (`_prefetch`)."""
+
+    discussions: dict[str, Discussion] = field(default_factory=dict)
+    followers: dict[str, list[str]] = field(default_factory=dict)  # discussion id -> user ids
 
 
 def preferences_of(row: NotificationPreferences | None) -> dict[str, bool]:
@@ -197,6 +206,7 @@ class NotifyWorker:
     async def _handle(self, events: list[Event], lost: asyncio.Event) -> bool:
         """Process one batch; False if the lease was lost (its new holder redoes the batch)."""
         activity: dict[str, set[str]] = {}
+        context = await self._prefetch(events)
         for event in events:
             if lost.is_set():
                 return False
@@ -205,7 +215,7 @@ class NotifyWorker:
                     if event.type == "analysis_updated":
                         await self._process_common_ground(event)
                         continue
-                    discussion_id, followers = await self._process(event)
+                    discussion_id, followers = await self._process(event, context)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -224,25 +234,48 @@ class NotifyWorker:
         self._failures.clear()
         return True
 
-    async def _process(self, event: Event) -> tuple[str, list[str]]:
+    async def _prefetch(self, events: list[Event]) -> _BatchContext:
+        """The discussions of the batch's responses and their followers, in two queries for
+        the whole batch instead of two per event (at 1,000 responses/s, per-event queries are
+        what the worker spends its time on)."""
+        ids = {
+            str(event.as_dict().get("discussion_id"))
+            for event in events
+            if event.type == "response_posted" and event.topic.startswith(_DISCUSSION_PREFIX)
+        }
+        context = _BatchContext()
+        if not ids:
+            return context
+        async with self._parley.db.session() as session:
+            discussions = await session.exec(select(Discussion).where(col(Discussion.id).in_(ids)))
+            context.discussions = {discussion.id: discussion for discussion in discussions.all()}
+            follows = await session.exec(
+                select(Follow.discussion_id, Follow.user_id).where(col(Follow.discussion_id).in_(ids))
+            )
+            for discussion_id, user_id in follows.all():
+                context.followers.setdefault(discussion_id, []).append(user_id)
+        return context
+
+    async def _process(self, event: Event, context: _BatchContext) -> tuple[str, list[str]]:
         envelope = event.as_dict()
         response: dict[str, Any] = envelope["payload"]["response"]
         discussion_id: str = envelope["discussion_id"]
         actor: dict[str, str] = envelope.get("user") or {}
         actor_id = actor.get("id", "")
         body: str = response.get("body", "")
+        discussion = context.discussions.get(discussion_id)
+        if discussion is None:
+            return discussion_id, []
+        followers = context.followers.get(discussion_id, [])
+        names = mentioned_names(body)
+        if not response.get("parent_id") and not names and not set(followers) - {actor_id}:
+            return discussion_id, []  # no reply, no mention, nobody else following: nobody to tell
         async with self._parley.db.session() as session:
-            discussion = await session.get(Discussion, discussion_id)
-            if discussion is None:
-                return discussion_id, []
             parent_author = None
             if response.get("parent_id"):
                 parent = await session.get(Response, int(response["parent_id"]))
                 parent_author = None if parent is None else parent.author_id
-            mentioned = await self._mentioned(session, discussion, mentioned_names(body))
-            followers = list(
-                (await session.exec(select(Follow.user_id).where(Follow.discussion_id == discussion_id))).all()
-            )
+            mentioned = await self._mentioned(session, discussion, names)
             concerned = {*mentioned, *followers, *([parent_author] if parent_author else [])}
             rows = await session.exec(
                 select(NotificationPreferences).where(col(NotificationPreferences.user_id).in_(concerned))
