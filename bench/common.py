@@ -198,12 +198,23 @@ class ServerProcess:
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
+                self._dump_stacks()
                 self.process.kill()
                 self.process.wait(5)
         self.process = None
         if self._quota is not None:
             self._quota.remove()
             self._quota = None
+
+    def _dump_stacks(self) -> None:
+        """A server that will not stop is a finding: keep its threads' stacks (py-spy, if present)."""
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if self.process is None or not Path(spy).exists():
+            return
+        out = ROOT / "bench" / "results" / f"stuck-{self.kind}-{self.port}-{int(time.time())}.txt"
+        with contextlib.suppress(OSError, subprocess.SubprocessError), out.open("wb") as file:
+            subprocess.run([spy, "dump", "--pid", str(self.process.pid), "--locals"], stdout=file, timeout=30)
+        print(f"server {self.port} did not stop in time; stacks in {out}", file=sys.stderr)
 
     def log_tail(self, lines: int = 20) -> str:
         path = self.workdir / f"server-{self.port}.log"
