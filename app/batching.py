@@ -12,7 +12,6 @@ the load, as in a database's group commit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -89,10 +88,17 @@ class GroupCommit(Generic[Item, Result]):
     async def close(self) -> None:
         """Shutdown: stop the running batch; its callers and any waiting ones are cancelled."""
         worker = self._worker
-        if worker is not None:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
-        for _, future in self._pending:
-            future.cancel()
-        self._pending.clear()
+        try:
+            if worker is not None:
+                worker.cancel()
+                try:
+                    await worker
+                except asyncio.CancelledError:
+                    # The worker's own cancellation is expected; our caller's is not ours to swallow.
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise
+        finally:
+            for _, future in self._pending:
+                future.cancel()
+            self._pending.clear()

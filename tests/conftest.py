@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import asyncpg
 import pytest
 from playwright.async_api import Browser, async_playwright
+
+from app import migrate
 
 from .support import Server, free_port, private_redis, server_env
 
@@ -27,6 +32,36 @@ def redis_url() -> Iterator[str]:
 def redis_prefix() -> str:
     """A key prefix of this test's own, so tests never see each other's keys."""
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this session, migrated like the Procfile's release phase."""
+    name = f"parley_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        connection = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    # Requested from inside a running event loop: do the blocking work on a thread of its own.
+    def in_thread(work: Callable[[], object]) -> None:
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(work).result()
+
+    try:
+        in_thread(lambda: asyncio.run(admin(f'CREATE DATABASE "{name}"')))
+    except (OSError, asyncpg.PostgresError) as error:
+        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {error}")
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    in_thread(lambda: migrate.upgrade(url))
+    yield url
+    in_thread(lambda: asyncio.run(admin(f'DROP DATABASE "{name}" WITH (FORCE)')))
 
 
 @pytest.fixture(params=["lean", "hypercorn"])

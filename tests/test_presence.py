@@ -229,3 +229,53 @@ async def test_an_idle_stream_is_told_and_closed(start_server: Callable[..., Ser
             with pytest.raises(StopAsyncIteration):
                 async with asyncio.timeout(10):
                     await stream.next_event()  # the server ended the stream
+
+
+async def test_a_server_stopping_for_a_restart_keeps_its_users_present(
+    start_server: Callable[..., Server],
+    redis_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
+) -> None:
+    """SIGTERM: the stopping server's users linger for SHUTDOWN_GRACE_MS (30 s), not the normal
+    grace (0.5 s here), so their clients can reconnect elsewhere without a leave and a join.
+    Users of the servers that go on still leave after the normal grace.
+
+    The default serving path (the lean stream front), which closes its streams, and so sends
+    their leaves, after telling the tracker it is stopping. (With PARLEY_LEAN_STREAM=0 Hypercorn
+    closes the streams only after the app's shutdown hooks ran: no leave is sent, and the
+    connections go when their ttl runs out, 2 s here.)"""
+    env = {"REDIS_URL": redis_url, "PARLEY_REDIS_PREFIX": redis_prefix, **SHORT}
+    a, b = start_server(tmp_path, **env), start_server(tmp_path, **env)
+    alice, bob, carol = sign("alice", "Alice"), sign("bob", "Bob"), sign("carol", "Carol")
+    async with httpx.AsyncClient() as client:
+        discussion = await make_discussion(client, b, bob)
+        presence_url = f"{b.url}/api/discussions/{discussion}/presence"
+        async with open_stream(b, bob, [discussion]) as on_b:
+            await until(on_b, is_("user_joined", "bob"))
+            async with open_stream(a, alice, [discussion]) as on_a:
+                await until(on_b, is_("user_joined", "alice"))
+                await until(on_a, is_("user_joined", "alice"))
+                await asyncio.to_thread(a.stop, signal.SIGTERM)
+                # Many times the normal grace, and past the connection ttl (2 s): B sweeps every 0.2 s.
+                await asyncio.sleep(3.0)
+                r = await client.get(presence_url, headers=bearer(bob))
+                assert {p["id"] for p in r.json()["participants"]} == {"alice", "bob"}, r.json()
+                await post(client, b, bob, discussion, "marker 1")
+                seen = await until(on_b, is_("response_posted"))
+                assert presence_only(seen) == []
+
+            # The restarted server: Alice's client reconnects. No join: she never left.
+            restarted = start_server(tmp_path, **env)
+            async with open_stream(restarted, alice, [discussion]):
+                await post(client, b, bob, discussion, "marker 2")
+                seen = await until(on_b, is_("response_posted"))
+                assert presence_only(seen) == []
+
+                # Carol, on B, which is not stopping, closes her page: gone after the normal grace.
+                async with open_stream(b, carol, [discussion]):
+                    await until(on_b, is_("user_joined", "carol"))
+                left = await until(on_b, is_("user_left", "carol"), timeout_s=10)
+                assert ("user_left", "alice") not in presence_only(left)
+            r = await client.get(presence_url, headers=bearer(bob))
+            assert {p["id"] for p in r.json()["participants"]} >= {"alice", "bob"}

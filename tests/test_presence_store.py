@@ -99,6 +99,69 @@ async def test_a_lingering_connection_is_not_renewed_by_a_refresh(store: Presenc
     assert kinds(await store.sweep(D, now_ms=t0 + TIMINGS.grace_ms)) == [("user_left", "alice", "offline")]
 
 
+async def test_leave_many_is_leave_for_each(store: PresenceStore, t0: int) -> None:
+    """The same connections closing, one `leave` each in one discussion and one `leave_many` in
+    another: the same events, at the same times."""
+    one_by_one, together = "disc-one-by-one", "disc-together"
+    closing = ["a1", "b1", "nobody", "a2"]
+    outcomes: dict[str, list[list[tuple[str, str, str | None]]]] = {}
+    for discussion in (one_by_one, together):
+        joined = await store.touch(
+            discussion,
+            [conn("a1", "alice"), conn("a2", "alice", "away"), conn("b1", "bob"), conn("c1", "carol")],
+            now_ms=t0,
+        )
+        assert len(joined) == 3
+        if discussion == one_by_one:
+            left = [c for conn_id in closing for c in await store.leave(discussion, conn_id, now_ms=t0)]
+        else:
+            left = await store.leave_many(discussion, closing, now_ms=t0)
+        steps = [kinds(left)]
+        steps.append(
+            [(p.user_id, p.status, "") for p in (await store.snapshot(discussion, now_ms=t0 + 1)).participants]
+        )
+        # Already lingering, unknown or none at all: nothing happens.
+        steps.append(kinds(await store.leave_many(discussion, ["a2", "b1", "nobody"], now_ms=t0 + 1)))
+        steps.append(kinds(await store.leave_many(discussion, [], now_ms=t0 + 1)))
+        steps.append(kinds(await store.sweep(discussion, now_ms=t0 + TIMINGS.grace_ms - 1)))
+        steps.append(sorted(kinds(await store.sweep(discussion, now_ms=t0 + TIMINGS.grace_ms))))
+        steps.append(
+            [(p.user_id, p.status, "") for p in (await store.snapshot(discussion, now_ms=t0 + 3_000)).participants]
+        )
+        outcomes[discussion] = steps
+    assert outcomes[together] == outcomes[one_by_one]
+    assert outcomes[together] == [
+        [("presence_changed", "alice", "away")],  # her online tab closed; the away one lingers
+        sorted([("alice", "away", ""), ("bob", "online", ""), ("carol", "online", "")]),
+        [],
+        [],
+        [],
+        [("user_left", "alice", "offline"), ("user_left", "bob", "offline")],
+        [("carol", "online", "")],
+    ]
+
+
+async def test_leave_many_with_a_grace_lingers_that_long(store: PresenceStore, t0: int) -> None:
+    """A stopping server's connections linger for the grace it gives, not the timings' grace;
+    a reconnect within it is no leave and no join."""
+    long_grace = 30_000
+    await store.touch(D, [conn("a1", "alice"), conn("a2", "alice"), conn("b1", "bob"), conn("c1", "carol")], now_ms=t0)
+    assert await store.leave_many(D, ["a1", "a2", "b1"], now_ms=t0, grace_ms=long_grace) == []
+    assert await store.leave(D, "c1", now_ms=t0) == []  # an ordinary leave: the timings' grace
+    left = await store.sweep(D, now_ms=t0 + TIMINGS.grace_ms)
+    assert kinds(left) == [("user_left", "carol", "offline")]
+    present = await store.snapshot(D, now_ms=t0 + TIMINGS.grace_ms)
+    assert [p.user_id for p in present.participants] == ["alice", "bob"]
+    # Past the connection ttl too: lingering entries go by their grace alone.
+    assert await store.sweep(D, now_ms=t0 + TIMINGS.ttl_ms + 1) == []
+    # Bob's client comes back (to another server) within the long grace: nothing to tell.
+    assert await store.touch(D, [conn("b2", "bob")], now_ms=t0 + 25_000) == []
+    assert await store.sweep(D, now_ms=t0 + long_grace - 1) == []
+    assert kinds(await store.sweep(D, now_ms=t0 + long_grace)) == [("user_left", "alice", "offline")]
+    present = await store.snapshot(D, now_ms=t0 + long_grace)
+    assert [p.user_id for p in present.participants] == ["bob"]
+
+
 async def test_connections_not_refreshed_expire_once(store: PresenceStore, t0: int) -> None:
     await store.touch(D, [conn("a1", "alice"), conn("b1", "bob")], now_ms=t0)
     # Bob's server keeps refreshing; Alice's died (no leave, no refresh).

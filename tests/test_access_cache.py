@@ -1,0 +1,144 @@
+"""`ReadAccessCache` on a real SQLite database: one read per uncached discussion however many
+connect at once, the same answer whoever triggered that read, and unknown ids never cached.
+
+Reads are counted with a `before_cursor_execute` listener on the real engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from app import migrate
+from app.access import ReadAccessCache
+from app.auth import Identity
+from app.db import Database
+from app.errors import NotFound
+from app.models import Discussion, DiscussionMember, User
+
+WAIT_S = 10.0
+READS_DISCUSSIONS = re.compile(r"^\s*SELECT\b.*\bFROM\s+discussions\b", re.IGNORECASE | re.DOTALL)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"
+    await asyncio.to_thread(migrate.upgrade, url)
+    database = Database(url)
+    yield database
+    await database.close()
+
+
+def who(user_id: str) -> Identity:
+    return Identity(user_id, user_id.title(), frozenset(), time.time() + 3600)
+
+
+async def add_discussion(db: Database, discussion_id: str, creator: str, visibility: str, members: list[str]) -> None:
+    async with db.session() as session:
+        for user_id in {creator, *members}:
+            if await session.get(User, user_id) is None:
+                session.add(User(id=user_id, name=user_id.title()))
+        await session.flush()
+        session.add(Discussion(id=discussion_id, title="Trees", visibility=visibility, created_by=creator))
+        await session.flush()
+        for user_id in members:
+            session.add(DiscussionMember(discussion_id=discussion_id, user_id=user_id))
+        await session.commit()
+
+
+@contextmanager
+def discussion_reads(db: Database) -> Iterator[list[str]]:
+    """SELECTs on the discussions table, as the engine sends them."""
+    seen: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if READS_DISCUSSIONS.search(statement):
+            seen.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", before)
+
+
+async def check_all(cache: ReadAccessCache, db: Database, users: list[str], discussion_id: str) -> list[Any]:
+    async with asyncio.timeout(WAIT_S):
+        return await asyncio.gather(
+            *(cache.check(db, who(user), discussion_id) for user in users), return_exceptions=True
+        )
+
+
+async def test_a_crowd_on_one_uncached_discussion_makes_one_read(db: Database) -> None:
+    await add_discussion(db, "open", "alice", "public", [])
+    cache = ReadAccessCache()
+    with discussion_reads(db) as reads:
+        outcomes = await check_all(cache, db, [f"user{i}" for i in range(100)], "open")
+        assert outcomes == [None] * 100
+        assert len(reads) == 1
+        # Cached from now on.
+        await cache.check(db, who("latecomer"), "open")
+        assert len(reads) == 1
+
+
+@pytest.mark.parametrize("first", ["mallory", "alice", "bob"])
+async def test_a_private_discussion_admits_its_creator_and_members_whoever_loads_it(db: Database, first: str) -> None:
+    """The outcome for each caller must not depend on who triggered the shared read."""
+    await add_discussion(db, "secret", "alice", "private", ["bob", "carol"])
+    cache = ReadAccessCache()
+    crowd = [first] + ["alice", "bob", "carol", "mallory", "trudy"] * 10
+    with discussion_reads(db) as reads:
+        outcomes = await check_all(cache, db, crowd, "secret")
+        assert len(reads) == 1
+    for user, outcome in zip(crowd, outcomes, strict=True):
+        if user in {"alice", "bob", "carol"}:
+            assert outcome is None, (user, outcome)
+        else:
+            assert isinstance(outcome, NotFound), (user, outcome)
+    # And again from the cache, in the other order.
+    for user in ("mallory", "carol", "trudy", "alice", "bob"):
+        if user in {"alice", "bob", "carol"}:
+            await cache.check(db, who(user), "secret")
+        else:
+            with pytest.raises(NotFound):
+                await cache.check(db, who(user), "secret")
+
+
+async def test_an_unknown_discussion_is_not_found_for_everyone_and_not_cached(db: Database) -> None:
+    await add_discussion(db, "other", "alice", "public", [])
+    cache = ReadAccessCache()
+    with discussion_reads(db) as reads:
+        outcomes = await check_all(cache, db, [f"user{i}" for i in range(30)], "later")
+        assert all(isinstance(outcome, NotFound) for outcome in outcomes), outcomes
+        assert len(reads) == 1
+        # Created afterwards: the next check reads again and admits.
+        await add_discussion(db, "later", "alice", "public", [])
+        await cache.check(db, who("user0"), "later")
+        assert len(reads) == 2
+    # Ids that cannot exist are refused without a read.
+    with discussion_reads(db) as reads:
+        for bad in ("", "x" * 65):
+            with pytest.raises(NotFound):
+                await cache.check(db, who("user0"), bad)
+        assert reads == []
+
+
+async def test_a_caller_going_away_does_not_cancel_the_read_for_the_others(db: Database) -> None:
+    await add_discussion(db, "open", "alice", "public", [])
+    cache = ReadAccessCache()
+    async with asyncio.timeout(WAIT_S):
+        tasks = [asyncio.create_task(cache.check(db, who(f"user{i}"), "open")) for i in range(5)]
+        for _ in range(5):
+            await asyncio.sleep(0)  # every task is now waiting on the read the first one started
+        tasks[0].cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(outcomes[0], asyncio.CancelledError)
+    assert outcomes[1:] == [None] * 4
