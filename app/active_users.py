@@ -28,6 +28,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from . import topics
+from .cancellation import stop_if_cancelled
 from .hub import Hub
 from .redis_keys import RedisKeys
 
@@ -111,6 +112,7 @@ class RedisActiveUsers:
                 try:
                     await self._refresh()
                 except RedisError as error:
+                    stop_if_cancelled(error)
                     self._written = set()  # unknown state: rewrite the set next time
                     log.warning("active users refresh: %s", error)
                 await asyncio.sleep(REFRESH_S)

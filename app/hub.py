@@ -129,6 +129,9 @@ class Hub:
     def subscription_count(self) -> int:
         return len(self._subscriptions)
 
+    def subscriber_count(self, topic: str) -> int:
+        return len(self._by_topic.get(topic, ()))
+
     def has_subscribers(self, topic: str) -> bool:
         return bool(self._by_topic.get(topic))
 

@@ -41,6 +41,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from . import topics
 from .active_users import ActiveUsers, LocalActiveUsers, RedisActiveUsers
+from .cancellation import stop_if_cancelled
 from .cursor import Cursor, InvalidCursor
 from .eventlog import CursorUnavailable
 from .events import Event, rfc3339
@@ -150,7 +151,8 @@ class NotifyWorker:
                         await asyncio.sleep(BATCH_LINGER_S)
                 except asyncio.CancelledError:
                     raise
-                except Exception:
+                except Exception as error:
+                    stop_if_cancelled(error)
                     # Log, back off and go on: the next step starts again from the checkpoint.
                     log.exception("notification worker step failed; retrying in %.1fs", backoff_s)
                     await asyncio.sleep(backoff_s)
@@ -207,6 +209,7 @@ class NotifyWorker:
             try:
                 held = await self._lease.hold()
             except Exception as error:  # unknown (Redis away): keep going, the save will tell
+                stop_if_cancelled(error)
                 log.warning("notification worker: lease renewal failed: %s", error)
                 continue
             if not held:

@@ -146,6 +146,11 @@ class PresenceStore(Protocol):
 
     async def sweep(self, discussion_id: str, *, now_ms: int | None = None) -> list[PresenceChange]: ...
 
+    async def sweep_many(
+        self, discussion_ids: Sequence[str], *, now_ms: int | None = None
+    ) -> dict[str, list[PresenceChange]]:
+        """`sweep` of several discussions in one round trip (a process sweeps all of its own)."""
+
     async def snapshot(self, discussion_id: str, *, now_ms: int | None = None) -> Snapshot: ...
 
     async def mark_active(self, user_id: str, *, now_ms: int | None = None) -> None:

@@ -261,6 +261,12 @@ class MemoryPresenceStore:
     async def sweep(self, discussion_id: str, *, now_ms: int | None = None) -> list[PresenceChange]:
         return self._sweep_now(discussion_id, _clock_ms() if now_ms is None else now_ms)
 
+    async def sweep_many(
+        self, discussion_ids: Sequence[str], *, now_ms: int | None = None
+    ) -> dict[str, list[PresenceChange]]:
+        now = _clock_ms() if now_ms is None else now_ms
+        return {discussion_id: self._sweep_now(discussion_id, now) for discussion_id in discussion_ids}
+
     def _sweep_now(self, discussion_id: str, now: int) -> list[PresenceChange]:
         d = self._discussions.get(discussion_id)
         if d is None:

@@ -68,7 +68,9 @@ class RedisPresenceStore:
         now_ms: int | None,
         extra_keys: Sequence[str] = (),
         grace_ms: int | None = None,
+        pipe: redis.client.Pipeline | None = None,
     ) -> Any:
+        """Run one op of presence.lua on one discussion (queued on `pipe` if given)."""
         t = self.timings
         return await self._script(
             keys=[*self._keys.presence(discussion_id), *extra_keys],
@@ -83,6 +85,7 @@ class RedisPresenceStore:
                 MAX_CONNECTIONS_PER_DISCUSSION,
                 *args,
             ],
+            client=pipe,
         )
 
     async def touch(
@@ -130,6 +133,17 @@ class RedisPresenceStore:
 
     async def sweep(self, discussion_id: str, *, now_ms: int | None = None) -> list[PresenceChange]:
         return _changes(await self._run("sweep", discussion_id, [SWEEP_BATCH], now_ms))
+
+    async def sweep_many(
+        self, discussion_ids: Sequence[str], *, now_ms: int | None = None
+    ) -> dict[str, list[PresenceChange]]:
+        if not discussion_ids:
+            return {}
+        async with self._client.pipeline(transaction=False) as pipe:
+            for discussion_id in discussion_ids:
+                await self._run("sweep", discussion_id, [SWEEP_BATCH], now_ms, pipe=pipe)
+            results = await pipe.execute()
+        return {d: _changes(result) for d, result in zip(discussion_ids, results, strict=True)}
 
     async def snapshot(self, discussion_id: str, *, now_ms: int | None = None) -> Snapshot:
         people, typers = await self._run("snapshot", discussion_id, [], now_ms)

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from . import topics
 from .auth import Identity
 from .batching import GroupCommit
+from .cancellation import stop_if_cancelled
 from .events import Event
 from .hub import Hub, SlowConsumer
 from .presence import Connection, PresenceChange, PresenceStore, PresenceTimings, Snapshot, Status
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 # Leaves waiting for the background task; overflow policy: drop the leave (the entry expires).
 MAX_PENDING_LEAVES = 10_000
 MAX_BACKOFF_S = 5.0
+# Discussions swept per round trip (`sweep_many`): a process reading 1,000 discussions sweeps
+# them all every second: one call each was 1,000 round trips a second.
+SWEEP_CHUNK = 200
 # Connections per `leave_many` call (bounds one Lua call's work).
 LEAVE_BATCH = 500
 # How long the users of a stopping server stay present (lingering): long enough for its clients
@@ -81,32 +85,36 @@ ROOM_EVENTS = frozenset({"user_joined", "user_left", "presence_changed"})
 
 
 class RoomEventBudget:
-    """Caps join/leave/status events per discussion from this process (a token bucket).
+    """Caps the deliveries of join/leave/status events per discussion from this process.
 
-    Each such event goes to every reader of the discussion, so a crowd arriving at once (a
-    reconnect storm after a restart: 5,000 readers of one discussion) would cost readers x
-    arrivals deliveries, drown the events that matter and drop readers as slow consumers
-    (bench/: herd workload). Past `burst` events, at most `per_s` a second are published; the
-    rest are skipped. Readers' lists may then miss some arrivals: the participant count and
+    Each such event goes to every reader of the discussion, so a crowd arriving at once costs
+    readers x arrivals deliveries: 5,000 readers of one discussion reconnecting after a restart
+    would be 25 million, and even 10 joins a second there are 50,000 deliveries a second, more
+    than a small server has (bench/: herd, scale). So the budget is counted in deliveries (an
+    event costs the discussion's readers on this process), `per_s` a second after a `burst`:
+    a discussion of 50 readers may announce 100 arrivals a second, one of 5,000 readers one.
+    The rest are skipped. Readers' lists may then miss some arrivals: the participant count and
     list are always right in `GET /api/discussions/{id}/presence`, which the page refetches.
     """
 
-    def __init__(self, per_s: float = 10.0, burst: int = 30, max_rooms: int = 10_000) -> None:
+    def __init__(self, per_s: float = 5_000.0, burst: float = 15_000.0, max_rooms: int = 10_000) -> None:
         self._per_s = per_s
-        self._burst = float(burst)
+        self._burst = burst
         self._max_rooms = max_rooms
         self._rooms: dict[str, tuple[float, float]] = {}  # discussion -> (tokens, at monotonic s)
 
-    def take(self, discussion_id: str) -> bool:
-        now = time.monotonic()
+    def take(self, discussion_id: str, readers: int, *, now: float | None = None) -> bool:
+        """Whether an event for `readers` readers may go out now (`now`: monotonic s, for tests)."""
+        cost = min(max(1, readers), self._burst)  # a room above the burst still gets an event now and then
+        now = time.monotonic() if now is None else now
         tokens, at = self._rooms.get(discussion_id, (self._burst, now))
         tokens = min(self._burst, tokens + (now - at) * self._per_s)
         if len(self._rooms) >= self._max_rooms and discussion_id not in self._rooms:
             self._rooms.clear()  # bounded: forgetting only refills buckets
-        if tokens < 1.0:
+        if tokens < cost:
             self._rooms[discussion_id] = (tokens, now)
             return False
-        self._rooms[discussion_id] = (tokens - 1.0, now)
+        self._rooms[discussion_id] = (tokens - cost, now)
         return True
 
 
@@ -145,7 +153,8 @@ class PresenceTracker:
         if self._publish is None:
             raise RuntimeError("PresenceTracker.attach() was not called")
         for change in changes:
-            if change.type in ROOM_EVENTS and not self._room_budget.take(discussion_id):
+            readers = self._hub.subscriber_count(topics.discussion(discussion_id))
+            if change.type in ROOM_EVENTS and not self._room_budget.take(discussion_id, readers):
                 continue  # a crowd is arriving or leaving: see RoomEventBudget
             payload: dict[str, Any] = {} if change.status is None else {"status": change.status}
             await self._publish(
@@ -323,8 +332,11 @@ class PresenceTracker:
             await self._emit(discussion_id, await self.store.touch(discussion_id, connections))
 
     async def _sweep(self) -> None:
-        for discussion_id in self._local_discussions():
-            await self._emit(discussion_id, await self.store.sweep(discussion_id))
+        local = self._local_discussions()
+        for start in range(0, len(local), SWEEP_CHUNK):
+            swept = await self.store.sweep_many(local[start : start + SWEEP_CHUNK])
+            for discussion_id, changes in swept.items():
+                await self._emit(discussion_id, changes)
 
     async def run(self) -> None:
         """Leaves, refreshes, sweeps and idle checks. Owned by the app; cancelled on shutdown."""
@@ -349,7 +361,8 @@ class PresenceTracker:
                     next_sweep = loop.time() + self._sweep_interval_s
                     await self._sweep()
                 backoff_s = 0.1
-            except Exception:
+            except Exception as error:
+                stop_if_cancelled(error)
                 # Log, back off, go on: presence must never take the process down.
                 log.exception("presence: background pass failed; retrying in %.1fs", backoff_s)
                 await asyncio.sleep(backoff_s)

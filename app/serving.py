@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,8 @@ from .transports.lean_sse import LeanStreams
 log = logging.getLogger(__name__)
 
 WORKER_STOP_S = 10.0
+# Past this, a stopping worker logs the stacks of the tasks it is still waiting on.
+SLOW_SHUTDOWN_S = 6.0
 
 
 def serve(config: Config, settings: Settings) -> int:
@@ -134,6 +137,7 @@ async def worker_serve(
             log.info("lean stream front listening on %s", sock.getsockname())
         await shutdown_trigger()
     finally:
+        watchdog = loop.create_task(_report_slow_shutdown(SLOW_SHUTDOWN_S))
         server.stop_accepting()
         parley.presence.stopping()
         await streams.close()
@@ -142,3 +146,16 @@ async def worker_serve(
         await lifespan.wait_for_shutdown()
         lifespan_task.cancel()
         await asyncio.gather(lifespan_task, return_exceptions=True)
+        watchdog.cancel()
+
+
+async def _report_slow_shutdown(after_s: float) -> None:
+    """If stopping takes longer than `after_s`, log what every task is still waiting on: a
+    shutdown that hangs (a platform then kills the process) must say where."""
+    await asyncio.sleep(after_s)
+    for task in asyncio.all_tasks():
+        if task is asyncio.current_task():
+            continue
+        stack = io.StringIO()
+        task.print_stack(file=stack)
+        log.warning("shutdown still waiting after %.0fs on %s:\n%s", after_s, task.get_name(), stack.getvalue())

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .auth import Identity
+from .cancellation import stop_if_cancelled
 from .db import Database
 from .models import User, utcnow
 
@@ -107,7 +108,8 @@ class UserDirectory:
             try:
                 await self.flush()
                 backoff_s = 0.1
-            except Exception:
+            except Exception as error:
+                stop_if_cancelled(error)
                 # The queue is kept; the next pass retries. The database may be restarting.
                 log.exception("users: could not write %d users; retrying in %.1fs", len(self._pending), backoff_s)
                 await asyncio.sleep(backoff_s)

@@ -269,3 +269,16 @@ async def test_every_redis_key_expires(redis_url: str, redis_prefix: str, t0: in
     finally:
         await client.aclose()
         await store.close()
+
+
+async def test_sweep_many_is_sweep_for_each(store: PresenceStore, t0: int) -> None:
+    """Discussions with something expired, with nothing expired and unknown ones, swept in one
+    call: each gets what its own `sweep` would have returned, and is left in the same state."""
+    for name in ("gone", "kept"):
+        await store.touch(name, [Connection(f"{name}-c", f"{name}-user", name, "online")], now_ms=t0)
+    await store.leave("gone", "gone-c", now_ms=t0)  # lingers for the grace, then leaves
+    swept = await store.sweep_many(["gone", "kept", "nobody"], now_ms=t0 + TIMINGS.grace_ms)
+    assert swept == {"gone": [PresenceChange("user_left", "gone-user", "gone", "offline")], "kept": [], "nobody": []}
+    assert await store.sweep_many(["gone", "kept"], now_ms=t0 + TIMINGS.grace_ms) == {"gone": [], "kept": []}
+    assert [p.user_id for p in (await store.snapshot("kept", now_ms=t0 + 1)).participants] == ["kept-user"]
+    assert await store.sweep_many([], now_ms=t0) == {}
