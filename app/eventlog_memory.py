@@ -144,7 +144,8 @@ class MemoryEventLog:
         if not journal.events or journal.events[-1].position <= after:
             self._journal_wakeup.clear()
             try:
-                await asyncio.wait_for(self._journal_wakeup.wait(), wait_s)
+                async with asyncio.timeout(wait_s):  # not wait_for: see PresenceTracker.run
+                    await self._journal_wakeup.wait()
             except TimeoutError:
                 return []
         found: list[Event] = []

@@ -99,7 +99,10 @@ class Subscription:
         if not self._buffer:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.wait_for(self._waiter, timeout_s)
+                # Not wait_for: on Python 3.11 it can swallow a cancellation that arrives as the
+                # waiter completes (see PresenceTracker.run).
+                async with asyncio.timeout(timeout_s):
+                    await self._waiter
             except TimeoutError:
                 pass
             finally:

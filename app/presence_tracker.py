@@ -369,8 +369,12 @@ class PresenceTracker:
                 backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
                 continue
             timeout = max(0.0, min(next_refresh, next_sweep) - loop.time())
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a cancellation
+            # that arrives as the awaited thing completes, and a shutdown (which closes streams,
+            # setting _wake, while cancelling this task) then waited for ever (bench/: herd).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     def stopping(self) -> None:
         """The server is stopping: its connections about to close linger for SHUTDOWN_GRACE_MS."""
