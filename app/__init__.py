@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PRESENCE_DRAIN_S = 1.0
 USERS_FLUSH_S = 2.0
+TASKS_STOP_S = 5.0
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
@@ -139,7 +140,11 @@ def create_app(settings: Settings | None = None) -> Quart:
                 log.warning("users: could not write the queued users before stopping")
         for task in list(tasks):
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Bounded: a task that swallowed its cancellation must not keep the process up.
+            _, stuck = await asyncio.wait(set(tasks), timeout=TASKS_STOP_S)
+            for task in stuck:
+                log.error("background task %s did not stop within %.0fs; leaving it", task.get_name(), TASKS_STOP_S)
         parley: Services | None = app.extensions.pop("parley", None)
         if parley is not None:
             await parley.log.close()

@@ -28,7 +28,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from . import topics
-from .cancellation import stop_if_cancelled
+from .cancellation import raise_if_cancelling, stop_if_cancelled
 from .hub import Hub
 from .redis_keys import RedisKeys
 
@@ -109,6 +109,7 @@ class RedisActiveUsers:
         """Owned by the app; cancelled on shutdown."""
         try:
             while True:
+                raise_if_cancelling()
                 try:
                     await self._refresh()
                 except RedisError as error:

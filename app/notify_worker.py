@@ -41,7 +41,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from . import topics
 from .active_users import ActiveUsers, LocalActiveUsers, RedisActiveUsers
-from .cancellation import stop_if_cancelled
+from .cancellation import raise_if_cancelling, stop_if_cancelled
 from .cursor import Cursor, InvalidCursor
 from .eventlog import CursorUnavailable
 from .events import Event, rfc3339
@@ -132,6 +132,7 @@ class NotifyWorker:
         backoff_s = 0.1
         try:
             while True:
+                raise_if_cancelling()
                 try:
                     if not await self._lease.hold():
                         holder = False

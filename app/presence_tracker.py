@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from . import topics
 from .auth import Identity
 from .batching import GroupCommit
-from .cancellation import stop_if_cancelled
+from .cancellation import raise_if_cancelling, stop_if_cancelled
 from .events import Event
 from .hub import Hub, SlowConsumer
 from .presence import Connection, PresenceChange, PresenceStore, PresenceTimings, Snapshot, Status
@@ -345,6 +345,7 @@ class PresenceTracker:
         next_sweep = loop.time() + self._sweep_interval_s
         backoff_s = 0.1
         while True:
+            raise_if_cancelling()
             # Cleared before the work, so a wake-up arriving during it is not lost.
             self._wake.clear()
             try:

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .auth import Identity
-from .cancellation import stop_if_cancelled
+from .cancellation import raise_if_cancelling, stop_if_cancelled
 from .db import Database
 from .models import User, utcnow
 
@@ -103,6 +103,7 @@ class UserDirectory:
         """The background writer. Owned by the app; cancelled on shutdown (after a last flush)."""
         backoff_s = 0.1
         while True:
+            raise_if_cancelling()
             await self._wake.wait()
             self._wake.clear()
             try:

@@ -39,3 +39,24 @@ async def test_a_subscription_wait_stops_when_fed_and_cancelled_together() -> No
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, 2.0)
+
+
+async def test_a_loop_stops_even_if_a_call_inside_swallowed_its_cancellation() -> None:
+    from app.cancellation import raise_if_cancelling
+
+    async def swallowing_call() -> None:
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            return  # what a misbehaving library call does with our cancellation
+
+    async def loop() -> None:
+        for _ in range(1_000):  # bounded; without the check it would run to the end
+            raise_if_cancelling()
+            await swallowing_call()
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2.0)
