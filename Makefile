@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11+ and make):
 #   make serve   install, then serve Parley on http://localhost:8000 (embedded event log)
-#   make test    install (and Chromium, redis-server when missing), then lint, type-check, test
+#   make test    install (and Chromium, redis-server, Node when missing), then lint, type-check, test
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
@@ -16,11 +16,13 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(VENV)/bin/parley serve
 
-# Browser tests need Debian's Chromium; Redis tests need redis-server (or REDIS_URL).
+# Browser tests need Debian's Chromium; Redis tests need redis-server (or REDIS_URL); the
+# page's presence logic is unit-tested under Node (tests/test_presence_js.py).
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v redis-server >/dev/null 2>&1 || [ -n "$$REDIS_URL" ] || missing="$$missing redis-server"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
