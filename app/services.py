@@ -12,7 +12,7 @@ from typing import Any
 from quart import current_app
 
 from .access import ReadAccessCache
-from .auth import Authenticator, Identity
+from .auth import Authenticator
 from .db import Database
 from .eventlog import EventLog
 from .events import Event, envelope_body
@@ -53,14 +53,6 @@ class Services:
         event = await self.log.append(topic, event_type, body, durable=durable)
         self.metrics.published.labels(type=event_type).inc()
         return event
-
-    async def remember_user(self, identity: Identity) -> None:
-        """Upsert the caller from the token's claims before going on (REST)."""
-        await self.users.remember(identity)
-
-    def remember_user_soon(self, identity: Identity) -> None:
-        """Upsert the caller in the background (stream connects: see `app.users`)."""
-        self.users.remember_soon(identity)
 
 
 def services() -> Services:

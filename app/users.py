@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -93,7 +94,7 @@ class UserDirectory:
     async def flush(self) -> None:
         """Write everything queued, one batch at a time."""
         while self._pending:
-            batch = dict(list(self._pending.items())[:WRITE_BATCH])
+            batch = dict(itertools.islice(self._pending.items(), WRITE_BATCH))
             await self._write(batch)
             for user_id, name in batch.items():
                 if self._pending.get(user_id) == name:

@@ -29,9 +29,9 @@ async def caller(*, remember_now: bool = True) -> Identity:
     parley = services()
     identity = await parley.auth.verify(token)
     if remember_now:
-        await parley.remember_user(identity)
+        await parley.users.remember(identity)
     else:
-        parley.remember_user_soon(identity)
+        parley.users.remember_soon(identity)
     g.identity = identity
     return identity
 

@@ -65,5 +65,5 @@ async def dev_login() -> Response:
     login = await json_body(DevLogin)
     token = parley.auth.issue(_user_id_for(login.name), login.name, roles=login.roles or None)
     identity = await parley.auth.verify(token)
-    await parley.remember_user(identity)
+    await parley.users.remember(identity)
     return _with_cookie({"token": token, "user": identity.public}, token, identity)

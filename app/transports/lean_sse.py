@@ -233,7 +233,7 @@ class LeanStream(asyncio.Protocol):
         if token is None:
             raise Unauthorized("sign in: send a bearer token or the parley_token cookie", code="unauthenticated")
         identity = await parley.auth.verify(token)
-        parley.remember_user_soon(identity)
+        parley.users.remember_soon(identity)
         discussion_ids = [value for name, value in query if name == "discussion"]
         session = await session_for(parley, identity, discussion_ids)
         # Browsers send Last-Event-ID only on their own reconnects; a page that rebuilt its
