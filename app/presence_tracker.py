@@ -212,18 +212,14 @@ class PresenceTracker:
         """A session's discussions changed: reconcile now rather than at the next refresh."""
         self._wake.set()
 
-    async def _sync(self, conn_id: str, registration: _Registration) -> None:
-        """Join the session's new discussions and leave the ones it dropped."""
-        session = registration.session
-        current = set(session.discussion_ids)
-        for discussion_id in sorted(registration.registered - current):
-            registration.registered.discard(discussion_id)
-            await self._emit(discussion_id, await self.store.leave(discussion_id, conn_id))
-        for discussion_id in session.discussion_ids:
-            if discussion_id not in registration.registered:
-                connection = self._connection(conn_id, session)
-                registration.registered.add(discussion_id)
-                await self._emit(discussion_id, await self.store.touch(discussion_id, [connection]))
+    async def _reconcile(self) -> None:
+        """Sessions whose discussions changed (a WebSocket's subscribe/unsubscribe): leave the
+        ones they dropped, and join the new ones the way connects join (`_join_batch`)."""
+        for conn_id, registration in list(self._registrations.items()):
+            for discussion_id in sorted(registration.registered - set(registration.session.discussion_ids)):
+                registration.registered.discard(discussion_id)
+                await self._emit(discussion_id, await self.store.leave(discussion_id, conn_id))
+        await self._join_batch(list(self._registrations))
 
     @staticmethod
     def _connection(conn_id: str, session: PresenceSession) -> Connection:
@@ -322,9 +318,9 @@ class PresenceTracker:
                     await self._emit(discussion_id, changes)
 
     async def _refresh(self) -> None:
+        await self._reconcile()
         by_discussion: dict[str, list[Connection]] = {}
         for conn_id, registration in list(self._registrations.items()):
-            await self._sync(conn_id, registration)
             for discussion_id in registration.registered:
                 by_discussion.setdefault(discussion_id, []).append(self._connection(conn_id, registration.session))
         for discussion_id, connections in by_discussion.items():
@@ -356,8 +352,7 @@ class PresenceTracker:
                     await self._refresh()
                     await self._check_idle(_now_ms())
                 elif self._wake.is_set():
-                    for conn_id, registration in list(self._registrations.items()):
-                        await self._sync(conn_id, registration)
+                    await self._reconcile()
                 if loop.time() >= next_sweep:
                     next_sweep = loop.time() + self._sweep_interval_s
                     await self._sweep()
