@@ -16,12 +16,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import event
+
+from app.db import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
@@ -197,3 +200,19 @@ class SseReader:
         if not data:
             return None
         return SseEvent(event_id, event_type, "\n".join(data))
+
+
+@contextlib.contextmanager
+def statements_sent(db: Database, wanted: Callable[[str], bool]) -> Iterator[list[str]]:
+    """The SQL statements the engine sends while inside, those for which `wanted` is true."""
+    seen: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if wanted(statement):
+            seen.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", before)

@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from app import migrate
 from app.access import ReadAccessCache
@@ -23,6 +22,8 @@ from app.auth import Identity
 from app.db import Database
 from app.errors import NotFound
 from app.models import Discussion, DiscussionMember, User
+
+from .support import statements_sent
 
 WAIT_S = 10.0
 READS_DISCUSSIONS = re.compile(r"^\s*SELECT\b.*\bFROM\s+discussions\b", re.IGNORECASE | re.DOTALL)
@@ -54,20 +55,9 @@ async def add_discussion(db: Database, discussion_id: str, creator: str, visibil
         await session.commit()
 
 
-@contextmanager
-def discussion_reads(db: Database) -> Iterator[list[str]]:
+def discussion_reads(db: Database) -> AbstractContextManager[list[str]]:
     """SELECTs on the discussions table, as the engine sends them."""
-    seen: list[str] = []
-
-    def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if READS_DISCUSSIONS.search(statement):
-            seen.append(statement)
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", before)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", before)
+    return statements_sent(db, lambda statement: READS_DISCUSSIONS.search(statement) is not None)
 
 
 async def check_all(cache: ReadAccessCache, db: Database, users: list[str], discussion_id: str) -> list[Any]:

@@ -9,19 +9,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, asynccontextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from app import migrate
 from app.auth import Identity
 from app.db import Database
 from app.users import WRITE_BATCH, UserDirectory
+
+from .support import statements_sent
 
 POLL_S = 5.0
 OLD = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
@@ -65,20 +67,11 @@ async def set_updated_at(db: Database, user_id: str, when: datetime) -> Any:
     return (await rows(db, user_id))[user_id][2]
 
 
-@contextmanager
-def user_writes(db: Database) -> Iterator[list[str]]:
+def user_writes(db: Database) -> AbstractContextManager[list[str]]:
     """Statements that write the users table, as the engine sends them."""
-    seen: list[str] = []
-
-    def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip().upper().startswith(("INSERT INTO USERS", "UPDATE USERS")):
-            seen.append(statement)
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", before)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", before)
+    return statements_sent(
+        db, lambda statement: statement.lstrip().upper().startswith(("INSERT INTO USERS", "UPDATE USERS"))
+    )
 
 
 async def poll(db: Database, prefix: str, count: int) -> dict[str, tuple[str, Any, Any]]:
