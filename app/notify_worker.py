@@ -253,7 +253,7 @@ class NotifyWorker:
         the whole batch instead of two per event (at 1,000 responses/s, per-event queries are
         what the worker spends its time on)."""
         ids = {
-            str(event.as_dict().get("discussion_id"))
+            event.topic[len(_DISCUSSION_PREFIX) :]  # the topic names the discussion: no need to parse the body
             for event in events
             if event.type == "response_posted" and event.topic.startswith(_DISCUSSION_PREFIX)
         }

@@ -152,13 +152,15 @@ class PresenceTracker:
             return
         if self._publish is None:
             raise RuntimeError("PresenceTracker.attach() was not called")
+        topic = topics.discussion(discussion_id)
         for change in changes:
-            readers = self._hub.subscriber_count(topics.discussion(discussion_id))
-            if change.type in ROOM_EVENTS and not self._room_budget.take(discussion_id, readers):
+            if change.type in ROOM_EVENTS and not self._room_budget.take(
+                discussion_id, self._hub.subscriber_count(topic)
+            ):
                 continue  # a crowd is arriving or leaving: see RoomEventBudget
             payload: dict[str, Any] = {} if change.status is None else {"status": change.status}
             await self._publish(
-                topics.discussion(discussion_id),
+                topic,
                 change.type,
                 discussion_id=discussion_id,
                 user={"id": change.user_id, "name": change.name},
