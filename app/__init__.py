@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import migrate
 from .auth import Authenticator
-from .backends import EmbeddedLock, make_event_log, make_presence_store, make_rate_limiter
+from .backends import EmbeddedLock, make_event_log, make_limits, make_presence_store
 from .db import Database
 from .errors import ApiError
 from .hub import Hub
@@ -23,6 +23,7 @@ from .notify_worker import start_notifications
 from .presence_tracker import PresenceTracker
 from .services import Services
 from .settings import Settings
+from .stream_slots import StreamSlots
 from .users import UserDirectory
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,10 @@ def create_app(settings: Settings | None = None) -> Quart:
             log=event_log,
             hub=hub,
             auth=Authenticator(settings),
-            rate_limit=make_rate_limiter(settings, event_log),
+            rate_limit=make_limits(settings, event_log),
             presence=tracker,
             users=UserDirectory(db),
+            stream_slots=StreamSlots(settings.max_streams_per_user),
         )
         tracker.attach(parley.publish)
         spawn(hub.run(), "hub")

@@ -14,15 +14,30 @@ from .eventlog_redis import RedisEventLog
 from .presence import PresenceStore, PresenceTimings
 from .presence_memory import MemoryPresenceStore
 from .presence_redis import RedisPresenceStore
-from .ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from .ratelimit import Limits, MemoryRateLimiter, Rate, RateLimiter, RedisRateLimiter
 from .redis_keys import RedisKeys
 from .settings import Settings
 
 
-def make_rate_limiter(settings: Settings, log: EventLog) -> RateLimiter:
+def make_limits(settings: Settings, log: EventLog) -> Limits:
+    """The per-user limits, in Redis (shared by every process) when the log is there."""
+    limiter: RateLimiter
     if isinstance(log, RedisEventLog):
-        return RedisRateLimiter(log.client, RedisKeys(settings.redis_prefix), settings.rate_limit_per_min)
-    return MemoryRateLimiter(settings.rate_limit_per_min)
+        limiter = RedisRateLimiter(log.client, RedisKeys(settings.redis_prefix))
+    else:
+        limiter = MemoryRateLimiter()
+    per_minute = Rate.per_minute
+    return Limits(
+        limiter,
+        {
+            "post": per_minute(settings.rate_limit_per_min),
+            "discussion": per_minute(settings.discussion_limit_per_min),
+            "follow": per_minute(settings.follow_limit_per_min),
+            "typing": per_minute(settings.typing_limit_per_min),
+            "presence": per_minute(settings.presence_limit_per_min),
+            "ws_message": per_minute(settings.ws_user_messages_per_min),
+        },
+    )
 
 
 def make_event_log(settings: Settings) -> EventLog:

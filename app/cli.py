@@ -1,8 +1,8 @@
 """`parley serve`: run Parley on Hypercorn, bound to $PORT (the Procfile's `web:`).
 
-Plain TCP is served by the lean stream front (`app/serving.py`): `GET /stream` on its own,
-everything else handed to Hypercorn on the same port. With TLS (PARLEY_TLS_CERT/KEY) or
-PARLEY_LEAN_STREAM=0 Hypercorn serves every connection itself, as before.
+Every connection is accepted by our front (`app/serving.py`): over plain TCP it serves
+`GET /stream` on its own and hands everything else to Hypercorn on the same port; with TLS
+(PARLEY_TLS_CERT/KEY) or PARLEY_LEAN_STREAM=0 every connection is Hypercorn's once accepted.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 import sys
 
 from hypercorn.config import Config
-from hypercorn.run import run
 
 from . import logs, migrate
 from .settings import ConfigError, Settings
@@ -71,11 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     config = hypercorn_config(settings, args.host, settings.workers)
-    if settings.lean_stream and not config.ssl_enabled:
-        from . import serving
+    from . import serving
 
-        return serving.serve(config, settings)
-    return run(config)
+    return serving.serve(config, settings)
 
 
 if __name__ == "__main__":

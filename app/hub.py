@@ -127,6 +127,8 @@ class Hub:
         self._metrics = metrics
         self._by_topic: dict[str, set[Subscription]] = {}
         self._subscriptions: set[Subscription] = set()
+        # Set by `stop()`: the process is shutting down (transports say "going away").
+        self.stopping = False
 
     @property
     def subscription_count(self) -> int:
@@ -144,6 +146,9 @@ class Hub:
 
     def subscribe(self, topics: Iterable[str], max_buffered: int) -> Subscription:
         subscription = Subscription(self, topics, max_buffered)
+        if self.stopping:  # opened during shutdown: ends at once, like the others
+            subscription.mark_dropped()
+            return subscription
         self._subscriptions.add(subscription)
         for topic in subscription.topics:
             self._by_topic.setdefault(topic, set()).add(subscription)
@@ -179,6 +184,16 @@ class Hub:
         self.unsubscribe(subscription)
         subscription.mark_dropped()
         self._metrics.dropped.labels(reason=reason).inc()
+
+    def stop(self) -> None:
+        """Shutdown: end every connection's stream now, cleanly. Each transport's wait ends with
+        `SlowConsumer` and, seeing `stopping`, finishes its response (SSE: the body ends;
+        WebSocket: close 1001; long-poll: answers) instead of being cut at the graceful timeout.
+        No `on_drop` abort: the transports are not stuck, they just wait for events."""
+        self.stopping = True
+        for subscription in tuple(self._subscriptions):
+            subscription.on_drop = None
+            self.drop(subscription, reason="shutdown")
 
     def dispatch(self, event: Event) -> None:
         subscribers = self._by_topic.get(event.topic)

@@ -25,9 +25,9 @@ class RedisKeys:
         """One topic's durable events, trimmed to the retention window and expiring when idle."""
         return f"{self.prefix}:topic:{topic}"
 
-    def rate(self, user_id: str, window: int) -> str:
-        """A user's action count in one rate-limit window; expires after two windows."""
-        return f"{self.prefix}:rate:{window}:{user_id}"
+    def rate(self, key: str) -> str:
+        """One rate limit's state (`<action>:<user id>`, a GCRA time); expires when spent."""
+        return f"{self.prefix}:rate:{key}"
 
     @property
     def journal(self) -> str:

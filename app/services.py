@@ -19,8 +19,9 @@ from .events import Event, envelope_body
 from .hub import Hub
 from .metrics import Metrics
 from .presence_tracker import PresenceTracker
-from .ratelimit import RateLimiter
+from .ratelimit import Limits
 from .settings import Settings
+from .stream_slots import StreamSlots
 from .users import UserDirectory
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,11 @@ class Services:
     log: EventLog
     hub: Hub
     auth: Authenticator
-    rate_limit: RateLimiter
+    # Per-user limits: `await services().rate_limit.hit(user_id, action)` (429 past them).
+    rate_limit: Limits
     presence: PresenceTracker
     users: UserDirectory
+    stream_slots: StreamSlots
     read_access: ReadAccessCache = field(default_factory=ReadAccessCache)
 
     async def publish(

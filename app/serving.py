@@ -1,5 +1,6 @@
-"""Serving with the lean stream front (`transports/lean_http.py`) on $PORT: what `parley serve`
-runs unless TLS is configured or `PARLEY_LEAN_STREAM=0`.
+"""Serving: what `parley serve` runs. Every connection is accepted by `transports/lean_http.py`
+(per-IP connection limit), which serves `GET /stream` itself (the lean path, unless TLS or
+`PARLEY_LEAN_STREAM=0`) and hands everything else to Hypercorn.
 
 This follows Hypercorn's own `worker_serve` (hypercorn/asyncio/run.py): the app's lifespan is
 run once per process by Hypercorn's `Lifespan`; the listening sockets are Hypercorn's
@@ -11,6 +12,13 @@ Hypercorn does) and spawns that many processes that inherit them, each running t
 on the same socket; the kernel spreads the accepts. Any worker exiting stops them all (a
 process manager restarts the service), and SIGINT/SIGTERM to the parent stops them through
 one shared event, as with Hypercorn.
+
+Shutdown (SIGTERM/SIGINT), in this order, so nothing is cut: stop accepting; tell Hypercorn
+(`context.terminated`: new HTTP/2 streams are refused, idle connections close, HTTP/2 ones
+with a GOAWAY, see `hypercorn_fixes`); end every stream cleanly (lean streams with their last
+chunk, then `Hub.stop()`: Quart SSE bodies end, WebSockets close with 1001, long-polls answer),
+so each HTTP/2 connection is idle at once and sends its GOAWAY; wait for the connections to
+finish (graceful timeout), then stop the app.
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import check_multiprocess_shutdown_event
 
-from . import create_app, logs
+from . import create_app, hypercorn_fixes, logs
+from .ratelimit import Rate
 from .services import Services
 from .settings import Settings
 from .transports.lean_http import LeanServer
@@ -48,6 +57,7 @@ SLOW_SHUTDOWN_S = 6.0
 
 def serve(config: Config, settings: Settings) -> int:
     """Run `config.workers` lean workers (0: in this process) until told to stop."""
+    hypercorn_fixes.apply()
     sockets = config.create_sockets()
     if config.workers == 0:
         worker(config, settings, sockets)
@@ -81,7 +91,7 @@ def serve(config: Config, settings: Settings) -> int:
             process.terminate()
             process.join()
         exitcode = exitcode or (process.exitcode or 0)
-    for sock in sockets.insecure_sockets:
+    for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
         sock.close()
     return exitcode
 
@@ -89,6 +99,7 @@ def serve(config: Config, settings: Settings) -> int:
 def worker(config: Config, settings: Settings, sockets: Sockets, shutdown_event: EventType | None = None) -> None:
     """One serving process: uvloop when installed (the lean path's writes are its hot loop)."""
     logs.configure(settings.log_level)
+    hypercorn_fixes.apply()  # a spawned worker imports Hypercorn afresh
     trigger = None
     if shutdown_event is not None:
         trigger = partial(check_multiprocess_shutdown_event, shutdown_event, asyncio.sleep)
@@ -130,18 +141,26 @@ async def worker_serve(
     # the collector's generations, so collections during a connect storm walk only new objects.
     gc.freeze()
     context = WorkerContext(None)
-    server = LeanServer(app, config, context, lifespan_state, streams.open)
+    lean = settings.lean_stream and not config.ssl_enabled
+    connect_rate = Rate.per_minute(settings.connect_limit_per_min)
+    server = LeanServer(app, config, context, lifespan_state, streams.open if lean else None, connect_rate)
     try:
+        if sockets.secure_sockets:
+            ssl_context = config.create_ssl_context()
+            for sock in sockets.secure_sockets:
+                await server.listen(sock, ssl_context)
+                log.info("listening with TLS (HTTP/2) on %s", sock.getsockname())
         for sock in sockets.insecure_sockets:
             await server.listen(sock)
-            log.info("lean stream front listening on %s", sock.getsockname())
+            log.info("listening on %s (lean stream path %s)", sock.getsockname(), "on" if lean else "off")
         await shutdown_trigger()
     finally:
         watchdog = loop.create_task(_report_slow_shutdown(SLOW_SHUTDOWN_S))
         server.stop_accepting()
+        await context.terminated.set()
         parley.presence.stopping()
         await streams.close()
-        await context.terminated.set()
+        parley.hub.stop()
         await server.wait_closed(config.graceful_timeout)
         await lifespan.wait_for_shutdown()
         lifespan_task.cancel()

@@ -39,6 +39,8 @@ class StreamSession:
         # Presence (app/presence_tracker.py): this connection's id there while open, its status.
         self.presence_id: str | None = None
         self.status: Status = "online"
+        # One of the user's open-stream slots in this process (429 past the cap), held until close.
+        self._slot = parley.stream_slots.acquire(identity.user_id, self)
 
     @property
     def subscription(self) -> Subscription:
@@ -70,7 +72,7 @@ class StreamSession:
                     subscription.last = event.position
             return delivered + subscription.take()
         except BaseException:
-            self.close()
+            self._leave()
             raise
 
     async def _sync_required(self, reason: str) -> list[Event]:
@@ -144,7 +146,7 @@ class StreamSession:
     async def resume(self, cursor: str) -> list[Event]:
         """Start over from `cursor` on the same topics, for a transport whose client asks to
         resume without reconnecting (a WebSocket's `resume` message). Same contract as `open`."""
-        self.close()
+        self._leave()
         return await self.open(cursor)
 
     def refresh(self, identity: Identity) -> None:
@@ -155,6 +157,11 @@ class StreamSession:
         self.identity = identity
 
     def close(self) -> None:
+        """The connection is over: leave, and give back its stream slot."""
+        self._leave()
+        self._slot.release()
+
+    def _leave(self) -> None:
         if self._subscription is not None:
             self._subscription.close()
         if self.presence_id is not None:

@@ -70,7 +70,20 @@ class Settings:
     vapid_subject: str = "mailto:ops@parley.invalid"
     heartbeat_s: float = 30.0
     retention_s: int = 24 * 3600
-    rate_limit_per_min: int = 100
+    # Per-user rate limits (app/ratelimit.py, GCRA: this many a minute, all at once at most);
+    # 0 turns one off. Shared by every process when REDIS_URL is set.
+    rate_limit_per_min: int = 100  # responses posted, edited or deleted
+    discussion_limit_per_min: int = 10
+    follow_limit_per_min: int = 60  # follows and unfollows
+    typing_limit_per_min: int = 120  # typing signals (REST and WebSocket), before the throttle
+    presence_limit_per_min: int = 30  # status updates (REST and WebSocket)
+    ws_user_messages_per_min: int = 600  # WebSocket messages of one user, all connections
+    # Per process (no round trip): one WebSocket connection's messages (past it: close 4029),
+    # one user's open streams (SSE, WebSocket, long-poll; the next gets 429), and connection
+    # attempts per client IP address (past it: 429 and close). 0 turns one off.
+    ws_connection_messages_per_min: int = 240
+    max_streams_per_user: int = 20
+    connect_limit_per_min: int = 1200
     allowed_origins: tuple[str, ...] = ()
     # Where the embedded default keeps what it generates once (dev JWT secret, VAPID keys, lock).
     data_dir: Path = field(default_factory=lambda: Path(".parley"))
@@ -148,7 +161,15 @@ class Settings:
             vapid_subject=env.get("PARLEY_VAPID_SUBJECT") or "mailto:ops@parley.invalid",
             heartbeat_s=_float(env, "PARLEY_HEARTBEAT_S", 30.0, minimum=0.05),
             retention_s=_int(env, "PARLEY_RETENTION_S", 24 * 3600, minimum=1),
-            rate_limit_per_min=_int(env, "PARLEY_RATE_LIMIT_PER_MIN", 100, minimum=1),
+            rate_limit_per_min=_int(env, "PARLEY_RATE_LIMIT_PER_MIN", 100, minimum=0),
+            discussion_limit_per_min=_int(env, "PARLEY_DISCUSSION_LIMIT_PER_MIN", 10, minimum=0),
+            follow_limit_per_min=_int(env, "PARLEY_FOLLOW_LIMIT_PER_MIN", 60, minimum=0),
+            typing_limit_per_min=_int(env, "PARLEY_TYPING_LIMIT_PER_MIN", 120, minimum=0),
+            presence_limit_per_min=_int(env, "PARLEY_PRESENCE_LIMIT_PER_MIN", 30, minimum=0),
+            ws_user_messages_per_min=_int(env, "PARLEY_WS_USER_MESSAGES_PER_MIN", 600, minimum=0),
+            ws_connection_messages_per_min=_int(env, "PARLEY_WS_CONNECTION_MESSAGES_PER_MIN", 240, minimum=0),
+            max_streams_per_user=_int(env, "PARLEY_MAX_STREAMS_PER_USER", 20, minimum=0),
+            connect_limit_per_min=_int(env, "PARLEY_CONNECT_LIMIT_PER_MIN", 1200, minimum=0),
             allowed_origins=origins,
             data_dir=Path(env.get("PARLEY_DATA_DIR") or ".parley"),
             max_body_bytes=_int(env, "PARLEY_MAX_BODY_BYTES", 64 * 1024, minimum=1024),

@@ -105,6 +105,7 @@ async def _publish_response(event_type: str, identity: Identity, payload_respons
 async def create_discussion() -> tuple[dict[str, Any], int]:
     identity = await caller()
     new = await json_body(NewDiscussion)
+    await services().rate_limit.hit(identity.user_id, "discussion")
     discussion = Discussion(
         id=secrets.token_urlsafe(12), title=new.title, visibility=new.visibility, created_by=identity.user_id
     )
@@ -278,6 +279,7 @@ async def delete_response(response_id: str) -> dict[str, Any]:
 @blueprint.put("/api/discussions/<discussion_id>/follow")
 async def follow(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
+    await services().rate_limit.hit(identity.user_id, "follow")
     async with services().db.session() as session:
         await readable_discussion(session, identity, discussion_id)
         if await session.get(Follow, (identity.user_id, discussion_id)) is None:
@@ -295,6 +297,7 @@ async def follow(discussion_id: str) -> dict[str, Any]:
 @blueprint.delete("/api/discussions/<discussion_id>/follow")
 async def unfollow(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
+    await services().rate_limit.hit(identity.user_id, "follow")
     async with services().db.session() as session:
         await readable_discussion(session, identity, discussion_id)
         existing = await session.get(Follow, (identity.user_id, discussion_id))

@@ -1,10 +1,12 @@
 """Presence and typing over REST (API.md, "Presence, typing, broadcasts").
 
 - `PUT /api/discussions/{id}/typing {"typing": bool}`: for clients without a WebSocket. A flood
-  is throttled (one broadcast per user and discussion per 500 ms), never an error: 200 always.
+  is throttled (one broadcast per user and discussion per 500 ms) silently; past the user's
+  typing limit (`PARLEY_TYPING_LIMIT_PER_MIN`, all discussions together) it is 429.
 - `PUT /api/presence {"status": "online"|"away"}`: per *user*: every connection of the caller's,
   on every server, takes that status (a REST call cannot name one SSE connection; a WebSocket
-  sets its own connection's status with a `presence` message).
+  sets its own connection's status with a `presence` message). Limited per user
+  (`PARLEY_PRESENCE_LIMIT_PER_MIN`, 429): each change reaches every discussion the user is in.
 - `GET /api/discussions/{id}/presence`: `{"count","participants","typing"}`.
 A discussion the caller may not read is 404 (NFR-014); a status outside the two is 422.
 """
@@ -44,6 +46,7 @@ async def _readable(identity: Identity, discussion_id: str) -> None:
 async def put_typing(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
     signal = await json_body(TypingSignal)
+    await services().rate_limit.hit(identity.user_id, "typing")
     await _readable(identity, discussion_id)
     await services().presence.typing(discussion_id, identity, signal.typing)
     return {"discussion_id": discussion_id, "typing": signal.typing}
@@ -53,6 +56,7 @@ async def put_typing(discussion_id: str) -> dict[str, Any]:
 async def put_presence() -> dict[str, Any]:
     identity = await caller()
     signal = await json_body(PresenceSignal)
+    await services().rate_limit.hit(identity.user_id, "presence")
     await services().presence.set_user_status(identity, signal.status)
     return {"status": signal.status}
 

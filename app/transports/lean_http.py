@@ -12,8 +12,16 @@ The head is read with httptools, bounded in size (`MAX_HEAD_BYTES`, else 431) an
 (`HEAD_TIMEOUT_S` from the connection's start, else closed: slowloris); a head httptools
 rejects gets 400. Only the first request of a connection is looked at.
 
-Used by `app.serving` for plain-TCP serving (on by default; `PARLEY_LEAN_STREAM=0` turns it
-off). With TLS the whole connection is Hypercorn's, so HTTP/2 keeps working.
+Used by `app.serving` for every connection: with the lean stream path off
+(`PARLEY_LEAN_STREAM=0`) or over TLS, a connection is handed to Hypercorn as soon as it is
+accepted (TLS: after the handshake), so HTTP/2 keeps working.
+
+Connection attempts per client IP address are limited here (`PARLEY_CONNECT_LIMIT_PER_MIN`,
+GCRA in this process: no round trip on the accept path). A refused connection's head is read
+as usual and answered 429 with `Retry-After`; one that opens with the HTTP/2 preface (which
+cannot take an HTTP/1.1 answer) is closed. Behind a proxy or PaaS router every connection comes
+from the router's few addresses: raise the limit there, or turn it off (0), and limit at the
+proxy.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -30,6 +39,8 @@ import httptools
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
+
+from ..ratelimit import MemoryRateLimiter, Rate, retry_after_s
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +147,9 @@ StreamOpener = Callable[[asyncio.Transport, RequestHead], None]
 
 
 class LeanServer:
-    """Accepts connections on one listening socket; owns every handed-over Hypercorn task."""
+    """Accepts connections on its listening sockets; owns every handed-over Hypercorn task.
+
+    `open_stream` None: no lean stream path, every admitted connection is Hypercorn's at once."""
 
     def __init__(
         self,
@@ -144,20 +157,41 @@ class LeanServer:
         config: Config,
         context: WorkerContext,
         lifespan_state: dict[str, Any],
-        open_stream: StreamOpener,
+        open_stream: StreamOpener | None,
+        connect_rate: Rate | None = None,
     ) -> None:
         self._app = app
         self._config = config
         self._context = context
         self._state = lifespan_state
         self.open_stream = open_stream
+        self._connect_rate = connect_rate
+        self._attempts = MemoryRateLimiter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.Server] = []
 
-    async def listen(self, sock: Any) -> None:
+    async def listen(self, sock: Any, ssl_context: ssl.SSLContext | None = None) -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: FrontProtocol(self), sock=sock, backlog=self._config.backlog)
+        if ssl_context is None:
+            server = await loop.create_server(lambda: FrontProtocol(self), sock=sock, backlog=self._config.backlog)
+        else:
+            server = await loop.create_server(
+                lambda: FrontProtocol(self, tls=True),
+                sock=sock,
+                backlog=self._config.backlog,
+                ssl=ssl_context,
+                ssl_handshake_timeout=self._config.ssl_handshake_timeout,
+            )
         self._servers.append(server)
+
+    def admit(self, transport: asyncio.BaseTransport) -> float:
+        """0 when this connection attempt is within its IP address's limit, else the seconds
+        until one would be."""
+        if self._connect_rate is None:
+            return 0.0
+        peer = transport.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) and peer else str(peer)
+        return self._attempts.try_acquire(address, self._connect_rate)
 
     def hand_over(self, transport: asyncio.Transport, data: bytes) -> None:
         """Give the connection to Hypercorn as if it had just accepted it: `data` is every byte
@@ -191,16 +225,24 @@ class LeanServer:
 class FrontProtocol(asyncio.Protocol):
     """A new connection until its first request head is read; then it is replaced."""
 
-    __slots__ = ("_buffer", "_deadline", "_server", "_transport")
+    __slots__ = ("_buffer", "_deadline", "_refused_s", "_server", "_tls", "_transport")
 
-    def __init__(self, server: LeanServer) -> None:
+    def __init__(self, server: LeanServer, *, tls: bool = False) -> None:
         self._server = server
+        self._tls = tls
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._refused_s = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        self._refused_s = self._server.admit(transport)
+        if not self._refused_s and (self._tls or self._server.open_stream is None):
+            # Nothing for the lean path here: Hypercorn's from the first byte.
+            self._transport = None
+            self._server.hand_over(cast(asyncio.Transport, transport), b"")
+            return
         self._deadline = asyncio.get_running_loop().call_later(HEAD_TIMEOUT_S, self._timed_out)
 
     def data_received(self, data: bytes) -> None:
@@ -213,7 +255,10 @@ class FrontProtocol(asyncio.Protocol):
         if buffer.startswith(H2_PREFACE[: len(buffer)]):
             if len(buffer) >= len(H2_PREFACE):
                 self._finish()
-                self._server.hand_over(transport, bytes(buffer))
+                if self._refused_s:
+                    transport.abort()  # an HTTP/2 client cannot read an HTTP/1.1 429
+                else:
+                    self._server.hand_over(transport, bytes(buffer))
             return
         end = buffer.find(HEAD_END, scanned)
         head_length = end + len(HEAD_END)
@@ -221,6 +266,10 @@ class FrontProtocol(asyncio.Protocol):
             self._reject(transport, 431, "headers_too_large", f"request head over {MAX_HEAD_BYTES} bytes")
             return
         if end < 0:
+            return
+        if self._refused_s:
+            retry = {"Retry-After": str(retry_after_s(self._refused_s))}
+            self._reject(transport, 429, "rate_limited", "too many connections from your address", retry)
             return
         self._finish()
         try:
@@ -231,10 +280,11 @@ class FrontProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             self._reject(transport, 400, "bad_request", "malformed request")
             return
-        if is_lean_stream(request):
+        open_stream = self._server.open_stream
+        if open_stream is not None and is_lean_stream(request):
             # Anything after the head (a pipelined request) can never be answered behind an
             # endless response; it is ignored, as the stream ignores all input.
-            self._server.open_stream(transport, request)
+            open_stream(transport, request)
         else:
             self._server.hand_over(transport, bytes(buffer))
 
@@ -253,9 +303,16 @@ class FrontProtocol(asyncio.Protocol):
         self._transport = None
         self._buffer = bytearray()
 
-    def _reject(self, transport: asyncio.Transport, status: int, code: str, message: str) -> None:
+    def _reject(
+        self,
+        transport: asyncio.Transport,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self._finish()
-        transport.write(error_response(status, code, message))
+        transport.write(error_response(status, code, message, headers))
         transport.close()
 
     def _timed_out(self) -> None:

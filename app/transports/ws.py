@@ -15,7 +15,13 @@ so a forbidden page never gets an upgrade. After the upgrade:
 - A malformed message gets an `error` and the connection stays usable. Frames over Hypercorn's
   `websocket_max_message_size` (app/cli.py) are refused by Hypercorn with close code 1009.
 - Close codes: 4001 token expired (refresh with `auth` before that), 4008 fell too far behind
-  (resume from the cursor on a new connection), 1009 message too big (Hypercorn).
+  (resume from the cursor on a new connection), 1009 message too big (Hypercorn), 1001 the
+  server is stopping (reconnect, to another server), 4029 too many (mirrors HTTP 429): the
+  user's open streams are at `PARLEY_MAX_STREAMS_PER_USER` (sent right after the upgrade, so
+  a browser sees the code), or this connection sent more than
+  `PARLEY_WS_CONNECTION_MESSAGES_PER_MIN` messages. Past the user's own limits (all of their
+  messages, `typing`, `presence`) a message is refused with an `error` (`rate_limited`,
+  `retry_after_s`) and the connection stays.
 
 One coroutine owns the session: it waits for whichever comes first, a client message or live
 events, so `resume` can swap the subscription without racing a sender. Disconnect arrives as
@@ -32,18 +38,22 @@ from urllib.parse import urlsplit
 
 from quart import Blueprint, Response, jsonify, websocket
 
-from ..errors import ApiError
+from ..errors import ApiError, RateLimited
 from ..events import Event
 from ..hub import SlowConsumer
 from ..presence import STATUSES
+from ..ratelimit import MemoryRateLimiter, Rate
 from ..services import Services, services
 from ..session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
+from ..stream_slots import TooManyStreams
 from .common import authorized_session
 
 blueprint = Blueprint("ws", __name__)
 
 CLOSE_TOKEN_EXPIRED = 4001
 CLOSE_SLOW_CONSUMER = 4008
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_MANY = 4029
 
 
 class BadMessage(Exception):
@@ -88,6 +98,12 @@ async def ws() -> Response | None:
         return response
     try:
         parley, session = await authorized_session(websocket.args.getlist("discussion"))
+    except TooManyStreams as error:
+        # Refused after the upgrade: a browser's WebSocket cannot see an HTTP status, a close code it can.
+        await websocket.accept()
+        await websocket.send(_error(error.code, error.message))
+        await websocket.close(CLOSE_TOO_MANY, "too many open streams")
+        return None
     except ApiError as error:
         response = jsonify(error.to_json())
         response.status_code = error.status
@@ -110,6 +126,7 @@ async def _send_events(events: list[Event]) -> None:
 
 async def _serve(parley: Services, session: StreamSession) -> None:
     heartbeat_s = parley.settings.heartbeat_s
+    flood = MessageFlood(parley.settings.ws_connection_messages_per_min)
     await websocket.send(_control("hello", heartbeat_s=heartbeat_s))
     await _send_events(await session.open(websocket.args.get("last_event_id")))
     receiving: asyncio.Task[str | bytes] = asyncio.ensure_future(websocket.receive())
@@ -131,7 +148,10 @@ async def _serve(parley: Services, session: StreamSession) -> None:
                 try:
                     events = waiting.result()
                 except SlowConsumer:
-                    await websocket.close(CLOSE_SLOW_CONSUMER, "too far behind: resume from your cursor")
+                    if parley.hub.stopping:
+                        await websocket.close(CLOSE_GOING_AWAY, "server stopping: reconnect")
+                    else:
+                        await websocket.close(CLOSE_SLOW_CONSUMER, "too far behind: resume from your cursor")
                     return
                 if events:
                     await _send_events(events)
@@ -140,6 +160,10 @@ async def _serve(parley: Services, session: StreamSession) -> None:
             if receiving in done:
                 message = receiving.result()
                 receiving = asyncio.ensure_future(websocket.receive())
+                if flood.exceeded():
+                    await websocket.send(_error("rate_limited", "too many messages on this connection"))
+                    await websocket.close(CLOSE_TOO_MANY, "too many messages")
+                    return
                 await _handle(parley, session, message)
     finally:
         receiving.cancel()
@@ -147,9 +171,26 @@ async def _serve(parley: Services, session: StreamSession) -> None:
             await receiving
 
 
+class MessageFlood:
+    """One connection's message budget (GCRA, in this process: no round trip per message)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self._rate = Rate.per_minute(per_minute)
+        self._limiter = MemoryRateLimiter(max_keys=1)
+
+    def exceeded(self) -> bool:
+        return self._rate is not None and self._limiter.try_acquire("messages", self._rate) > 0
+
+
 async def _handle(parley: Services, session: StreamSession, raw: str | bytes) -> None:
     try:
+        await parley.rate_limit.hit(session.identity.user_id, "ws_message")
         reply = await _dispatch(parley, session, _parse(raw))
+    except RateLimited as limited:
+        # The message is dropped; the client may send again after `retry_after_s`.
+        error = {"type": "error", "code": limited.code, "message": limited.message}
+        await websocket.send(json.dumps(error | {"retry_after_s": limited.retry_after_s}, separators=(",", ":")))
+        return
     except BadMessage as bad:
         await websocket.send(_error(bad.code, bad.message))
         return
@@ -184,8 +225,10 @@ async def _dispatch(parley: Services, session: StreamSession, message: dict[str,
         typing = message.get("typing")
         if not isinstance(typing, bool):
             raise BadMessage("invalid_field", "typing: true or false")
+        discussion_id = _string(message, "discussion_id", 200)
+        await parley.rate_limit.hit(session.identity.user_id, "typing")  # RateLimited: answered by _handle
         try:
-            await session.set_typing(_string(message, "discussion_id", 200), typing)
+            await session.set_typing(discussion_id, typing)
         except ApiError as error:
             raise BadMessage(error.code, error.message) from None
         return []  # others see it as typing_started/typing_stopped; floods are throttled, silently
@@ -193,6 +236,7 @@ async def _dispatch(parley: Services, session: StreamSession, message: dict[str,
         status = message.get("status")
         if status not in STATUSES:
             raise BadMessage("invalid_field", f"status: one of {sorted(STATUSES)}")
+        await parley.rate_limit.hit(session.identity.user_id, "presence")
         await session.set_status(status)
         return []
     if kind == "resume":
