@@ -3,9 +3,10 @@
 GCRA (the generic cell rate algorithm) keeps one number per key, the "theoretical arrival
 time" (TAT): when the key's allowance would be full again. An action is allowed when
 `TAT + interval - period <= now`, and moves TAT on by one interval (`period / count`). So a key
-may spend `count` actions at once, then one per interval: a sliding limit with no window edge
-to straddle (a fixed one-minute window let 200 posts through in 3.7 s across a minute's edge,
-issue 11), exact `Retry-After`, O(1) memory per key and one round trip.
+may spend `count` actions at once, then one per interval: in any span of t seconds at most
+`count + t / interval`. No window edge to straddle (a fixed one-minute window let 200 posts
+through in 3.7 s across a minute's edge, issue 11; GCRA allows 106 of 100/min in those 3.7 s),
+exact `Retry-After`, O(1) memory per key and one round trip.
 
 Why not the `limits` library: its async Redis storage opens a client of its own (coredis by
 default) instead of sharing the log's pool and key prefix, and its exact "moving window"
