@@ -1,4 +1,4 @@
-"""Four protocol fixes to Hypercorn 0.18, applied once per process before serving (`apply()`).
+"""Five protocol fixes to Hypercorn 0.18, applied once per process before serving (`apply()`).
 
 Each replaces one method with the upstream code plus the fix, and says why. They are applied
 only to the Hypercorn they were written against (`FIXED_VERSIONS`); pyproject pins it, and
@@ -17,6 +17,9 @@ only to the Hypercorn they were written against (`FIXED_VERSIONS`); pyproject pi
    (a connection-specific header is a protocol error in HTTP/2).
 4. A server-side close of an HTTP/2 connection (idle at shutdown, keep-alive timeout) closed TCP
    with no GOAWAY; now it says GOAWAY (NO_ERROR) first, so clients know nothing was lost.
+5. DATA for an HTTP/2 stream whose handler is already gone (a WebSocket client ending its half
+   of the stream after the close handshake, as RFC 8441 has it) raised KeyError and killed the
+   whole connection; now it is acknowledged (flow control) and ignored.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from importlib.metadata import version
 from typing import Any
 
 import h2.connection
+import h2.events
 import h2.exceptions
 import priority.priority
 from hypercorn.asyncio.tcp_server import TCPServer
@@ -56,6 +60,18 @@ def apply() -> bool:
         return False
     original_close_stream = H2Protocol._close_stream
     original_server_close = TCPServer._initiate_server_close
+    original_handle_events = H2Protocol._handle_events
+
+    async def handle_events(self: H2Protocol, events: list[h2.events.Event]) -> None:
+        kept = []
+        for event in events:
+            if isinstance(event, h2.events.DataReceived) and event.stream_id not in self.streams:
+                # Fix 5: late DATA (or END_STREAM) for a finished stream: credit it, drop it.
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self.connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                continue
+            kept.append(event)
+        await original_handle_events(self, kept)
 
     async def close_stream(self: H2Protocol, stream_id: int) -> None:
         await original_close_stream(self, stream_id)
@@ -81,6 +97,7 @@ def apply() -> bool:
         await original_server_close(self)
 
     H2Protocol._close_stream = close_stream  # type: ignore[method-assign]
+    H2Protocol._handle_events = handle_events  # type: ignore[method-assign]
     TCPServer._initiate_server_close = initiate_server_close  # type: ignore[method-assign]
     WSStream._handle_events = _ws_handle_events  # type: ignore[method-assign]
     WSStream._send_error_response = _ws_send_error_response  # type: ignore[method-assign]
