@@ -177,6 +177,14 @@ class ServerProcess:
             # The publisher posts as one user far above the per-user limit (NFR-015 is about
             # abuse, not load): lift it, or the benchmark measures 429s.
             PARLEY_RATE_LIMIT_PER_MIN="1000000",
+            # Likewise the other abuse limits (0: off): thousands of clients from one loopback
+            # address, many streams per benchmark user, seeded discussions.
+            PARLEY_CONNECT_LIMIT_PER_MIN="0",
+            PARLEY_MAX_STREAMS_PER_USER="0",
+            PARLEY_DISCUSSION_LIMIT_PER_MIN="0",
+            PARLEY_TYPING_LIMIT_PER_MIN="0",
+            PARLEY_PRESENCE_LIMIT_PER_MIN="0",
+            PARLEY_FOLLOW_LIMIT_PER_MIN="0",
         )
         env.update(self.env_overrides)
         return env

@@ -238,6 +238,8 @@ def main() -> None:
             port,
             PARLEY_LEAN_STREAM="1" if args.path == "lean" else "0",
             PARLEY_RATE_LIMIT_PER_MIN="100000000",
+            PARLEY_CONNECT_LIMIT_PER_MIN="0",
+            PARLEY_MAX_STREAMS_PER_USER="0",
         )
         server = Server(port, env, Path(workdir))
         server.start(timeout_s=60)

@@ -235,7 +235,11 @@ def close_before_eof(sock: socket.socket, rest: bytes) -> int:
     return code
 
 
-@pytest.mark.parametrize(("frame", "code"), [(masked_frame(0x3, b""), 1002), (masked_frame(0x1, b"\xff\xfe"), 1007)])
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [(masked_frame(0x3, b""), 1002), (masked_frame(0x1, b"\xff\xfe"), 1007)],
+    ids=["reserved-opcode", "invalid-utf8"],
+)
 def test_protocol_errors_get_a_close_frame(plain_server: Server, frame: bytes, code: int) -> None:
     alice = sign("alice")
     discussion = make_discussion(plain_server.url, alice)
