@@ -63,15 +63,16 @@ def apply() -> bool:
     original_handle_events = H2Protocol._handle_events
 
     async def handle_events(self: H2Protocol, events: list[h2.events.Event]) -> None:
-        kept = []
+        # One event at a time: an event earlier in the batch may open the stream (HEADERS) or
+        # finish it (a WebSocket's Close frame) that a later DATA belongs to.
         for event in events:
             if isinstance(event, h2.events.DataReceived) and event.stream_id not in self.streams:
                 # Fix 5: late DATA (or END_STREAM) for a finished stream: credit it, drop it.
                 with contextlib.suppress(h2.exceptions.ProtocolError):
                     self.connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 continue
-            kept.append(event)
-        await original_handle_events(self, kept)
+            await original_handle_events(self, [event])
+        await self._flush()
 
     async def close_stream(self: H2Protocol, stream_id: int) -> None:
         await original_close_stream(self, stream_id)

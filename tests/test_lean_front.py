@@ -42,7 +42,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("lean")
     port = free_port()
     server = Server(
-        port, server_env(workdir, port, PARLEY_LEAN_STREAM="1", PARLEY_RATE_LIMIT_PER_MIN="100000"), workdir
+        port,
+        server_env(
+            workdir,
+            port,
+            PARLEY_LEAN_STREAM="1",
+            PARLEY_RATE_LIMIT_PER_MIN="100000",
+            PARLEY_MAX_STREAMS_PER_USER="1000",
+        ),
+        workdir,
     )
     server.start()
     yield server
