@@ -16,11 +16,15 @@ keeps a list of `count` timestamps per key; GCRA is one key and a dozen lines of
 - `MemoryRateLimiter`: this process only (the embedded log's processes, per-connection and
   per-IP limits); bounded: at most `max_keys` keys (expired ones are swept first).
 - `RedisRateLimiter`: shared by every process; one EVALSHA per action; keys expire with TAT.
-`Limits` names the per-user limits of the API (settings) and raises `RateLimited` (429).
+`Limits` names the per-user limits of the API (settings) and raises `RateLimited` (429). It
+fails open: with Redis unreachable an action is let through (logged), because a limit exists
+to stop abuse, not to turn a Redis outage into refused pings and typing (what needs Redis
+for its own work still answers 503 there).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -29,9 +33,14 @@ from importlib import resources
 from typing import Literal, Protocol
 
 import redis.asyncio as redis
+from redis.exceptions import RedisError
 
 from .errors import RateLimited
 from .redis_keys import RedisKeys
+
+log = logging.getLogger(__name__)
+# While the limiter's store is unreachable, say so at most this often.
+FAIL_OPEN_LOG_EVERY_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,13 +148,21 @@ class Limits:
     def __init__(self, limiter: RateLimiter, rates: Mapping[Action, Rate | None]) -> None:
         self.limiter = limiter
         self._rates = dict(rates)
+        self._logged_at = -FAIL_OPEN_LOG_EVERY_S
 
     async def hit(self, user_id: str, action: Action = "post") -> None:
         """Count one `action` of the user; raise `RateLimited` (429, Retry-After) past its rate."""
         rate = self._rates.get(action)
         if rate is None:
             return
-        wait_s = await self.limiter.acquire(f"{action}:{user_id}", rate)
+        try:
+            wait_s = await self.limiter.acquire(f"{action}:{user_id}", rate)
+        except RedisError as error:
+            now = time.monotonic()
+            if now - self._logged_at >= FAIL_OPEN_LOG_EVERY_S:
+                self._logged_at = now
+                log.warning("rate limits unavailable, letting actions through: %s", error)
+            return
         if wait_s > 0:
             seconds = retry_after_s(wait_s)
             raise RateLimited(

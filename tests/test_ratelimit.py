@@ -15,6 +15,8 @@ from app.errors import RateLimited
 from app.ratelimit import Limits, MemoryRateLimiter, Rate, RateLimiter, RedisRateLimiter
 from app.redis_keys import RedisKeys
 
+from .support import free_port
+
 
 @pytest.fixture(params=["memory", "redis"])
 async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[RateLimiter]:
@@ -124,3 +126,14 @@ async def test_limits_raise_rate_limited_per_action(limiter: RateLimiter) -> Non
     await limits.hit(user, "discussion")  # no rate: not limited
     for _ in range(50):
         await limits.hit(user, "typing")
+
+
+async def test_limits_fail_open_when_redis_is_unreachable(redis_prefix: str) -> None:
+    """A limit stops abuse; it must not turn a Redis outage into refused pings and typing."""
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    try:
+        limits = Limits(RedisRateLimiter(client, RedisKeys(redis_prefix)), {"post": Rate(1, 60.0)})
+        for _ in range(3):
+            await limits.hit("alice")
+    finally:
+        await client.aclose()
