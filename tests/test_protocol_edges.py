@@ -6,7 +6,8 @@
   UTF-8) before TCP is dropped (RFC 6455 §7.1.7; fix 2);
 - an unsupported `Sec-WebSocket-Version` gets 426 with `Sec-WebSocket-Version: 13` (fix 3);
 - SIGTERM closes WebSockets with 1001 at once and ends SSE streams properly;
-- over TLS/HTTP/2, SIGTERM ends every stream cleanly, then says GOAWAY (NO_ERROR), promptly.
+- over TLS/HTTP/2, SIGTERM ends every stream cleanly, then says GOAWAY (NO_ERROR), promptly;
+  an idle HTTP/2 connection gets its GOAWAY too (fix 4).
 """
 
 from __future__ import annotations
@@ -322,3 +323,18 @@ def test_tls_http2_shutdown_ends_streams_then_goaway(tls_server: Server, ca: tru
         assert isinstance(goaway, h2.events.ConnectionTerminated)
         assert goaway.error_code == 0
     assert tls_server.process.wait(DEADLINE_S) == 0
+
+
+def test_idle_http2_connection_gets_goaway_on_shutdown(plain_server: Server) -> None:
+    """An HTTP/2 connection with nothing open is closed at SIGTERM with a GOAWAY first (fix 4):
+    the client knows its requests were all answered, not cut."""
+    for client in h2c(plain_server):
+        stream_id = client.request("GET", "/healthz", [])
+        assert client.response_status(stream_id)[b":status"] == b"200"
+        assert isinstance(client.ended(stream_id), h2.events.StreamEnded)
+        assert plain_server.process is not None
+        plain_server.process.send_signal(signal.SIGTERM)
+        goaway = client.wait_for(lambda e: isinstance(e, h2.events.ConnectionTerminated))
+        assert isinstance(goaway, h2.events.ConnectionTerminated)
+        assert goaway.error_code == 0 and goaway.last_stream_id == stream_id
+    assert plain_server.process.wait(DEADLINE_S) == 0
