@@ -25,6 +25,11 @@ class RedisKeys:
         """One topic's durable events, trimmed to the retention window and expiring when idle."""
         return f"{self.prefix}:topic:{topic}"
 
+    def dedupe(self, key: str) -> str:
+        """The position an outbox entry was appended at, so it is appended once; expires after
+        the retention window."""
+        return f"{self.prefix}:dedupe:{key}"
+
     def rate(self, user_id: str, window: int) -> str:
         """A user's action count in one rate-limit window; expires after two windows."""
         return f"{self.prefix}:rate:{window}:{user_id}"
