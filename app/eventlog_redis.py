@@ -45,8 +45,6 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -56,6 +54,7 @@ from .cursor import ORIGIN, Cursor, Position
 from .eventlog import LOG_GAP, CursorUnavailable, LogGap, check_epoch, retention_passed
 from .events import Event
 from .redis_keys import RedisKeys
+from .redis_options import resilient
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +74,6 @@ CLOSE_TIMEOUT_S = 1.0
 # Catch-up reads per pipeline (each names ~3 topics).
 CATCH_UP_BATCH = 300
 
-# Pooled connections after a Redis restart are dead sockets; the first command on each would
-# fail although Redis is back. A connection idle this long is checked (PING) before use, and a
-# command that hits a dead connection is retried on a fresh one (twice, backing off). Retrying
-# is safe: a command on a socket whose server went away was never run, and appends of stored
-# events are idempotent by their outbox id anyway (`append(dedupe_key=...)`).
-HEALTH_CHECK_S = 5
-COMMAND_RETRIES = 2
-
 _APPEND_LUA = resources.files("app").joinpath("lua/append.lua").read_text()
 _EPOCH_LUA = resources.files("app").joinpath("lua/epoch.lua").read_text()
 # The append script refuses an epoch that changed; after adopting the new one, try again.
@@ -91,16 +82,6 @@ APPEND_ATTEMPTS = 3
 
 class EpochChanged(RedisError):
     """The log's epoch kept changing under an append (Redis flushed again and again)."""
-
-
-def pool_options() -> dict[str, Any]:
-    """Options for a connection pool that survives a Redis restart (see HEALTH_CHECK_S)."""
-    return {
-        "health_check_interval": HEALTH_CHECK_S,
-        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), COMMAND_RETRIES),
-        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
-        "socket_connect_timeout": CONNECT_TIMEOUT_S,
-    }
 
 
 def blocking_reader(url: str) -> redis.Redis:
@@ -143,9 +124,7 @@ class RedisEventLog:
         self._created_ms = 0
         # Blocking pool: a burst of appends waits for a connection instead of failing past the
         # pool's size (PITFALLS: the default pool raises beyond 100).
-        pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S, **pool_options()
-        )
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S, **resilient())
         self._client: redis.Redis = redis.Redis(connection_pool=pool)
         self._append = self._client.register_script(_APPEND_LUA)
         self._epoch_script = self._client.register_script(_EPOCH_LUA)
