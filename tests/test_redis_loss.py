@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from app.cursor import Cursor
@@ -15,7 +17,8 @@ from app.eventlog import CursorUnavailable, LogGap
 from app.eventlog_redis import RedisEventLog
 from app.events import Event, envelope_body
 
-from .support import RedisServer, redis_server
+from .support import RedisServer, Server, bearer, redis_server, sign
+from .test_stream import events, make_discussion, open_stream, post
 
 TOPIC = "d:loss"
 
@@ -191,3 +194,50 @@ async def wait_until(condition: object, timeout_s: float = 15.0, why: object = N
                 await asyncio.sleep(0.02)
     except TimeoutError:
         raise AssertionError(f"not within {timeout_s}s: {why!r}") from None
+
+
+@pytest.mark.slow
+async def test_servers_agree_after_the_loss_and_resuming_readers_are_told(
+    volatile_redis: RedisServer, start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """The issue's case, end to end: a reader offline while Redis restarts empty, a post lands
+    right after (before any server's reader noticed), then the reader resumes on the other
+    server: `sync_required`, not just what came after. A server started later agrees on the
+    new epoch: a cursor of the new epoch resumes there without a needless `sync_required`."""
+    env = {"REDIS_URL": volatile_redis.url, "PARLEY_REDIS_PREFIX": "loss"}
+    a, b = start_server(tmp_path, **env), start_server(tmp_path, **env)
+    alice = sign("alice")
+    async with httpx.AsyncClient(timeout=10) as client:
+        discussion = await make_discussion(client, a, alice)
+        await post(client, a, alice, discussion, "seen")
+        listed = await client.get(f"{a.url}/api/discussions/{discussion}/responses", headers=bearer(alice))
+        offline_cursor = listed.json()["cursor"]
+        await post(client, a, alice, discussion, "lost with Redis")
+        volatile_redis.stop(signal.SIGKILL)
+        await asyncio.sleep(4)  # long enough for the servers' readers to back off
+        await asyncio.to_thread(volatile_redis.start)
+        after = await post_until_stored(client, a, alice, discussion, "after the restart")
+        async with open_stream(b, alice, [discussion], headers={"Last-Event-ID": offline_cursor}) as stream:
+            [notice] = await events(stream, 1)
+        assert notice.event == "sync_required", notice
+        new_cursor = notice.id or ""
+        c = start_server(tmp_path, **env)
+        later = await post(client, b, alice, discussion, "later")
+        async with open_stream(c, alice, [discussion], headers={"Last-Event-ID": new_cursor}) as stream:
+            resumed = await events(stream, 1)
+    assert resumed[0].event == "response_posted"
+    assert resumed[0].json["payload"]["response"]["id"] in (after["id"], later["id"])
+
+
+async def post_until_stored(
+    client: httpx.AsyncClient, server: Server, token: str, discussion: str, text: str
+) -> dict[str, Any]:
+    """Post with a client_id, retrying (as a client does) while Redis is coming back."""
+    body = {"body": text, "client_id": f"retry-{text}"}
+    url = f"{server.url}/api/discussions/{discussion}/responses"
+    for _ in range(100):
+        r = await client.post(url, json=body, headers=bearer(token))
+        if r.status_code in (200, 201):
+            return dict(r.json())
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not stored: {r.status_code} {r.text}")
