@@ -175,6 +175,7 @@ class RedisEventLog:
             self._keys.dedupe(dedupe_key or ""),
         ]
         for _ in range(APPEND_ATTEMPTS):
+            expected = self._epoch_value  # what the script checks, whatever others adopt meanwhile
             status, value = await self._append(
                 keys=keys,
                 args=[
@@ -184,13 +185,14 @@ class RedisEventLog:
                     self._retention_ms,
                     self._window_ms,
                     "1" if durable else "0",
-                    self._epoch_value,
+                    expected,
                     secrets.token_hex(4),
                     "1" if dedupe_key else "0",
                 ],
             )
             if status == b"ok":
-                return Event.from_log(self.epoch, Position.parse(value), topic, event_type, body)
+                epoch = expected.partition(".")[0]
+                return Event.from_log(epoch, Position.parse(value), topic, event_type, body)
             self._adopt(value)  # Redis lost its data and has a new epoch: append in that one
         raise EpochChanged("the event log's epoch kept changing")
 
