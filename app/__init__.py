@@ -20,6 +20,7 @@ from .errors import ApiError
 from .hub import Hub
 from .metrics import Metrics
 from .notify_worker import start_notifications
+from .outbox import OutboxRelay
 from .presence_tracker import PresenceTracker
 from .services import Services
 from .settings import Settings
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         spawn(hub.run(), "hub")
         spawn(tracker.run(), "presence")
         spawn(parley.users.run(), "users")
+        spawn(OutboxRelay(parley).run(), "outbox")
         await start_notifications(app.extensions, app.extensions["parley"], spawn)
 
     def spawn(coroutine: Any, name: str) -> None:

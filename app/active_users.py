@@ -31,6 +31,7 @@ from . import topics
 from .cancellation import raise_if_cancelling, stop_if_cancelled
 from .hub import Hub
 from .redis_keys import RedisKeys
+from .redis_options import resilient
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class LocalActiveUsers:
 class RedisActiveUsers:
     def __init__(self, hub: Hub, url: str, keys: RedisKeys) -> None:
         self._hub = hub
-        self._client: redis.Redis = redis.Redis.from_url(url)
+        self._client: redis.Redis = redis.Redis.from_url(url, **resilient())
         self._keys = keys
         self._process_id = secrets.token_hex(6)
         self._written: set[str] = set()  # what our set in Redis holds, as far as we know

@@ -16,6 +16,14 @@ when it is created (in Redis, kept under one key). A cursor from another epoch (
 log of a process that has restarted, or a Redis that was flushed) is never "recovered" into
 the wrong stream: it is an explicit `sync_required`.
 
+In Redis the epoch is stored with its creation time, "<tag>.<created ms>", under one key that
+has no TTL. A Redis that loses its data loses the key with the streams; the first append or
+read after that mints a new one inside a Lua script (so exactly one process does), and every
+process adopts it: the append script refuses a caller whose epoch is not the key's, and each
+read that accepts a cursor checks the key in the same round trip. So positions of the new log
+can never be mistaken for continuations of the old one, and all servers, including ones
+started later, agree on the new epoch (see `app.eventlog_redis`).
+
 Wire form: `<epoch>.<ms>-<seq>`, e.g. `k3xq9a.1764100000000-3`.
 """
 

@@ -8,7 +8,8 @@ Contract, identical for both backends (tests/test_eventlog.py runs one suite aga
   but is not stored: it is never replayed.
 - `tail` yields every event appended after it started, durable or not, in position order, to
   the one reader a process runs (`app.hub.Hub`). If the backend cannot guarantee the sequence
-  is gap-free (the reader lost its place), it yields `LOG_GAP` and goes on from the present;
+  is gap-free (the reader lost its place, or the log lost its data and started a new epoch),
+  it yields `LOG_GAP` and goes on from the present;
   the hub then drops its subscribers, who resume from the durable log by cursor.
 - `read_after(topics, cursor, limit)` returns the stored events of those topics after the
   cursor, merged in position order. It raises `CursorUnavailable` when it cannot give all of
@@ -61,7 +62,11 @@ class EventLog(Protocol):
     async def ping(self) -> None:
         """Raise if the log cannot be reached (readiness)."""
 
-    async def append(self, topic: str, event_type: str, body: bytes, *, durable: bool = True) -> Event: ...
+    async def append(
+        self, topic: str, event_type: str, body: bytes, *, durable: bool = True, dedupe_key: str | None = None
+    ) -> Event:
+        """Append an event. With `dedupe_key`, at most once per key within the retention
+        window: a second append returns the first one's event (the outbox relays by it)."""
 
     async def read_after(self, topics: Collection[str], cursor: Cursor, limit: int) -> list[Event]: ...
 

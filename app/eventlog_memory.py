@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import secrets
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Collection
 
 from .cursor import ORIGIN, Cursor, Position
@@ -32,7 +32,13 @@ class _Topic:
 
 class MemoryEventLog:
     def __init__(
-        self, *, retention_s: int, max_per_topic: int = 10_000, max_tail: int = 100_000, max_journal: int = 100_000
+        self,
+        *,
+        retention_s: int,
+        max_per_topic: int = 10_000,
+        max_tail: int = 100_000,
+        max_journal: int = 100_000,
+        max_dedupe: int = 10_000,
     ) -> None:
         self.epoch = secrets.token_hex(4)
         self._retention_ms = retention_s * 1000
@@ -48,6 +54,9 @@ class MemoryEventLog:
         self._journal = _Topic()
         self._max_journal = max_journal
         self._journal_wakeup = asyncio.Event()
+        # Outbox entries already appended (`append(dedupe_key=...)`), oldest first, bounded.
+        self._appended: OrderedDict[str, Event] = OrderedDict()
+        self._max_dedupe = max_dedupe
 
     async def open(self) -> None:
         return None
@@ -64,8 +73,18 @@ class MemoryEventLog:
         self._last = position
         return position
 
-    async def append(self, topic: str, event_type: str, body: bytes, *, durable: bool = True) -> Event:
+    async def append(
+        self, topic: str, event_type: str, body: bytes, *, durable: bool = True, dedupe_key: str | None = None
+    ) -> Event:
+        if dedupe_key is not None:
+            earlier = self._appended.get(dedupe_key)
+            if earlier is not None:
+                return earlier
         event = Event.from_log(self.epoch, self._next_position(), topic, event_type, body)
+        if dedupe_key is not None:
+            self._appended[dedupe_key] = event
+            if len(self._appended) > self._max_dedupe:
+                self._appended.popitem(last=False)
         if durable:
             stored = self._topics.setdefault(topic, _Topic())
             stored.events.append(event)

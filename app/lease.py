@@ -17,6 +17,7 @@ from typing import Protocol
 import redis.asyncio as redis
 
 from .redis_keys import RedisKeys
+from .redis_options import resilient
 
 
 class Lease(Protocol):
@@ -67,7 +68,7 @@ def _script(name: str) -> str:
 
 class RedisLease:
     def __init__(self, url: str, keys: RedisKeys, name: str, *, lease_s: float, checkpoint_ttl_s: int) -> None:
-        self._client: redis.Redis = redis.Redis.from_url(url)
+        self._client: redis.Redis = redis.Redis.from_url(url, **resilient())
         self._lease_key = keys.lease(name)
         self._checkpoint_key = keys.checkpoint(name)
         self._token = secrets.token_hex(8)

@@ -120,3 +120,19 @@ class PushSubscription(SQLModel, table=True):
     p256dh: str = Field(max_length=200)
     auth: str = Field(max_length=100)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class OutboxEntry(SQLModel, table=True):
+    """An event to append to the log, written in the same transaction as the change it tells
+    of (`app.outbox`). Deleted once appended; kept at most the retention window."""
+
+    __tablename__ = "outbox"
+    # In commit order (roughly), which is the order the relay appends them in.
+    id: int | None = Field(default=None, primary_key=True)
+    # What makes the append idempotent (`EventLog.append(dedupe_key=...)`). Random, not the
+    # row id: SQLite reuses the ids of deleted rows.
+    key: str = Field(max_length=32)
+    topic: str = Field(max_length=200)
+    event_type: str = Field(max_length=32)
+    body: str
+    created_at: datetime = Field(default_factory=utcnow)

@@ -28,6 +28,7 @@ from .presence import (
     Status,
 )
 from .redis_keys import RedisKeys
+from .redis_options import resilient
 
 _PRESENCE_LUA = resources.files("app").joinpath("lua/presence.lua").read_text()
 POOL_SIZE = 20
@@ -47,7 +48,7 @@ class RedisPresenceStore:
     def __init__(self, url: str, *, prefix: str, timings: PresenceTimings) -> None:
         self.timings = timings
         self._keys = RedisKeys(prefix)
-        pool = redis.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S)
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S, **resilient())
         self._client: redis.Redis = redis.Redis(connection_pool=pool)
         self._script = self._client.register_script(_PRESENCE_LUA)
         t = timings

@@ -29,6 +29,11 @@ class RedisKeys:
         """One rate limit's state (`<action>:<user id>`, a GCRA time); expires when spent."""
         return f"{self.prefix}:rate:{key}"
 
+    def dedupe(self, key: str) -> str:
+        """The position an outbox entry was appended at, so it is appended once; expires after
+        the retention window."""
+        return f"{self.prefix}:dedupe:{key}"
+
     @property
     def journal(self) -> str:
         """Every durable event of every topic, trimmed to the retention window: what background

@@ -47,25 +47,63 @@ def wait_for_port(port: int, timeout_s: float = 15.0, process: subprocess.Popen[
     raise TimeoutError(f"nothing listening on {port} after {timeout_s}s")
 
 
-@contextlib.contextmanager
-def private_redis(port: int | None = None) -> Iterator[str]:
-    """A redis-server of our own on a free port (or the one given), stopped afterwards."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (apt-get install redis-server), and REDIS_URL is unset")
-    port = port or free_port()
-    with tempfile.TemporaryDirectory() as workdir:
-        process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
+class RedisServer:
+    """A redis-server of our own, which a test may kill and start again on the same port.
+
+    `persistence="none"` keeps nothing (a restart is an empty Redis: every stream and the epoch
+    are gone); `"aof"` keeps an append-only file in `workdir` (appendfsync everysec: a killed
+    redis-server loses nothing, its writes are in the OS already; only a host crash could).
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, persistence: str = "none") -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server), and REDIS_URL is unset")
+        self.binary = binary
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.persistence = persistence
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        aof = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persistence == "aof" else []
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(
+            [self.binary, *args, *aof, "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        wait_for_port(self.port, process=self.process)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """SIGTERM (a clean shutdown) or SIGKILL (a crash)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(10)
+        self.process = None
+
+
+@contextlib.contextmanager
+def private_redis(port: int | None = None, persistence: str = "none") -> Iterator[str]:
+    """A redis-server of our own on a free port (or the one given), stopped afterwards."""
+    with redis_server(port, persistence) as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def redis_server(port: int | None = None, persistence: str = "none") -> Iterator[RedisServer]:
+    """A `RedisServer` in a temporary directory, started, and stopped afterwards."""
+    with tempfile.TemporaryDirectory() as workdir:
+        server = RedisServer(Path(workdir), port, persistence).start()
         try:
-            wait_for_port(port, process=process)
-            yield f"redis://127.0.0.1:{port}/0"
+            yield server
         finally:
-            process.terminate()
-            process.wait(10)
+            server.stop()
 
 
 @dataclass

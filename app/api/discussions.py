@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from quart import Blueprint, request
+from redis.exceptions import RedisError
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .. import topics
+from .. import outbox, topics
 from ..access import readable_discussion
 from ..auth import Identity
 from ..errors import Conflict, Forbidden, InvalidField, NotFound
 from ..events import rfc3339
-from ..models import Discussion, DiscussionMember, Follow, Response, User, utcnow
+from ..models import Discussion, DiscussionMember, Follow, OutboxEntry, Response, User, utcnow
 from ..services import services
 from .common import caller, json_body
 
 blueprint = Blueprint("discussions", __name__)
+log = logging.getLogger(__name__)
 
 MAX_BODY_CHARS = 10_000
 MAX_MEMBERS = 1_000
@@ -90,9 +93,14 @@ async def _author_name(session: AsyncSession, user_id: str) -> str:
     return user.name if user is not None else user_id
 
 
-async def _publish_response(event_type: str, identity: Identity, payload_response: dict[str, Any]) -> None:
+def _stage_response_event(
+    session: AsyncSession, event_type: str, identity: Identity, payload_response: dict[str, Any]
+) -> OutboxEntry:
+    """The response's event, in the same transaction as the change (app/outbox.py): relay it
+    after the commit. Committed together, so the event cannot be lost between the two."""
     discussion_id = payload_response["discussion_id"]
-    await services().publish(
+    return outbox.stage(
+        session,
         topics.discussion(discussion_id),
         event_type,
         discussion_id=discussion_id,
@@ -204,6 +212,9 @@ async def post_response(discussion_id: str) -> tuple[dict[str, Any], int]:
         discussion.last_activity_at = response.created_at
         session.add(discussion)
         try:
+            await session.flush()  # the response's id, for its event
+            body = response_json(response, identity.name)
+            event = _stage_response_event(session, "response_posted", identity, body)
             await session.commit()
         except IntegrityError:
             # The same client_id raced in from another request: the first one wins.
@@ -212,11 +223,19 @@ async def post_response(discussion_id: str) -> tuple[dict[str, Any], int]:
             if earlier is None:
                 raise
             return response_json(earlier, identity.name), 200
-    body = response_json(response, identity.name)
     # FR-021: posting ends the author's typing at once (before the post reaches anyone).
-    await services().presence.stop_typing(discussion_id, identity)
-    await _publish_response("response_posted", identity, body)
+    await stop_typing(discussion_id, identity)
+    await outbox.relay(services(), event)
     return body, 201
+
+
+async def stop_typing(discussion_id: str, identity: Identity) -> None:
+    """After the commit a post has succeeded: presence being unreachable must not make it a
+    503 (the client would retry a post that is already stored)."""
+    try:
+        await services().presence.stop_typing(discussion_id, identity)
+    except (RedisError, OSError) as error:
+        log.warning("could not end the typing of %s: %s", identity.user_id, error)
 
 
 async def _by_client_id(session: AsyncSession, author_id: str, client_id: str) -> Response | None:
@@ -251,9 +270,10 @@ async def edit_response(response_id: str) -> dict[str, Any]:
         response.body = edit.body
         response.edited_at = utcnow()
         session.add(response)
+        body = response_json(response, identity.name)
+        event = _stage_response_event(session, "response_edited", identity, body)
         await session.commit()
-    body = response_json(response, identity.name)
-    await _publish_response("response_edited", identity, body)
+    await outbox.relay(services(), event)
     return body
 
 
@@ -269,10 +289,10 @@ async def delete_response(response_id: str) -> dict[str, Any]:
             return response_json(response, await _author_name(session, response.author_id))
         response.deleted = True
         session.add(response)
+        body = response_json(response, await _author_name(session, response.author_id))
+        event = _stage_response_event(session, "response_deleted", identity, body)
         await session.commit()
-        author_name = await _author_name(session, response.author_id)
-    body = response_json(response, author_name)
-    await _publish_response("response_deleted", identity, body)
+    await outbox.relay(services(), event)
     return body
 
 

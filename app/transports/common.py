@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from ..api.common import caller
 from ..auth import Identity
 from ..errors import InvalidField
 from ..services import Services, services
 from ..session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
+
+# A backing service unreachable for now (Redis, the database, a socket): a client should come
+# back later, and every transport must tell it so in a way it acts on (see `sse.retry_later`).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (RedisError, OperationalError, InterfaceError, OSError)
 
 
 async def authorized_session(discussion_ids: list[str]) -> tuple[Services, StreamSession]:

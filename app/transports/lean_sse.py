@@ -27,7 +27,6 @@ from collections.abc import Coroutine, Iterable
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
-from redis.exceptions import RedisError
 from werkzeug.http import parse_cookie
 
 from ..auth import token_from
@@ -36,9 +35,9 @@ from ..events import Event
 from ..hub import SlowConsumer
 from ..services import Services
 from ..session import StreamSession
-from .common import session_for
+from .common import TRANSIENT_ERRORS, session_for
 from .lean_http import RequestHead, error_response
-from .sse import HEARTBEAT, PREAMBLE, SSE_HEADERS
+from .sse import HEARTBEAT, PREAMBLE, SSE_HEADERS, retry_later
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +62,11 @@ def chunk(data: bytes) -> bytes:
 
 
 HEARTBEAT_CHUNK = chunk(HEARTBEAT)
+
+
+def retry_later_response() -> bytes:
+    """A whole response telling the client to reconnect later (see `sse.retry_later`)."""
+    return RESPONSE_HEAD + chunk(retry_later()) + LAST_CHUNK
 
 
 def write(transport: asyncio.Transport, data: bytes) -> None:
@@ -97,8 +101,8 @@ class LeanStreams:
 
     def open(self, transport: asyncio.Transport, request: RequestHead) -> None:
         """`lean_http`'s hand-off for a `GET /stream` head: the connection is ours now."""
-        if self._closed:
-            transport.write(error_response(503, "unavailable", "shutting down", {"Retry-After": "2"}))
+        if self._closed:  # stopping: come back (to another server) later, never a 503
+            write(transport, retry_later_response())
             transport.close()
             return
         LeanStream(self, transport, request)
@@ -206,11 +210,9 @@ class LeanStream(asyncio.Protocol):
             extra = {"Retry-After": str(retry_after)} if retry_after is not None else None
             self._fail(error_response(error.status, error.code, error.message, extra))
             return
-        except RedisError as error:
-            log.error("redis unavailable: %s", error)
-            self._fail(
-                error_response(503, "unavailable", "a backing service is unreachable; retry", {"Retry-After": "2"})
-            )
+        except TRANSIENT_ERRORS as error:
+            log.warning("stream refused for now, the client will retry: %s", error)
+            self._fail(retry_later_response())
             return
         except Exception:
             log.exception("unhandled error opening a stream")

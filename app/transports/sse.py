@@ -10,6 +10,8 @@ disconnect arrives as `CancelledError`; the `finally` releases the subscription 
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 from collections.abc import AsyncIterator
 
 from quart import Blueprint, Response, request
@@ -17,9 +19,10 @@ from quart import Blueprint, Response, request
 from ..hub import SlowConsumer
 from ..services import Services
 from ..session import StreamSession
-from .common import authorized_session
+from .common import TRANSIENT_ERRORS, authorized_session
 
 blueprint = Blueprint("sse", __name__)
+log = logging.getLogger(__name__)
 
 RETRY_MS = 2_000
 PREAMBLE = f"retry: {RETRY_MS}\n: connected\n\n".encode()
@@ -30,11 +33,30 @@ SSE_HEADERS = {
     # Tell nginx-style proxies not to buffer. No Transfer-Encoding: HTTP/2 forbids it.
     "X-Accel-Buffering": "no",
 }
+# After `retry_later`, reconnect after this long; random in the range, so the clients of a
+# Redis that comes back do not all return in the same instant.
+RETRY_LATER_MS = (2_000, 6_000)
+
+
+def retry_later() -> bytes:
+    """The whole body of a stream we cannot serve *now* (Redis unreachable, the server
+    stopping): a `retry:` hint, no event, and the end.
+
+    Never a 503: by the WHATWG rules an EventSource whose reconnection gets any status but 200
+    (or a non-`text/event-stream` type) fails for good and never reconnects, so a plain
+    EventSource (curl, a third-party page) would be lost for a passing fault. A 200 stream that
+    ends makes it reconnect after `retry` ms, with its `Last-Event-ID`: it misses nothing.
+    """
+    return f"retry: {random.randint(*RETRY_LATER_MS)}\n: unavailable for now, reconnect\n\n".encode()
 
 
 @blueprint.get("/stream")
 async def stream() -> Response:
-    parley, session = await authorized_session(request.args.getlist("discussion"))
+    try:
+        parley, session = await authorized_session(request.args.getlist("discussion"))
+    except TRANSIENT_ERRORS as error:
+        log.warning("stream refused for now, the client will retry: %s", error)
+        return Response(retry_later(), headers=SSE_HEADERS)
     # Browsers send Last-Event-ID only on their own reconnects; a page that rebuilt its
     # EventSource passes its stored cursor in the query instead.
     resume = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
@@ -48,7 +70,12 @@ async def sse_body(parley: Services, session: StreamSession, resume: str | None)
     heartbeat_s = parley.settings.heartbeat_s
     connections.inc()
     try:
-        missed = await session.open(resume)
+        try:
+            missed = await session.open(resume)
+        except TRANSIENT_ERRORS as error:
+            log.warning("stream refused for now, the client will retry: %s", error)
+            yield retry_later()
+            return
         # Dropped for falling behind while blocked in a send to a client that stopped reading:
         # cancel this handler, so the connection is closed and its buffers freed.
         handler = asyncio.current_task()

@@ -46,7 +46,7 @@ from ..ratelimit import MemoryRateLimiter, Rate
 from ..services import Services, services
 from ..session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
 from ..stream_slots import TooManyStreams
-from .common import authorized_session
+from .common import TRANSIENT_ERRORS, authorized_session
 
 blueprint = Blueprint("ws", __name__)
 
@@ -54,6 +54,8 @@ CLOSE_TOKEN_EXPIRED = 4001
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_MANY = 4029
+# RFC 6455 "Try Again Later": a backing service (Redis, the database) is unreachable for now.
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class BadMessage(Exception):
@@ -108,15 +110,28 @@ async def ws() -> Response | None:
         response = jsonify(error.to_json())
         response.status_code = error.status
         return response
+    except TRANSIENT_ERRORS:
+        await _try_again_later(accept=True)
+        return None
     await websocket.accept()
     connections = parley.metrics.connections.labels(transport="ws")
     connections.inc()
     try:
         await _serve(parley, session)
+    except TRANSIENT_ERRORS:
+        await _try_again_later(accept=False)
     finally:
         session.close()
         connections.dec()
     return None
+
+
+async def _try_again_later(*, accept: bool) -> None:
+    """Close with 1013: the client reconnects later and resumes from its cursor."""
+    with contextlib.suppress(Exception):
+        if accept:
+            await websocket.accept()
+        await websocket.close(CLOSE_TRY_AGAIN_LATER, "unavailable for now: reconnect later")
 
 
 async def _send_events(events: list[Event]) -> None:
