@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 from typing import Any
 
 from quart import Quart, Response, jsonify
@@ -21,6 +20,7 @@ from .hub import Hub
 from .metrics import Metrics
 from .notify_worker import start_notifications
 from .presence_tracker import PresenceTracker
+from .resources import STATIC_DIR
 from .services import Services
 from .settings import Settings
 from .users import UserDirectory
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 PRESENCE_DRAIN_S = 1.0
 USERS_FLUSH_S = 2.0
 TASKS_STOP_S = 5.0
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
 def create_app(settings: Settings | None = None) -> Quart:
