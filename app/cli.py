@@ -1,4 +1,5 @@
-"""`parley serve`: run Parley on Hypercorn, bound to $PORT (the Procfile's `web:`).
+"""`parley serve`: run Parley on Hypercorn, bound to $PORT (the Procfile's `web:`);
+`parley migrate`: bring the database to the newest schema (the Procfile's `release:`).
 
 Plain TCP is served by the lean stream front (`app/serving.py`): `GET /stream` on its own,
 everything else handed to Hypercorn on the same port. With TLS (PARLEY_TLS_CERT/KEY) or
@@ -11,12 +12,16 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import replace
 
 from hypercorn.config import Config
 from hypercorn.run import run
+from sqlalchemy.exc import SQLAlchemyError
 
-from . import logs, migrate
+from . import logs, migrate, startup
 from .settings import ConfigError, Settings
+
+log = logging.getLogger(__name__)
 
 # Above the ~90 s idle timeout PaaS routers apply (PITFALLS, "SSE and HTTP/2").
 KEEP_ALIVE_S = 120
@@ -50,9 +55,11 @@ def hypercorn_config(settings: Settings, host: str, workers: int) -> Config:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="parley", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve the API and the streams")
-    serve.add_argument("--host", default=os.environ.get("PARLEY_HOST", "0.0.0.0"))
-    commands.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
+    serve = commands.add_parser("serve", help="serve the API, the streams and the page")
+    serve.add_argument(
+        "--host", help="address to bind (default: PARLEY_HOST, else 127.0.0.1 with development login on, else 0.0.0.0)"
+    )
+    commands.add_parser("migrate", help="apply the database migrations (the Procfile's release phase)")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -61,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(settings.log_level)
     if args.command == "migrate":
-        migrate.upgrade(settings.database_url)
-        return 0
+        return _migrate(settings)
     if settings.embedded and settings.workers > 1:
         print(
             f"parley: WEB_CONCURRENCY={settings.workers}, but without REDIS_URL the event log lives in one "
@@ -70,12 +76,46 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    config = hypercorn_config(settings, args.host, settings.workers)
-    if settings.lean_stream and not config.ssl_enabled:
-        from . import serving
+    if args.host:
+        settings = replace(settings, host=args.host)
+    try:
+        return _serve(settings)
+    except Exception as error:
+        failure = startup.cause(error)
+        if failure is None:
+            raise
+        log.debug("start-up failed", exc_info=error)
+        startup.report(failure)
+        return 1
 
-        return serving.serve(config, settings)
+
+def _serve(settings: Settings) -> int:
+    from . import serving
+
+    config = hypercorn_config(settings, settings.host, settings.workers)
+    url = startup.open_url(settings.host, settings.port, config.ssl_enabled)
+    sockets = startup.bind(config, settings.host, settings.port)
+    if settings.lean_stream and not config.ssl_enabled:
+        return serving.serve(config, settings, sockets, url)
+    if config.workers == 0:
+        serving.serve_hypercorn(config, settings, sockets, url)
+        return 0
+    # Hypercorn's own workers bind again, with SO_REUSEPORT: ours only proved the port free.
+    for sock in sockets.secure_sockets + sockets.insecure_sockets:
+        sock.close()
+    config.application_path = "app.serving:hypercorn_app()"
+    startup.announce(url)
     return run(config)
+
+
+def _migrate(settings: Settings) -> int:
+    try:
+        migrate.upgrade(settings.database_url)
+    except (SQLAlchemyError, OSError) as error:
+        log.debug("migration failed", exc_info=error)
+        startup.report(startup.database_unreachable(settings.database_url, error))
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

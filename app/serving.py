@@ -1,16 +1,20 @@
-"""Serving with the lean stream front (`transports/lean_http.py`) on $PORT: what `parley serve`
-runs unless TLS is configured or `PARLEY_LEAN_STREAM=0`.
+"""Serving on $PORT: what `parley serve` runs (`app.cli`).
 
-This follows Hypercorn's own `worker_serve` (hypercorn/asyncio/run.py): the app's lifespan is
-run once per process by Hypercorn's `Lifespan`; the listening sockets are Hypercorn's
-(`Config.create_sockets`); connections handed over are run by Hypercorn's `TCPServer` with
-the same config, worker context and lifespan state. Only the accept loop is ours.
+By default with the lean stream front (`transports/lean_http.py`). This follows Hypercorn's
+own `worker_serve` (hypercorn/asyncio/run.py): the app's lifespan is run once per process by
+Hypercorn's `Lifespan`; the listening sockets are Hypercorn's (`Config.create_sockets`, called
+by the CLI so a taken port is reported plainly); connections handed over are run by
+Hypercorn's `TCPServer` with the same config, worker context and lifespan state. Only the
+accept loop is ours.
 
 Workers: with `WEB_CONCURRENCY` > 1 the parent creates the sockets (with SO_REUSEPORT, as
 Hypercorn does) and spawns that many processes that inherit them, each running the lean front
 on the same socket; the kernel spreads the accepts. Any worker exiting stops them all (a
 process manager restarts the service), and SIGINT/SIGTERM to the parent stops them through
 one shared event, as with Hypercorn.
+
+With TLS or `PARLEY_LEAN_STREAM=0`, Hypercorn serves every connection itself
+(`serve_hypercorn`, or Hypercorn's `run` for several workers, loading `hypercorn_app()`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import gc
 import io
 import logging
 import signal
+import ssl
+import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
 from multiprocessing import get_context
@@ -29,13 +35,16 @@ from typing import Any
 
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.lifespan import Lifespan
+from hypercorn.asyncio.run import worker_serve as hypercorn_worker_serve
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import check_multiprocess_shutdown_event
+from quart import Quart
 
-from . import create_app, logs
+from . import create_app, logs, startup
 from .services import Services
 from .settings import Settings
+from .transports import reason_phrase
 from .transports.lean_http import LeanServer
 from .transports.lean_sse import LeanStreams
 
@@ -46,11 +55,11 @@ WORKER_STOP_S = 10.0
 SLOW_SHUTDOWN_S = 6.0
 
 
-def serve(config: Config, settings: Settings) -> int:
-    """Run `config.workers` lean workers (0: in this process) until told to stop."""
-    sockets = config.create_sockets()
+def serve(config: Config, settings: Settings, sockets: Sockets, url: str) -> int:
+    """Run `config.workers` lean workers (0: in this process) until told to stop; the one in
+    this process, or the first spawned, says `url` once it listens."""
     if config.workers == 0:
-        worker(config, settings, sockets)
+        worker(config, settings, sockets, url=url)
         return 0
     ctx = get_context("spawn")
     shutdown_event = ctx.Event()
@@ -60,9 +69,15 @@ def serve(config: Config, settings: Settings) -> int:
     processes = [
         ctx.Process(
             target=worker,
-            kwargs={"config": config, "settings": settings, "sockets": sockets, "shutdown_event": shutdown_event},
+            kwargs={
+                "config": config,
+                "settings": settings,
+                "sockets": sockets,
+                "shutdown_event": shutdown_event,
+                "url": url if index == 0 else None,
+            },
         )
-        for _ in range(config.workers)
+        for index in range(config.workers)
     ]
     for process in processes:
         process.start()
@@ -86,9 +101,16 @@ def serve(config: Config, settings: Settings) -> int:
     return exitcode
 
 
-def worker(config: Config, settings: Settings, sockets: Sockets, shutdown_event: EventType | None = None) -> None:
+def worker(
+    config: Config,
+    settings: Settings,
+    sockets: Sockets,
+    shutdown_event: EventType | None = None,
+    url: str | None = None,
+) -> None:
     """One serving process: uvloop when installed (the lean path's writes are its hot loop)."""
     logs.configure(settings.log_level)
+    reason_phrase.install()
     trigger = None
     if shutdown_event is not None:
         trigger = partial(check_multiprocess_shutdown_event, shutdown_event, asyncio.sleep)
@@ -99,12 +121,25 @@ def worker(config: Config, settings: Settings, sockets: Sockets, shutdown_event:
         loop_factory = uvloop.new_event_loop
     except ImportError:
         pass
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(worker_serve(config, settings, sockets, trigger))
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(worker_serve(config, settings, sockets, trigger, url))
+    except Exception as error:
+        failure = startup.cause(error)
+        if shutdown_event is None or failure is None:
+            raise  # in this process: the CLI reports it
+        # A spawned worker: say why in one or two lines, not a traceback; the parent stops.
+        log.debug("start-up failed", exc_info=error)
+        startup.report(failure)
+        sys.exit(1)
 
 
 async def worker_serve(
-    config: Config, settings: Settings, sockets: Sockets, shutdown_trigger: Callable[[], Awaitable[Any]] | None
+    config: Config,
+    settings: Settings,
+    sockets: Sockets,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None,
+    url: str | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     if shutdown_trigger is None:
@@ -135,6 +170,8 @@ async def worker_serve(
         for sock in sockets.insecure_sockets:
             await server.listen(sock)
             log.info("lean stream front listening on %s", sock.getsockname())
+        if url is not None:
+            startup.announce(url)
         await shutdown_trigger()
     finally:
         watchdog = loop.create_task(_report_slow_shutdown(SLOW_SHUTDOWN_S))
@@ -159,3 +196,30 @@ async def _report_slow_shutdown(after_s: float) -> None:
         stack = io.StringIO()
         task.print_stack(file=stack)
         log.warning("shutdown still waiting after %.0fs on %s:\n%s", after_s, task.get_name(), stack.getvalue())
+
+
+def hypercorn_app() -> Quart:
+    """The app as Hypercorn's own worker processes load it (`Config.application_path`)."""
+    reason_phrase.install()
+    return create_app()
+
+
+def serve_hypercorn(config: Config, settings: Settings, sockets: Sockets, url: str) -> None:
+    """Hypercorn alone, in this process (TLS, or PARLEY_LEAN_STREAM=0)."""
+    reason_phrase.install()
+    app = create_app(settings)
+
+    @app.before_serving
+    async def ready() -> None:
+        # Registered after the app's own start-up: runs once that has succeeded.
+        startup.announce(url)
+
+    with asyncio.Runner() as runner:
+        runner.get_loop().set_exception_handler(_quiet_tls_handshakes)
+        runner.run(hypercorn_worker_serve(ASGIWrapper(app), config, sockets=sockets))
+
+
+def _quiet_tls_handshakes(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """As Hypercorn's own runner: a client's failed TLS handshake is not the server's error."""
+    if not isinstance(context.get("exception"), ssl.SSLError):
+        loop.default_exception_handler(context)
