@@ -208,6 +208,10 @@ def serve_hypercorn(config: Config, settings: Settings, sockets: Sockets, url: s
     """Hypercorn alone, in this process (TLS, or PARLEY_LEAN_STREAM=0)."""
     reason_phrase.install()
     app = create_app(settings)
+    # Listen now: the URL is said once start-up has succeeded, a moment before Hypercorn's
+    # accept loop runs; a client quick to connect waits in the backlog instead of being refused.
+    for sock in sockets.secure_sockets + sockets.insecure_sockets:
+        sock.listen(config.backlog)
 
     @app.before_serving
     async def ready() -> None:
