@@ -98,9 +98,10 @@ def create_app(settings: Settings | None = None) -> Quart:
         # Each step raises a StartupError naming the setting at fault (app/startup.py).
         if lock is not None:
             lock.acquire()
+        # Redis first: it fails fast, before a fresh SQLite file's migrations fill the screen.
+        event_log, presence_store = await startup.open_backends(settings)
         db = Database(settings.database_url)
         await startup.ready_database(settings, db)
-        event_log, presence_store = await startup.open_backends(settings)
         if lock is not None:
             log.info("embedded event log (no REDIS_URL): this process must be the only one")
         if settings.dev_login:

@@ -15,7 +15,6 @@ import sys
 from dataclasses import replace
 
 from hypercorn.config import Config
-from hypercorn.run import run
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import logs, migrate, startup
@@ -33,7 +32,6 @@ LISTEN_BACKLOG = 4096
 
 def hypercorn_config(settings: Settings, host: str, workers: int) -> Config:
     config = Config()
-    config.application_path = "app:create_app()"
     config.bind = [f"{host}:{settings.port}"]
     # workers=0 serves in this very process; more spawn that many worker processes.
     config.workers = 0 if workers == 1 else workers
@@ -93,19 +91,9 @@ def _serve(settings: Settings) -> int:
     from . import serving
 
     config = hypercorn_config(settings, settings.host, settings.workers)
-    url = startup.open_url(settings.host, settings.port, config.ssl_enabled)
     sockets = startup.bind(config, settings.host, settings.port)
-    if settings.lean_stream and not config.ssl_enabled:
-        return serving.serve(config, settings, sockets, url)
-    if config.workers == 0:
-        serving.serve_hypercorn(config, settings, sockets, url)
-        return 0
-    # Hypercorn's own workers bind again, with SO_REUSEPORT: ours only proved the port free.
-    for sock in sockets.secure_sockets + sockets.insecure_sockets:
-        sock.close()
-    config.application_path = "app.serving:hypercorn_app()"
-    startup.announce(url)
-    return run(config)
+    url = startup.open_url(settings.host, settings.port, config.ssl_enabled)
+    return serving.serve(config, settings, sockets, url)
 
 
 def _migrate(settings: Settings) -> int:

@@ -1,20 +1,19 @@
-"""Serving on $PORT: what `parley serve` runs (`app.cli`).
+"""Serving on $PORT: what `parley serve` runs (`app.cli`), in this process or in
+`WEB_CONCURRENCY` worker processes.
 
 By default with the lean stream front (`transports/lean_http.py`). This follows Hypercorn's
 own `worker_serve` (hypercorn/asyncio/run.py): the app's lifespan is run once per process by
 Hypercorn's `Lifespan`; the listening sockets are Hypercorn's (`Config.create_sockets`, called
 by the CLI so a taken port is reported plainly); connections handed over are run by
 Hypercorn's `TCPServer` with the same config, worker context and lifespan state. Only the
-accept loop is ours.
+accept loop is ours. With TLS or `PARLEY_LEAN_STREAM=0`, Hypercorn's `worker_serve` serves
+every connection itself (`hypercorn_serve`).
 
 Workers: with `WEB_CONCURRENCY` > 1 the parent creates the sockets (with SO_REUSEPORT, as
-Hypercorn does) and spawns that many processes that inherit them, each running the lean front
-on the same socket; the kernel spreads the accepts. Any worker exiting stops them all (a
-process manager restarts the service), and SIGINT/SIGTERM to the parent stops them through
-one shared event, as with Hypercorn.
-
-With TLS or `PARLEY_LEAN_STREAM=0`, Hypercorn serves every connection itself
-(`serve_hypercorn`, or Hypercorn's `run` for several workers, loading `hypercorn_app()`).
+Hypercorn does) and spawns that many processes that inherit them, each serving on the same
+socket; the kernel spreads the accepts. Any worker exiting stops them all (a process manager
+restarts the service), and SIGINT/SIGTERM to the parent stops them through one shared event,
+as with Hypercorn.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ from hypercorn.asyncio.run import worker_serve as hypercorn_worker_serve
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import check_multiprocess_shutdown_event
-from quart import Quart
 
 from . import create_app, logs, startup
 from .services import Services
@@ -56,8 +54,8 @@ SLOW_SHUTDOWN_S = 6.0
 
 
 def serve(config: Config, settings: Settings, sockets: Sockets, url: str) -> int:
-    """Run `config.workers` lean workers (0: in this process) until told to stop; the one in
-    this process, or the first spawned, says `url` once it listens."""
+    """Run `config.workers` workers (0: in this process) until told to stop; the one in this
+    process, or the first spawned, says `url` once it serves."""
     if config.workers == 0:
         worker(config, settings, sockets, url=url)
         return 0
@@ -96,7 +94,7 @@ def serve(config: Config, settings: Settings, sockets: Sockets, url: str) -> int
             process.terminate()
             process.join()
         exitcode = exitcode or (process.exitcode or 0)
-    for sock in sockets.insecure_sockets:
+    for sock in sockets.secure_sockets + sockets.insecure_sockets:
         sock.close()
     return exitcode
 
@@ -108,22 +106,21 @@ def worker(
     shutdown_event: EventType | None = None,
     url: str | None = None,
 ) -> None:
-    """One serving process: uvloop when installed (the lean path's writes are its hot loop)."""
+    """One serving process: the lean front, on uvloop when installed (its writes are the hot
+    loop), or Hypercorn alone with TLS or PARLEY_LEAN_STREAM=0."""
     logs.configure(settings.log_level)
     reason_phrase.install()
     trigger = None
     if shutdown_event is not None:
         trigger = partial(check_multiprocess_shutdown_event, shutdown_event, asyncio.sleep)
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    lean = settings.lean_stream and not config.ssl_enabled
     try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        pass
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(worker_serve(config, settings, sockets, trigger, url))
+        with asyncio.Runner(loop_factory=_uvloop_factory() if lean else None) as runner:
+            if lean:
+                runner.run(worker_serve(config, settings, sockets, trigger, url))
+            else:
+                runner.get_loop().set_exception_handler(_quiet_tls_handshakes)
+                runner.run(hypercorn_serve(config, settings, sockets, trigger, url))
     except Exception as error:
         failure = startup.cause(error)
         if shutdown_event is None or failure is None:
@@ -132,6 +129,14 @@ def worker(
         log.debug("start-up failed", exc_info=error)
         startup.report(failure)
         sys.exit(1)
+
+
+def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def worker_serve(
@@ -198,15 +203,14 @@ async def _report_slow_shutdown(after_s: float) -> None:
         log.warning("shutdown still waiting after %.0fs on %s:\n%s", after_s, task.get_name(), stack.getvalue())
 
 
-def hypercorn_app() -> Quart:
-    """The app as Hypercorn's own worker processes load it (`Config.application_path`)."""
-    reason_phrase.install()
-    return create_app()
-
-
-def serve_hypercorn(config: Config, settings: Settings, sockets: Sockets, url: str) -> None:
-    """Hypercorn alone, in this process (TLS, or PARLEY_LEAN_STREAM=0)."""
-    reason_phrase.install()
+async def hypercorn_serve(
+    config: Config,
+    settings: Settings,
+    sockets: Sockets,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None,
+    url: str | None = None,
+) -> None:
+    """Hypercorn alone serves every connection (TLS, or PARLEY_LEAN_STREAM=0)."""
     app = create_app(settings)
     # Listen now: the URL is said once start-up has succeeded, a moment before Hypercorn's
     # accept loop runs; a client quick to connect waits in the backlog instead of being refused.
@@ -216,11 +220,10 @@ def serve_hypercorn(config: Config, settings: Settings, sockets: Sockets, url: s
     @app.before_serving
     async def ready() -> None:
         # Registered after the app's own start-up: runs once that has succeeded.
-        startup.announce(url)
+        if url is not None:
+            startup.announce(url)
 
-    with asyncio.Runner() as runner:
-        runner.get_loop().set_exception_handler(_quiet_tls_handshakes)
-        runner.run(hypercorn_worker_serve(ASGIWrapper(app), config, sockets=sockets))
+    await hypercorn_worker_serve(ASGIWrapper(app), config, sockets=sockets, shutdown_trigger=shutdown_trigger)
 
 
 def _quiet_tls_handshakes(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -54,12 +54,13 @@ def test_unreachable_redis(tmp_path: Path, front: str) -> None:
     assert url in lines[0] and "unset it" in lines[1]
 
 
-def test_unreachable_redis_with_several_workers(tmp_path: Path) -> None:
+def test_unreachable_redis_with_several_workers(tmp_path: Path, front: str) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
-    result = parley(tmp_path, "serve", REDIS_URL=url, WEB_CONCURRENCY="2")
+    result = parley(tmp_path, "serve", REDIS_URL=url, WEB_CONCURRENCY="2", PARLEY_LEAN_STREAM=front)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr
     # Each worker says it, once.
+    assert result.stderr.startswith("parley: cannot reach Redis")
     assert all(line.startswith(("parley: cannot reach Redis", "Start Redis")) for line in result.stderr.splitlines())
 
 
