@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11+ and make):
 #   make serve   install, then serve Parley on http://localhost:8000 (embedded event log)
-#   make test    install (and Chromium, redis-server, Node when missing), then lint, type-check, test
+#   make test    install (and Chromium, redis-server, Node when missing: apt-get, as root or via sudo),
+#                then lint, type-check, test
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
@@ -17,7 +18,10 @@ serve: $(STAMP)
 	$(VENV)/bin/parley serve
 
 # Browser tests need Debian's Chromium; Redis tests need redis-server (or REDIS_URL); the
-# page's presence logic is unit-tested under Node (tests/test_presence_js.py).
+# page's presence logic is unit-tested under Node (tests/test_presence_js.py). Installing what
+# is missing takes apt-get: as root, or through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
@@ -25,7 +29,7 @@ system-deps:
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 lint: $(STAMP)

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from quart import Quart, Response, jsonify
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
-from . import migrate
+from . import startup
 from .auth import Authenticator
-from .backends import EmbeddedLock, make_event_log, make_limits, make_presence_store
+from .backends import EmbeddedLock, make_limits
 from .db import Database
 from .errors import ApiError
 from .hub import Hub
@@ -22,8 +22,9 @@ from .metrics import Metrics
 from .notify_worker import start_notifications
 from .outbox import OutboxRelay
 from .presence_tracker import PresenceTracker
+from .resources import STATIC_DIR
 from .services import Services
-from .settings import Settings
+from .settings import Settings, StartupError
 from .stream_slots import StreamSlots
 from .users import UserDirectory
 
@@ -32,12 +33,22 @@ log = logging.getLogger(__name__)
 PRESENCE_DRAIN_S = 1.0
 USERS_FLUSH_S = 2.0
 TASKS_STOP_S = 5.0
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+class _Quart(Quart):
+    def log_exception(
+        self, exception_info: tuple[type, BaseException, TracebackType] | tuple[None, None, None]
+    ) -> None:
+        # A setting that keeps Parley from starting is said in one or two lines by the entry
+        # point (app/startup.py); its traceback is logged there, at DEBUG.
+        if isinstance(exception_info[1], StartupError):
+            return
+        super().log_exception(exception_info)
 
 
 def create_app(settings: Settings | None = None) -> Quart:
     settings = settings or Settings.from_env()
-    app = Quart(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
+    app = _Quart(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["PARLEY_SETTINGS"] = settings
     tasks: set[asyncio.Task[Any]] = set()
@@ -86,22 +97,20 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     @app.before_serving
     async def start() -> None:
+        # Each step raises a StartupError naming the setting at fault (app/startup.py).
         if lock is not None:
             lock.acquire()
+        # Redis first: it fails fast, before a fresh SQLite file's migrations fill the screen.
+        event_log, presence_store = await startup.open_backends(settings)
+        db = Database(settings.database_url)
+        await startup.ready_database(settings, db)
+        if lock is not None:
             log.info("embedded event log (no REDIS_URL): this process must be the only one")
-        if settings.sqlite_path is not None and not migrate.sqlite_at_head(settings.sqlite_path):
-            lock_path = settings.sqlite_path.with_name(settings.sqlite_path.name + ".migrate-lock")
-            await asyncio.to_thread(migrate.upgrade, settings.database_url, lock_path)
         if settings.dev_login:
             log.warning("development login is ON (PARLEY_DEV_LOGIN): anyone can sign in as anyone")
         metrics = Metrics()
-        event_log = make_event_log(settings)
-        await event_log.open()
         hub = Hub(event_log, metrics)
-        presence_store = make_presence_store(settings)
-        await presence_store.open()
         tracker = PresenceTracker(presence_store, hub, sweep_interval_s=settings.presence_sweep_s)
-        db = Database(settings.database_url)
         app.extensions["parley"] = parley = Services(
             settings=settings,
             metrics=metrics,

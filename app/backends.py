@@ -16,7 +16,7 @@ from .presence_memory import MemoryPresenceStore
 from .presence_redis import RedisPresenceStore
 from .ratelimit import Limits, MemoryRateLimiter, Rate, RateLimiter, RedisRateLimiter
 from .redis_keys import RedisKeys
-from .settings import Settings
+from .settings import Settings, StartupError
 
 
 def make_limits(settings: Settings, log: EventLog) -> Limits:
@@ -46,7 +46,7 @@ def make_event_log(settings: Settings) -> EventLog:
     return MemoryEventLog(retention_s=settings.retention_s)
 
 
-class EmbeddedLogBusy(RuntimeError):
+class EmbeddedLogBusy(StartupError):
     pass
 
 
@@ -64,11 +64,14 @@ class EmbeddedLock:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
             handle.close()
+            process = f"process {holder}" if holder.isdigit() else "process"
             raise EmbeddedLogBusy(
-                f"another Parley process already serves the embedded event log from {self._path.parent}: "
-                "the embedded log lives in one process. Run one worker, or set REDIS_URL to share a log "
-                "between processes."
+                f"PARLEY_DATA_DIR={self._path.parent}: another Parley {process} already serves the embedded "
+                "event log from this directory.\nStop it, give this server its own PARLEY_DATA_DIR (and PORT), "
+                "or set REDIS_URL to share one log between processes."
             ) from None
         handle.truncate(0)
         handle.write(str(os.getpid()))

@@ -1,4 +1,5 @@
-"""`parley serve`: run Parley on Hypercorn, bound to $PORT (the Procfile's `web:`).
+"""`parley serve`: run Parley on Hypercorn, bound to $PORT (the Procfile's `web:`);
+`parley migrate`: bring the database to the newest schema (the Procfile's `release:`).
 
 Every connection is accepted by our front (`app/serving.py`): over plain TCP it serves
 `GET /stream` on its own and hands everything else to Hypercorn on the same port; with TLS
@@ -11,11 +12,15 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import replace
 
 from hypercorn.config import Config
+from sqlalchemy.exc import SQLAlchemyError
 
-from . import logs, migrate
+from . import logs, migrate, startup
 from .settings import ConfigError, Settings
+
+log = logging.getLogger(__name__)
 
 # Above the ~90 s idle timeout PaaS routers apply (PITFALLS, "SSE and HTTP/2").
 KEEP_ALIVE_S = 120
@@ -27,7 +32,6 @@ LISTEN_BACKLOG = 4096
 
 def hypercorn_config(settings: Settings, host: str, workers: int) -> Config:
     config = Config()
-    config.application_path = "app:create_app()"
     config.bind = [f"{host}:{settings.port}"]
     # workers=0 serves in this very process; more spawn that many worker processes.
     config.workers = 0 if workers == 1 else workers
@@ -49,9 +53,11 @@ def hypercorn_config(settings: Settings, host: str, workers: int) -> Config:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="parley", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve the API and the streams")
-    serve.add_argument("--host", default=os.environ.get("PARLEY_HOST", "0.0.0.0"))
-    commands.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
+    serve = commands.add_parser("serve", help="serve the API, the streams and the page")
+    serve.add_argument(
+        "--host", help="address to bind (default: PARLEY_HOST, else 127.0.0.1 with development login on, else 0.0.0.0)"
+    )
+    commands.add_parser("migrate", help="apply the database migrations (the Procfile's release phase)")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -60,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(settings.log_level)
     if args.command == "migrate":
-        migrate.upgrade(settings.database_url)
-        return 0
+        return _migrate(settings)
     if settings.embedded and settings.workers > 1:
         print(
             f"parley: WEB_CONCURRENCY={settings.workers}, but without REDIS_URL the event log lives in one "
@@ -69,10 +74,36 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    config = hypercorn_config(settings, args.host, settings.workers)
+    if args.host:
+        settings = replace(settings, host=args.host)
+    try:
+        return _serve(settings)
+    except Exception as error:
+        failure = startup.cause(error)
+        if failure is None:
+            raise
+        log.debug("start-up failed", exc_info=error)
+        startup.report(failure)
+        return 1
+
+
+def _serve(settings: Settings) -> int:
     from . import serving
 
-    return serving.serve(config, settings)
+    config = hypercorn_config(settings, settings.host, settings.workers)
+    sockets = startup.bind(config, settings.host, settings.port)
+    url = startup.open_url(settings.host, settings.port, config.ssl_enabled)
+    return serving.serve(config, settings, sockets, url)
+
+
+def _migrate(settings: Settings) -> int:
+    try:
+        migrate.upgrade(settings.database_url)
+    except (SQLAlchemyError, OSError) as error:
+        log.debug("migration failed", exc_info=error)
+        startup.report(startup.database_unreachable(settings.database_url, error))
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -37,4 +37,7 @@ def configure(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Alembic names each of its plugins at INFO whenever it runs: noise at every first start.
+    quiet = logging.WARNING if root.level > logging.DEBUG else logging.NOTSET
+    logging.getLogger("alembic.runtime.plugins").setLevel(quiet)
     logging.Formatter.converter = __import__("time").gmtime

@@ -8,11 +8,12 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .resources import MIGRATIONS_DIR
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
-ROOT = Path(__file__).resolve().parent.parent
-# The newest revision in alembic/versions (tests/test_rest.py checks it against Alembic's own
+# The newest revision in the migrations' versions/ (tests/test_rest.py checks it against Alembic's own
 # head). A SQLite file already there starts without importing Alembic at all: a restart
 # matters most while clients are waiting to reconnect (bench/: herd).
 SCHEMA_HEAD = "0004"
@@ -21,8 +22,10 @@ SCHEMA_HEAD = "0004"
 def alembic_config(url: str) -> Config:
     from alembic.config import Config
 
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "alembic"))
+    # No alembic.ini: it stays in the checkout for `alembic revision`; an installed package has
+    # only the migrations themselves (app/resources.py).
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["url"] = url
     config.attributes["configure_logging"] = False
     return config

@@ -4,8 +4,9 @@
 
 This follows Hypercorn's own `worker_serve` (hypercorn/asyncio/run.py): the app's lifespan is
 run once per process by Hypercorn's `Lifespan`; the listening sockets are Hypercorn's
-(`Config.create_sockets`); connections handed over are run by Hypercorn's `TCPServer` with
-the same config, worker context and lifespan state. Only the accept loop is ours.
+(`Config.create_sockets`, called by the CLI so a taken port is reported plainly); connections
+handed over are run by Hypercorn's `TCPServer` with the same config, worker context and
+lifespan state. Only the accept loop is ours.
 
 Workers: with `WEB_CONCURRENCY` > 1 the parent creates the sockets (with SO_REUSEPORT, as
 Hypercorn does) and spawns that many processes that inherit them, each running the lean front
@@ -28,6 +29,7 @@ import gc
 import io
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
 from multiprocessing import get_context
@@ -41,10 +43,11 @@ from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import check_multiprocess_shutdown_event
 
-from . import create_app, hypercorn_fixes, logs
+from . import create_app, hypercorn_fixes, logs, startup
 from .ratelimit import Rate
 from .services import Services
 from .settings import Settings
+from .transports import reason_phrase
 from .transports.lean_http import LeanServer
 from .transports.lean_sse import LeanStreams
 
@@ -55,12 +58,12 @@ WORKER_STOP_S = 10.0
 SLOW_SHUTDOWN_S = 6.0
 
 
-def serve(config: Config, settings: Settings) -> int:
-    """Run `config.workers` lean workers (0: in this process) until told to stop."""
+def serve(config: Config, settings: Settings, sockets: Sockets, url: str) -> int:
+    """Run `config.workers` workers (0: in this process) until told to stop; the one in this
+    process, or the first spawned, says `url` once it serves."""
     hypercorn_fixes.apply()
-    sockets = config.create_sockets()
     if config.workers == 0:
-        worker(config, settings, sockets)
+        worker(config, settings, sockets, url=url)
         return 0
     ctx = get_context("spawn")
     shutdown_event = ctx.Event()
@@ -70,9 +73,15 @@ def serve(config: Config, settings: Settings) -> int:
     processes = [
         ctx.Process(
             target=worker,
-            kwargs={"config": config, "settings": settings, "sockets": sockets, "shutdown_event": shutdown_event},
+            kwargs={
+                "config": config,
+                "settings": settings,
+                "sockets": sockets,
+                "shutdown_event": shutdown_event,
+                "url": url if index == 0 else None,
+            },
         )
-        for _ in range(config.workers)
+        for index in range(config.workers)
     ]
     for process in processes:
         process.start()
@@ -96,10 +105,17 @@ def serve(config: Config, settings: Settings) -> int:
     return exitcode
 
 
-def worker(config: Config, settings: Settings, sockets: Sockets, shutdown_event: EventType | None = None) -> None:
+def worker(
+    config: Config,
+    settings: Settings,
+    sockets: Sockets,
+    shutdown_event: EventType | None = None,
+    url: str | None = None,
+) -> None:
     """One serving process: uvloop when installed (the lean path's writes are its hot loop)."""
     logs.configure(settings.log_level)
     hypercorn_fixes.apply()  # a spawned worker imports Hypercorn afresh
+    reason_phrase.install()
     trigger = None
     if shutdown_event is not None:
         trigger = partial(check_multiprocess_shutdown_event, shutdown_event, asyncio.sleep)
@@ -110,12 +126,25 @@ def worker(config: Config, settings: Settings, sockets: Sockets, shutdown_event:
         loop_factory = uvloop.new_event_loop
     except ImportError:
         pass
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(worker_serve(config, settings, sockets, trigger))
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(worker_serve(config, settings, sockets, trigger, url))
+    except Exception as error:
+        failure = startup.cause(error)
+        if shutdown_event is None or failure is None:
+            raise  # in this process: the CLI reports it
+        # A spawned worker: say why in one or two lines, not a traceback; the parent stops.
+        log.debug("start-up failed", exc_info=error)
+        startup.report(failure)
+        sys.exit(1)
 
 
 async def worker_serve(
-    config: Config, settings: Settings, sockets: Sockets, shutdown_trigger: Callable[[], Awaitable[Any]] | None
+    config: Config,
+    settings: Settings,
+    sockets: Sockets,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None,
+    url: str | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     if shutdown_trigger is None:
@@ -153,6 +182,8 @@ async def worker_serve(
         for sock in sockets.insecure_sockets:
             await server.listen(sock)
             log.info("listening on %s (lean stream path %s)", sock.getsockname(), "on" if lean else "off")
+        if url is not None:
+            startup.announce(url)
         await shutdown_trigger()
     finally:
         watchdog = loop.create_task(_report_slow_shutdown(SLOW_SHUTDOWN_S))

@@ -11,10 +11,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///parley.db"
+# The drivers Parley installs: a URL naming another (Heroku's postgres://) cannot work.
+DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class ConfigError(ValueError):
     """A setting is present but unusable; raised at start-up, never at request time."""
+
+
+class StartupError(Exception):
+    """A setting reads well but does not work (a server it names is unreachable, its port is
+    taken): serving cannot start. The message names the setting and says what to do."""
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -43,6 +51,18 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float) ->
     return value
 
 
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    scheme = raw.partition("://")[0] if "://" in raw else ""
+    if scheme not in schemes:
+        # Only the scheme is quoted back: the rest may hold a password.
+        wanted = " or ".join(f"{s}://" for s in schemes)
+        raise ConfigError(f"{name} must start with {wanted}, got {(scheme + '://') if scheme else 'no scheme'}")
+    return raw
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool | None:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -57,6 +77,9 @@ def _flag(env: Mapping[str, str], name: str) -> bool | None:
 @dataclass(frozen=True)
 class Settings:
     port: int = 8000
+    # Address to bind. Default: loopback while development login is on (anyone could sign in
+    # as anyone), every interface otherwise.
+    host: str = "0.0.0.0"
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
     # Every Redis key starts with this; tests give each test its own.
@@ -149,8 +172,9 @@ class Settings:
         origins = tuple(o.strip() for o in env.get("PARLEY_ALLOWED_ORIGINS", "").split(",") if o.strip())
         return cls(
             port=_int(env, "PORT", 8000, minimum=0),
-            database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
-            redis_url=env.get("REDIS_URL") or None,
+            host=env.get("PARLEY_HOST", "").strip() or ("127.0.0.1" if dev_login else "0.0.0.0"),
+            database_url=_url(env, "DATABASE_URL", DATABASE_SCHEMES) or DEFAULT_DATABASE_URL,
+            redis_url=_url(env, "REDIS_URL", REDIS_SCHEMES),
             redis_prefix=env.get("PARLEY_REDIS_PREFIX") or "parley",
             jwt_secret=secret,
             jwks_url=jwks,

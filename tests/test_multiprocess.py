@@ -77,7 +77,7 @@ def test_the_embedded_log_refuses_a_second_process(start_server: Callable[..., S
     second.env["PORT"] = str(second.port)
     with pytest.raises(RuntimeError):
         second.start(timeout_s=10)
-    assert "embedded log lives in one process" in second.log()
+    assert "already serves the embedded event log" in second.log()
 
 
 def test_several_workers_need_redis(tmp_path: Path) -> None:
