@@ -193,12 +193,19 @@ def _adapter(schema: Any) -> TypeAdapter[Any]:
     return adapter
 
 
+def media_matches(declared: str, content_type: str) -> bool:
+    """`text/html` matches `text/html; charset=utf-8`; `*/*` and `text/*` are ranges."""
+    actual = content_type.split(";")[0].strip().lower()
+    kind, _, sub = declared.partition("/")
+    return declared in ("*/*", actual) or (sub == "*" and actual.startswith(kind + "/"))
+
+
 def check_response(operation: Operation, status: int, content_type: str, data: Any) -> str | None:
     """Why this answer breaks the route's contract, or None if it keeps it. `data` is the
     decoded JSON body (ignored for other media types)."""
     reply = operation.reply_for(status)
     if reply is not None:
-        if not content_type.startswith(reply.media_type):
+        if not media_matches(reply.media_type, content_type):
             return f"content type {content_type!r}, declared {reply.media_type!r}"
         if reply.media_type != JSON or reply.schema is None:
             return None

@@ -33,7 +33,7 @@ RETRY_AFTER_STATUSES = (429, 503)
 FRAMEWORK_ROUTES: dict[str, Operation] = {
     "static": describe(
         "A static asset of the page (JavaScript, CSS)",
-        media_type="application/octet-stream",
+        media_type="*/*",
         auth=False,
         errors=[NotFound],
         description="Plain files from the installed `static/` directory; no build step.",
@@ -225,6 +225,7 @@ def _operation_object(route: Route, schemas: _Schemas, wanted: _Wanted, error_sc
     if query is not None:
         properties, required = schemas.properties(query)
         for name, schema in properties.items():
+            schema = _absent_not_null(schema)
             parameter = {"name": name, "in": "query", "required": name in required, "schema": schema}
             if "description" in schema:
                 parameter["description"] = schema["description"]
@@ -267,6 +268,17 @@ def _operation_object(route: Route, schemas: _Schemas, wanted: _Wanted, error_sc
         entry["x-websocket"] = {side: schemas[index] for side, index in wanted.messages.items()}
     entry.update(operation.extensions)
     return entry
+
+
+def _absent_not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """`X | None = None` in a query model means "may be left out": a query string cannot
+    send null, so describe the parameter as plain `X`, optional."""
+    options = schema.get("anyOf", [])
+    kept = [option for option in options if option != {"type": "null"}]
+    if len(options) != 2 or len(kept) != 1:
+        return schema
+    rest = {key: value for key, value in schema.items() if key != "anyOf" and not (key == "default" and value is None)}
+    return {**kept[0], **rest}
 
 
 def _operation_id(route: Route) -> str:

@@ -278,7 +278,7 @@ async def unsubscribe() -> dict[str, Any]:
 
 
 @blueprint.get("/sw.js")
-@documented("The page's service worker (Web Push)", media_type="application/javascript", auth=False, errors=[NotFound])
+@documented("The page's service worker (Web Push)", media_type="text/javascript", auth=False, errors=[NotFound])
 async def service_worker() -> Response:
     """`static/sw.js` served from the root, so its scope can be the whole site: a worker's
     scope may not reach above its own path without this header."""
