@@ -230,7 +230,8 @@ async def enforce_contract(response: Response) -> Response:
     view = current_app.view_functions.get(request.endpoint or "")
     operation = operation_of(view)
     content_type = response.content_type or ""
-    if operation is None or response.status_code == 304:
+    # HEAD and OPTIONS are answered by the framework for every route; 304 has no body.
+    if operation is None or request.method in ("HEAD", "OPTIONS") or response.status_code == 304:
         return response
     data = json.loads(await response.get_data()) if content_type.startswith(JSON) else None
     problem = check_response(operation, response.status_code, content_type, data)
