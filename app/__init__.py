@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from . import startup
 from .auth import Authenticator
 from .backends import EmbeddedLock, make_limits
+from .contract import enforce_contract
 from .db import Database
 from .errors import ApiError
 from .hub import Hub
@@ -55,12 +56,15 @@ def create_app(settings: Settings | None = None) -> Quart:
     lock = EmbeddedLock(settings.data_dir) if settings.embedded else None
 
     from . import pages
-    from .api import discussions, notifications, ops, presence, session
+    from .api import discussions, notifications, ops, presence, reference, session
     from .transports import poll, sse, ws
 
-    blueprints = (ops, session, discussions, notifications, presence, sse, ws, poll, pages)
+    blueprints = (ops, session, discussions, notifications, presence, sse, ws, poll, pages, reference)
     for module in blueprints:
         app.register_blueprint(module.blueprint)
+
+    if settings.check_responses:
+        app.after_request(enforce_contract)
 
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> tuple[Response, int] | Response:
