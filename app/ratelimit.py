@@ -90,12 +90,13 @@ class MemoryRateLimiter:
         """`acquire` without awaiting (for callers outside a coroutine: the accept loop)."""
         now = self._clock() * 1000
         tat = max(self._tat.pop(key, now), now)
-        new_tat = tat + rate.interval_ms
-        wait = new_tat - rate.period_ms - now
+        # Compared as a backlog, not as `tat + interval - period - now`: with float ms that sum
+        # can round a hair above 0 for an idle key (1 a minute then refused its first action).
+        wait = (tat - now) - (rate.period_ms - rate.interval_ms)
         if wait > 0:
             self._tat[key] = tat
             return wait / 1000
-        self._tat[key] = new_tat
+        self._tat[key] = tat + rate.interval_ms
         if len(self._tat) > self._max_keys:
             self._shrink(now)
         return 0.0
