@@ -12,7 +12,8 @@ from quart import Quart, Response, jsonify
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
-from . import migrate
+from . import http_security, migrate
+from .api.common import refuse_unstorable_url
 from .auth import Authenticator
 from .backends import EmbeddedLock, make_event_log, make_presence_store, make_rate_limiter
 from .db import Database
@@ -48,14 +49,15 @@ def create_app(settings: Settings | None = None) -> Quart:
     blueprints = (ops, session, discussions, notifications, presence, sse, ws, poll, pages)
     for module in blueprints:
         app.register_blueprint(module.blueprint)
+    http_security.install(app, settings)
+    app.before_request(refuse_unstorable_url)
+    app.before_websocket(refuse_unstorable_url)
 
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> tuple[Response, int] | Response:
         response = jsonify(error.to_json())
         response.status_code = error.status
-        retry_after = getattr(error, "retry_after_s", None)
-        if retry_after is not None:
-            response.headers["Retry-After"] = str(retry_after)
+        response.headers.update(error.headers())
         return response
 
     @app.errorhandler(HTTPException)

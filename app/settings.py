@@ -5,6 +5,7 @@ Nothing deeper in the code reads the environment: `create_app` receives a `Setti
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -72,6 +73,10 @@ class Settings:
     retention_s: int = 24 * 3600
     rate_limit_per_min: int = 100
     allowed_origins: tuple[str, ...] = ()
+    # Peers whose X-Forwarded-Proto/-For/-Host are believed (a TLS-terminating proxy or PaaS
+    # router): IP addresses or CIDR networks, or "*" for any peer (only when nothing but the
+    # router can reach the app). Empty: forwarded headers are ignored.
+    trusted_proxies: tuple[str, ...] = ()
     # Where the embedded default keeps what it generates once (dev JWT secret, VAPID keys, lock).
     data_dir: Path = field(default_factory=lambda: Path(".parley"))
     # Largest JSON body accepted, in bytes; larger gets 413.
@@ -134,6 +139,13 @@ class Settings:
             # On by default only when nothing else can identify people (API.md, Identity).
             dev_login = secret is None and jwks is None
         origins = tuple(o.strip() for o in env.get("PARLEY_ALLOWED_ORIGINS", "").split(",") if o.strip())
+        proxies = tuple(p.strip() for p in env.get("PARLEY_TRUSTED_PROXIES", "").split(",") if p.strip())
+        for proxy in proxies:
+            if proxy != "*":
+                try:
+                    ipaddress.ip_network(proxy, strict=False)
+                except ValueError:
+                    raise ConfigError(f"PARLEY_TRUSTED_PROXIES: {proxy!r} is not an IP address or network") from None
         return cls(
             port=_int(env, "PORT", 8000, minimum=0),
             database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -150,6 +162,7 @@ class Settings:
             retention_s=_int(env, "PARLEY_RETENTION_S", 24 * 3600, minimum=1),
             rate_limit_per_min=_int(env, "PARLEY_RATE_LIMIT_PER_MIN", 100, minimum=1),
             allowed_origins=origins,
+            trusted_proxies=proxies,
             data_dir=Path(env.get("PARLEY_DATA_DIR") or ".parley"),
             max_body_bytes=_int(env, "PARLEY_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
             max_buffered_events=_int(env, "PARLEY_MAX_BUFFERED_EVENTS", 1024, minimum=1),

@@ -1,18 +1,87 @@
-"""What every handler needs: the caller's identity and a validated JSON body."""
+"""What every handler needs: the caller's identity, a validated JSON body, and ids and limits
+parsed from the URL in one way (issue 11, item 6).
+
+Parsing untrusted text here, once: `str.isdigit()` is true for "²" and other Unicode digits
+that `int()` refuses (a 500 on five endpoints), so numeric ids and limits are ASCII digits only.
+Text that no database stores as given (`app/text.py`) is refused with 422 wherever it comes
+in: JSON bodies, path parameters and query values here, WebSocket messages in `ws.py`.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from quart import g, has_websocket_context, request, websocket
 
 from ..auth import Identity, token_from
-from ..errors import BadRequest, InvalidField, PayloadTooLarge, Unauthorized
+from ..errors import BadRequest, InvalidField, NotFound, PayloadTooLarge, Unauthorized
 from ..services import services
+from ..text import unstorable_text
 
 Model = TypeVar("Model", bound=BaseModel)
+
+# A numeric id (response ids): ASCII digits, and within the INTEGER columns that hold them
+# (PostgreSQL refuses a larger parameter outright; that was a 500 too).
+NUMERIC_ID_PATTERN = r"^[0-9]{1,10}$"
+MAX_NUMERIC_ID = 2**31 - 1
+_NUMERIC_ID = re.compile(NUMERIC_ID_PATTERN)
+_LIMIT = re.compile(r"^[0-9]{1,6}$")
+
+
+def numeric_id(text: str | None) -> int | None:
+    """The id `text` spells in ASCII digits, or None if it is not one."""
+    if text is None or _NUMERIC_ID.match(text) is None or int(text) > MAX_NUMERIC_ID:
+        return None
+    return int(text)
+
+
+def numeric_id_in_path(text: str, what: str) -> int:
+    """A numeric id from the path: one that cannot exist is 404, like one that does not."""
+    value = numeric_id(text)
+    if value is None:
+        raise NotFound(f"no {what} {text[:40]!r}")
+    return value
+
+
+def numeric_id_arg(name: str) -> int | None:
+    """A numeric id from the query string (`?after=`): None when absent or empty, else 422."""
+    text = request.args.get(name)
+    if text in (None, ""):
+        return None
+    value = numeric_id(text)
+    if value is None:
+        raise InvalidField(f"{name}: must be an id")
+    return value
+
+
+def limit_arg(default: int, maximum: int, name: str = "limit") -> int:
+    """A page size from the query string: `default` when absent, else 1..`maximum` or 422."""
+    text = request.args.get(name)
+    if text in (None, ""):
+        return default
+    if _LIMIT.match(text) is None or not 1 <= int(text) <= maximum:
+        raise InvalidField(f"{name}: must be a whole number from 1 to {maximum}")
+    return int(text)
+
+
+def refuse_unstorable(value: Any, where: str = "body") -> None:
+    found = unstorable_text(value, where)
+    if found is not None:
+        raise InvalidField(f"{found}: text may not contain NUL characters or unpaired surrogates")
+
+
+async def refuse_unstorable_url() -> None:
+    """Before every request and WebSocket: path parameters and query values must be storable
+    text too (a discussion id with %00 reached PostgreSQL)."""
+    incoming = websocket if has_websocket_context() else request
+    for name, value in (incoming.view_args or {}).items():
+        if isinstance(value, str):
+            refuse_unstorable(value, name)
+    for name, value in incoming.args.items(multi=True):
+        refuse_unstorable(value, name)
 
 
 async def caller(*, remember_now: bool = True) -> Identity:
@@ -48,8 +117,11 @@ async def json_body(model: type[Model]) -> Model:
         data: Any = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("body is not valid JSON", code="malformed_json") from None
+    except RecursionError:
+        raise BadRequest("body is nested too deeply", code="malformed_json") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object", code="malformed_json")
+    refuse_unstorable(data)
     try:
         return model.model_validate(data)
     except ValidationError as error:

@@ -6,7 +6,7 @@ import secrets
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-from quart import Blueprint, request
+from quart import Blueprint
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -19,12 +19,21 @@ from ..errors import Conflict, Forbidden, InvalidField, NotFound
 from ..events import rfc3339
 from ..models import Discussion, DiscussionMember, Follow, Response, User, utcnow
 from ..services import services
-from .common import caller, json_body
+from .common import (
+    NUMERIC_ID_PATTERN,
+    caller,
+    json_body,
+    limit_arg,
+    numeric_id,
+    numeric_id_arg,
+    numeric_id_in_path,
+)
 
 blueprint = Blueprint("discussions", __name__)
 
 MAX_BODY_CHARS = 10_000
 MAX_MEMBERS = 1_000
+DEFAULT_PAGE = 50
 MAX_PAGE = 200
 
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -43,7 +52,7 @@ class NewDiscussion(StrictBody):
 
 class NewResponse(StrictBody):
     body: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_BODY_CHARS)]
-    parent_id: Annotated[str, StringConstraints(pattern=r"^\d{1,18}$")] | None = None
+    parent_id: Annotated[str, StringConstraints(pattern=NUMERIC_ID_PATTERN)] | None = None
     stances: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], Stance] | None = Field(
         default=None, max_length=100
     )
@@ -77,12 +86,6 @@ def response_json(response: Response, author_name: str) -> dict[str, Any]:
         "edited_at": None if response.edited_at is None else rfc3339(response.edited_at),
         "deleted": response.deleted,
     }
-
-
-def _response_id(text: str) -> int:
-    if not text.isdigit() or len(text) > 18:
-        raise NotFound(f"no response {text[:40]!r}")
-    return int(text)
 
 
 async def _author_name(session: AsyncSession, user_id: str) -> str:
@@ -131,9 +134,8 @@ async def get_discussion(discussion_id: str) -> dict[str, Any]:
 @blueprint.get("/api/discussions/<discussion_id>/responses")
 async def list_responses(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
-    after_text = request.args.get("after")
-    after = 0 if after_text in (None, "") else _response_id_arg(after_text)
-    limit = _limit_arg(request.args.get("limit"))
+    after = numeric_id_arg("after") or 0
+    limit = limit_arg(DEFAULT_PAGE, MAX_PAGE)
     parley = services()
     # The log position *before* the read: a client that resumes from it misses nothing the
     # read did not already show (and sees at most a few events twice, deduplicated by id).
@@ -151,20 +153,6 @@ async def list_responses(discussion_id: str) -> dict[str, Any]:
         if responses:
             await _mark_read(session, identity.user_id, discussion_id, int(responses[-1]["id"]))
     return {"responses": responses, "cursor": str(cursor)}
-
-
-def _response_id_arg(text: str) -> int:
-    if not text.isdigit() or len(text) > 18:
-        raise InvalidField("after: must be a response id")
-    return int(text)
-
-
-def _limit_arg(text: str | None) -> int:
-    if text in (None, ""):
-        return 50
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
-        raise InvalidField(f"limit: must be a whole number from 1 to {MAX_PAGE}")
-    return int(text)
 
 
 async def _mark_read(session: AsyncSession, user_id: str, discussion_id: str, response_id: int) -> None:
@@ -187,7 +175,8 @@ async def post_response(discussion_id: str) -> tuple[dict[str, Any], int]:
                 return response_json(earlier, identity.name), 200
         parent_id = None
         if new.parent_id is not None:
-            parent = await session.get(Response, int(new.parent_id))
+            parent_key = numeric_id(new.parent_id)
+            parent = None if parent_key is None else await session.get(Response, parent_key)
             if parent is None or parent.discussion_id != discussion_id:
                 raise InvalidField("parent_id: no such response in this discussion")
             parent_id = parent.id
@@ -226,7 +215,7 @@ async def _by_client_id(session: AsyncSession, author_id: str, client_id: str) -
 async def _readable_response(
     session: AsyncSession, identity: Identity, response_id: str
 ) -> tuple[Response, Discussion]:
-    response = await session.get(Response, _response_id(response_id))
+    response = await session.get(Response, numeric_id_in_path(response_id, "response"))
     if response is None:
         raise NotFound(f"no response {response_id!r}")
     try:

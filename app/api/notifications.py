@@ -22,7 +22,7 @@ from ..notifications import DEFAULT_PREFERENCES, notification_json
 from ..notify_worker import preferences_of
 from ..services import services
 from ..webpush import MAX_ENDPOINT_CHARS, InvalidSubscription, PushSender, validate_subscription
-from .common import caller, json_body
+from .common import caller, json_body, limit_arg
 
 blueprint = Blueprint("notifications", __name__)
 
@@ -78,15 +78,13 @@ async def list_notifications() -> list[dict[str, Any]]:
     unread = request.args.get("unread", "false").lower()
     if unread not in ("true", "false", "1", "0"):
         raise InvalidField("unread: must be true or false")
-    limit_text = request.args.get("limit") or str(DEFAULT_PAGE)
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
-        raise InvalidField(f"limit: must be a whole number from 1 to {MAX_PAGE}")
+    limit = limit_arg(DEFAULT_PAGE, MAX_PAGE)
     query = select(Notification).where(Notification.user_id == identity.user_id)
     if unread in ("true", "1"):
         query = query.where(col(Notification.read_at).is_(None))
     async with services().db.session() as session:
         rows = await session.exec(
-            query.order_by(col(Notification.created_at).desc(), col(Notification.id)).limit(int(limit_text))
+            query.order_by(col(Notification.created_at).desc(), col(Notification.id)).limit(limit)
         )
         return [notification_json(n) for n in rows.all()]
 

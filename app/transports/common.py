@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..api.common import caller
+from ..api.common import caller, refuse_unstorable
 from ..auth import Identity
 from ..errors import InvalidField
 from ..services import Services, services
@@ -21,6 +21,7 @@ async def session_for(parley: Services, identity: Identity, discussion_ids: list
     not exist or that the caller may not read (NFR-014). Every transport opens sessions here."""
     if len(discussion_ids) > MAX_DISCUSSIONS_PER_CONNECTION:
         raise InvalidField(f"discussion: at most {MAX_DISCUSSIONS_PER_CONNECTION} per connection")
+    refuse_unstorable(discussion_ids, "discussion")
     for discussion_id in dict.fromkeys(discussion_ids):
         await parley.read_access.check(parley.db, identity, discussion_id)
     return StreamSession(parley, identity, discussion_ids)

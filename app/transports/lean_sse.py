@@ -202,9 +202,7 @@ class LeanStream(asyncio.Protocol):
             self._dropped()
             raise
         except ApiError as error:
-            retry_after = getattr(error, "retry_after_s", None)
-            extra = {"Retry-After": str(retry_after)} if retry_after is not None else None
-            self._fail(error_response(error.status, error.code, error.message, extra))
+            self._fail(error_response(error.status, error.code, error.message, error.headers()))
             return
         except RedisError as error:
             log.error("redis unavailable: %s", error)

@@ -38,6 +38,7 @@ from ..hub import SlowConsumer
 from ..presence import STATUSES
 from ..services import Services, services
 from ..session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
+from ..text import unstorable_text
 from .common import authorized_session
 
 blueprint = Blueprint("ws", __name__)
@@ -91,6 +92,7 @@ async def ws() -> Response | None:
     except ApiError as error:
         response = jsonify(error.to_json())
         response.status_code = error.status
+        response.headers.update(error.headers())
         return response
     await websocket.accept()
     connections = parley.metrics.connections.labels(transport="ws")
@@ -162,10 +164,13 @@ async def _handle(parley: Services, session: StreamSession, raw: str | bytes) ->
 def _parse(raw: str | bytes) -> dict[str, Any]:
     try:
         message = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadMessage("malformed_json", "messages are JSON objects") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise BadMessage("malformed_message", 'a message is an object with a string "type"')
+    found = unstorable_text(message, "message")
+    if found is not None:
+        raise BadMessage("invalid_field", f"{found}: text may not contain NUL characters or unpaired surrogates")
     return message
 
 
