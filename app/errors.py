@@ -87,3 +87,6 @@ class RateLimited(ApiError):
 class Unavailable(ApiError):
     status = 503
     code = "unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "2"}
