@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -111,6 +112,12 @@ def install(app: Quart, settings: Settings) -> None:
     async def add_security_headers(response: Response) -> Response:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if _has_body():
+            # An answer given before the body was read (a refusal, a 401 or 404 found first)
+            # makes Hypercorn close the connection without saying so, and a client that
+            # reuses it gets a reset instead of its next answer. Read the rest (size-capped).
+            with contextlib.suppress(Exception):
+                await request.get_data(cache=False)
         return response
 
     if settings.trusted_proxies:
