@@ -149,7 +149,7 @@ async def _serve(parley: Services, session: StreamSession) -> None:
             await receiving
 
 
-async def _handle(parley: Services, session: StreamSession, raw: str | bytes) -> None:
+async def _handle(parley: Services, session: StreamSession, raw: str | bytes | None) -> None:
     try:
         reply = await _dispatch(parley, session, _parse(raw))
     except BadMessage as bad:
@@ -161,7 +161,9 @@ async def _handle(parley: Services, session: StreamSession, raw: str | bytes) ->
         await _send_events(reply)
 
 
-def _parse(raw: str | bytes) -> dict[str, Any]:
+def _parse(raw: str | bytes | None) -> dict[str, Any]:
+    if raw is None:  # Quart hands an empty binary frame over as None (found by tests/test_fuzz_ws.py)
+        raise BadMessage("malformed_json", "messages are JSON objects")
     try:
         message = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -195,8 +197,8 @@ async def _dispatch(parley: Services, session: StreamSession, message: dict[str,
             raise BadMessage(error.code, error.message) from None
         return []  # others see it as typing_started/typing_stopped; floods are throttled, silently
     if kind == "presence":
-        status = message.get("status")
-        if status not in STATUSES:
+        status: Any = message.get("status")
+        if not isinstance(status, str) or status not in STATUSES:  # a list or object is unhashable
             raise BadMessage("invalid_field", f"status: one of {sorted(STATUSES)}")
         await session.set_status(status)
         return []
