@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from quart import Blueprint, Response, jsonify, websocket
@@ -35,7 +35,7 @@ from quart import Blueprint, Response, jsonify, websocket
 from ..errors import ApiError
 from ..events import Event
 from ..hub import SlowConsumer
-from ..presence import STATUSES
+from ..presence import STATUSES, Status
 from ..services import Services, services
 from ..session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
 from ..text import unstorable_text
@@ -197,10 +197,10 @@ async def _dispatch(parley: Services, session: StreamSession, message: dict[str,
             raise BadMessage(error.code, error.message) from None
         return []  # others see it as typing_started/typing_stopped; floods are throttled, silently
     if kind == "presence":
-        status: Any = message.get("status")
+        status = message.get("status")
         if not isinstance(status, str) or status not in STATUSES:  # a list or object is unhashable
             raise BadMessage("invalid_field", f"status: one of {sorted(STATUSES)}")
-        await session.set_status(status)
+        await session.set_status(cast(Status, status))
         return []
     if kind == "resume":
         return await session.resume(_string(message, "last_event_id", 200))
