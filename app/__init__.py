@@ -16,6 +16,7 @@ from . import http_security, migrate
 from .api.common import refuse_unstorable_url
 from .auth import Authenticator
 from .backends import EmbeddedLock, make_event_log, make_presence_store, make_rate_limiter
+from .contract import enforce_contract
 from .db import Database
 from .errors import ApiError
 from .hub import Hub
@@ -43,15 +44,18 @@ def create_app(settings: Settings | None = None) -> Quart:
     lock = EmbeddedLock(settings.data_dir) if settings.embedded else None
 
     from . import pages
-    from .api import discussions, notifications, ops, presence, session
+    from .api import discussions, notifications, ops, presence, reference, session
     from .transports import poll, sse, ws
 
-    blueprints = (ops, session, discussions, notifications, presence, sse, ws, poll, pages)
+    blueprints = (ops, session, discussions, notifications, presence, sse, ws, poll, pages, reference)
     for module in blueprints:
         app.register_blueprint(module.blueprint)
     http_security.install(app, settings)
     app.before_request(refuse_unstorable_url)
     app.before_websocket(refuse_unstorable_url)
+
+    if settings.check_responses:
+        app.after_request(enforce_contract)
 
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> tuple[Response, int] | Response:

@@ -1,8 +1,9 @@
-"""What every handler needs: the caller's identity, a validated JSON body, and ids and limits
-parsed from the URL in one way (issue 11, item 6).
+"""What every handler needs: the caller's identity, a validated JSON body and query string,
+and ids and page sizes parsed one way (issue 11, item 6).
 
-Parsing untrusted text here, once: `str.isdigit()` is true for "²" and other Unicode digits
-that `int()` refuses (a 500 on five endpoints), so numeric ids and limits are ASCII digits only.
+Numbers from the URL are ASCII digits only: `str.isdigit()` is true for "²" and other Unicode
+digits that `int()` refuses (that was a 500 on five endpoints). Query models type them with
+`NumericId` and `PageSize`; a numeric id in the path goes through `numeric_id_in_path`.
 Text that no database stores as given (`app/text.py`) is refused with 422 wherever it comes
 in: JSON bodies, path parameters and query values here, WebSocket messages in `ws.py`.
 """
@@ -11,9 +12,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints, ValidationError
 from quart import g, has_websocket_context, request, websocket
 
 from ..auth import Identity, token_from
@@ -28,7 +29,7 @@ Model = TypeVar("Model", bound=BaseModel)
 NUMERIC_ID_PATTERN = r"^[0-9]{1,10}$"
 MAX_NUMERIC_ID = 2**31 - 1
 _NUMERIC_ID = re.compile(NUMERIC_ID_PATTERN)
-_LIMIT = re.compile(r"^[0-9]{1,6}$")
+_WHOLE_NUMBER = re.compile(r"^[0-9]{1,9}$")
 
 
 def numeric_id(text: str | None) -> int | None:
@@ -46,42 +47,23 @@ def numeric_id_in_path(text: str, what: str) -> int:
     return value
 
 
-def numeric_id_arg(name: str) -> int | None:
-    """A numeric id from the query string (`?after=`): None when absent or empty, else 422."""
-    text = request.args.get(name)
-    if text in (None, ""):
-        return None
-    value = numeric_id(text)
-    if value is None:
-        raise InvalidField(f"{name}: must be an id")
+def _in_id_range(text: str) -> str:
+    if int(text) > MAX_NUMERIC_ID:
+        raise ValueError(f"an id is at most {MAX_NUMERIC_ID}")
+    return text
+
+
+def _ascii_whole_number(value: object) -> object:
+    # Pydantic's lax int also takes "+1", " 1", "1.0" and "1_0"; a URL says digits.
+    if isinstance(value, str) and _WHOLE_NUMBER.match(value) is None:
+        raise ValueError("must be a whole number written with the digits 0-9")
     return value
 
 
-def limit_arg(default: int, maximum: int, name: str = "limit") -> int:
-    """A page size from the query string: `default` when absent, else 1..`maximum` or 422."""
-    text = request.args.get(name)
-    if text in (None, ""):
-        return default
-    if _LIMIT.match(text) is None or not 1 <= int(text) <= maximum:
-        raise InvalidField(f"{name}: must be a whole number from 1 to {maximum}")
-    return int(text)
-
-
-def refuse_unstorable(value: Any, where: str = "body") -> None:
-    found = unstorable_text(value, where)
-    if found is not None:
-        raise InvalidField(f"{found}: text may not contain NUL characters or unpaired surrogates")
-
-
-async def refuse_unstorable_url() -> None:
-    """Before every request and WebSocket: path parameters and query values must be storable
-    text too (a discussion id with %00 reached PostgreSQL)."""
-    incoming = websocket if has_websocket_context() else request
-    for name, value in (incoming.view_args or {}).items():
-        if isinstance(value, str):
-            refuse_unstorable(value, name)
-    for name, value in incoming.args.items(multi=True):
-        refuse_unstorable(value, name)
+# A numeric id in a query string or a body: a string of ASCII digits (`numeric_id` reads it).
+NumericId = Annotated[str, StringConstraints(pattern=NUMERIC_ID_PATTERN), AfterValidator(_in_id_range)]
+# A page size or other count in a query string (bound it with Field(ge=..., le=...)).
+PageSize = Annotated[int, BeforeValidator(_ascii_whole_number)]
 
 
 async def caller(*, remember_now: bool = True) -> Identity:
@@ -105,6 +87,32 @@ async def caller(*, remember_now: bool = True) -> Identity:
     return identity
 
 
+def _invalid(error: ValidationError) -> InvalidField:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return InvalidField(f"{where}: {first['msg']}")
+
+
+def query_args(model: type[Model]) -> Model:
+    """The query string as `model`, 422 if a parameter is wrong. A field typed as a list takes
+    every repeat of its parameter (`?discussion=a&discussion=b`); any other takes the first,
+    and an empty value counts as absent. The model describes the parameters in the OpenAPI
+    document (`app.contract`), so validate in lax mode: query values are all strings."""
+    args = websocket.args if has_websocket_context() else request.args
+    data: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        values = args.getlist(name)
+        if get_origin(info.annotation) is list:
+            if values:
+                data[name] = values
+        elif values and values[0] != "":
+            data[name] = values[0]
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise _invalid(error) from None
+
+
 async def json_body(model: type[Model]) -> Model:
     """Parse the body as JSON into `model`: 400 if it is not a JSON object, 422 if a field is wrong."""
     limit = services().settings.max_body_bytes
@@ -125,6 +133,21 @@ async def json_body(model: type[Model]) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise InvalidField(f"{where}: {first['msg']}") from None
+        raise _invalid(error) from None
+
+
+def refuse_unstorable(value: Any, where: str = "body") -> None:
+    found = unstorable_text(value, where)
+    if found is not None:
+        raise InvalidField(f"{found}: text may not contain NUL characters or unpaired surrogates")
+
+
+async def refuse_unstorable_url() -> None:
+    """Before every request and WebSocket: path parameters and query values must be storable
+    text too (a discussion id with %00 reached PostgreSQL)."""
+    incoming = websocket if has_websocket_context() else request
+    for name, value in (incoming.view_args or {}).items():
+        if isinstance(value, str):
+            refuse_unstorable(value, name)
+    for name, value in incoming.args.items(multi=True):
+        refuse_unstorable(value, name)

@@ -15,19 +15,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from .. import topics
 from ..access import readable_discussion
 from ..auth import Identity
-from ..errors import Conflict, Forbidden, InvalidField, NotFound
+from ..contract import documented
+from ..errors import Conflict, Forbidden, InvalidField, NotFound, RateLimited
 from ..events import rfc3339
 from ..models import Discussion, DiscussionMember, Follow, Response, User, utcnow
 from ..services import services
-from .common import (
-    NUMERIC_ID_PATTERN,
-    caller,
-    json_body,
-    limit_arg,
-    numeric_id,
-    numeric_id_arg,
-    numeric_id_in_path,
-)
+from ..wire import Activity, DiscussionOut, ResponseOut, Shape
+from .common import NumericId, PageSize, caller, json_body, numeric_id, numeric_id_in_path, query_args
 
 blueprint = Blueprint("discussions", __name__)
 
@@ -52,7 +46,7 @@ class NewDiscussion(StrictBody):
 
 class NewResponse(StrictBody):
     body: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_BODY_CHARS)]
-    parent_id: Annotated[str, StringConstraints(pattern=NUMERIC_ID_PATTERN)] | None = None
+    parent_id: NumericId | None = None
     stances: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], Stance] | None = Field(
         default=None, max_length=100
     )
@@ -61,6 +55,25 @@ class NewResponse(StrictBody):
 
 class ResponseEdit(StrictBody):
     body: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_BODY_CHARS)]
+
+
+class ResponsesQuery(BaseModel):
+    after: NumericId | None = Field(default=None, description="a response id: only those after it")
+    limit: PageSize = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
+
+
+class DiscussionDetail(DiscussionOut):
+    participant_count: int = Field(ge=0, description="who is connected to it now (FR-033)")
+
+
+class ResponsePage(Shape):
+    responses: list[ResponseOut] = Field(description="oldest first")
+    cursor: str = Field(description="the event log's position before the read: stream from it to miss nothing")
+
+
+class FollowState(Shape):
+    discussion_id: str
+    following: bool
 
 
 def discussion_json(discussion: Discussion) -> dict[str, Any]:
@@ -105,6 +118,7 @@ async def _publish_response(event_type: str, identity: Identity, payload_respons
 
 
 @blueprint.post("/api/discussions")
+@documented("Create a discussion", body=NewDiscussion, response=DiscussionOut, status=201)
 async def create_discussion() -> tuple[dict[str, Any], int]:
     identity = await caller()
     new = await json_body(NewDiscussion)
@@ -121,6 +135,7 @@ async def create_discussion() -> tuple[dict[str, Any], int]:
 
 
 @blueprint.get("/api/discussions/<discussion_id>")
+@documented("A discussion, with who is here now", response=DiscussionDetail, errors=[NotFound])
 async def get_discussion(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
     parley = services()
@@ -132,10 +147,12 @@ async def get_discussion(discussion_id: str) -> dict[str, Any]:
 
 
 @blueprint.get("/api/discussions/<discussion_id>/responses")
+@documented("A discussion's responses, oldest first", query=ResponsesQuery, response=ResponsePage, errors=[NotFound])
 async def list_responses(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
-    after = numeric_id_arg("after") or 0
-    limit = limit_arg(DEFAULT_PAGE, MAX_PAGE)
+    page = query_args(ResponsesQuery)
+    after = numeric_id(page.after) or 0
+    limit = page.limit
     parley = services()
     # The log position *before* the read: a client that resumes from it misses nothing the
     # read did not already show (and sees at most a few events twice, deduplicated by id).
@@ -163,6 +180,16 @@ async def _mark_read(session: AsyncSession, user_id: str, discussion_id: str, re
 
 
 @blueprint.post("/api/discussions/<discussion_id>/responses")
+@documented(
+    "Post a response",
+    description="A repeated `client_id` from the same user answers the first response (200) and fires nothing.",
+    body=NewResponse,
+    response=ResponseOut,
+    status=201,
+    also={200: ResponseOut},
+    errors=[NotFound, RateLimited],
+    fires=["response_posted"],
+)
 async def post_response(discussion_id: str) -> tuple[dict[str, Any], int]:
     identity = await caller()
     new = await json_body(NewResponse)
@@ -175,8 +202,7 @@ async def post_response(discussion_id: str) -> tuple[dict[str, Any], int]:
                 return response_json(earlier, identity.name), 200
         parent_id = None
         if new.parent_id is not None:
-            parent_key = numeric_id(new.parent_id)
-            parent = None if parent_key is None else await session.get(Response, parent_key)
+            parent = await session.get(Response, numeric_id(new.parent_id))
             if parent is None or parent.discussion_id != discussion_id:
                 raise InvalidField("parent_id: no such response in this discussion")
             parent_id = parent.id
@@ -226,6 +252,13 @@ async def _readable_response(
 
 
 @blueprint.patch("/api/responses/<response_id>")
+@documented(
+    "Edit a response (its author only)",
+    body=ResponseEdit,
+    response=ResponseOut,
+    errors=[Forbidden, NotFound, (Conflict, "response_deleted"), RateLimited],
+    fires=["response_edited"],
+)
 async def edit_response(response_id: str) -> dict[str, Any]:
     identity = await caller()
     edit = await json_body(ResponseEdit)
@@ -246,6 +279,13 @@ async def edit_response(response_id: str) -> dict[str, Any]:
 
 
 @blueprint.delete("/api/responses/<response_id>")
+@documented(
+    "Delete a response (its author or the discussion's creator)",
+    description="A soft delete: the response keeps its place with an empty body. Deleting twice is not an error.",
+    response=ResponseOut,
+    errors=[Forbidden, NotFound, RateLimited],
+    fires=["response_deleted"],
+)
 async def delete_response(response_id: str) -> dict[str, Any]:
     identity = await caller()
     await services().rate_limit.hit(identity.user_id)
@@ -265,6 +305,7 @@ async def delete_response(response_id: str) -> dict[str, Any]:
 
 
 @blueprint.put("/api/discussions/<discussion_id>/follow")
+@documented("Follow a discussion", response=FollowState, errors=[NotFound])
 async def follow(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
     async with services().db.session() as session:
@@ -282,6 +323,7 @@ async def follow(discussion_id: str) -> dict[str, Any]:
 
 
 @blueprint.delete("/api/discussions/<discussion_id>/follow")
+@documented("Stop following a discussion", response=FollowState, errors=[NotFound])
 async def unfollow(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
     async with services().db.session() as session:
@@ -294,6 +336,7 @@ async def unfollow(discussion_id: str) -> dict[str, Any]:
 
 
 @blueprint.get("/api/me/follows")
+@documented("The discussions the caller follows, with unread counts", response=list[Activity])
 async def my_follows() -> list[dict[str, Any]]:
     identity = await caller()
     async with services().db.session() as session:
