@@ -253,7 +253,8 @@ async def enforce_contract(response: Response) -> Response:
     view = current_app.view_functions.get(request.endpoint or "")
     operation = operation_of(view)
     content_type = response.content_type or ""
-    if operation is None or response.status_code == 304:
+    # OPTIONS is Quart's own automatic answer (the allowed methods), not the route's.
+    if operation is None or response.status_code == 304 or request.method == "OPTIONS":
         return response
     data = json.loads(await response.get_data()) if content_type.startswith(JSON) else None
     problem = check_response(operation, response.status_code, content_type, data, request.method)
