@@ -23,7 +23,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -47,6 +49,15 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "frame-ancestors 'none'",
     )
 )
+
+
+def policy_with_inline_style(css: str) -> str:
+    """The policy, also allowing one inline `<style>` of exactly this text (by its hash), for a
+    page that must be self-contained (`/docs`)."""
+    digest = base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()
+    return f"{CONTENT_SECURITY_POLICY}; style-src 'self' 'sha256-{digest}'"
+
+
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
