@@ -33,7 +33,7 @@ from .support import Server, bearer, sign
 
 pytestmark = pytest.mark.slow
 
-BUDGET_S = 90.0
+BUDGET_S = 120.0
 ROUNDS = (10, 25, 60)  # examples per operation and mode, per round: all get some before any get many
 REQUEST_TIMEOUT_S = 10.0
 NOT_REQUEST_RESPONSE = ("/stream", "/ws")
