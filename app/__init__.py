@@ -12,7 +12,8 @@ from quart import Quart, Response, jsonify
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
-from . import startup
+from . import http_security, startup
+from .api.common import refuse_unstorable_url
 from .auth import Authenticator
 from .backends import EmbeddedLock, make_limits
 from .contract import enforce_contract
@@ -62,6 +63,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     blueprints = (ops, session, discussions, notifications, presence, sse, ws, poll, pages, reference)
     for module in blueprints:
         app.register_blueprint(module.blueprint)
+    http_security.install(app, settings)
+    app.before_request(refuse_unstorable_url)
+    app.before_websocket(refuse_unstorable_url)
 
     if settings.check_responses:
         app.after_request(enforce_contract)
@@ -70,9 +74,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     async def api_error(error: ApiError) -> tuple[Response, int] | Response:
         response = jsonify(error.to_json())
         response.status_code = error.status
-        retry_after = getattr(error, "retry_after_s", None)
-        if retry_after is not None:
-            response.headers["Retry-After"] = str(retry_after)
+        response.headers.update(error.headers())
         return response
 
     @app.errorhandler(HTTPException)

@@ -25,6 +25,7 @@ from joserfc.jwk import KeySet, OctKey
 
 from .errors import Unauthorized
 from .settings import Settings
+from .text import storable
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +158,11 @@ def _header_alg(token: str) -> object:
 
 def identity_from_claims(claims: Mapping[str, Any]) -> Identity:
     sub, name, exp = claims.get("sub"), claims.get("name"), claims.get("exp")
-    if not isinstance(sub, str) or not sub or len(sub) > 200:
+    if not isinstance(sub, str) or not sub or len(sub) > 200 or not storable(sub):
         raise Unauthorized("token has no usable `sub`", code="invalid_token")
     if not isinstance(exp, int | float):
         raise Unauthorized("token has no usable `exp`", code="invalid_token")
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str) or not name.strip() or not storable(name):
         name = sub
     roles = claims.get("roles") or []
     if not isinstance(roles, list):
@@ -169,9 +170,14 @@ def identity_from_claims(claims: Mapping[str, Any]) -> Identity:
     return Identity(sub, name.strip()[:200], frozenset(r for r in roles if isinstance(r, str)), float(exp))
 
 
-def token_from(headers: Mapping[str, str] | Any, cookies: Mapping[str, str]) -> str | None:
+def bearer_token(headers: Mapping[str, str] | Any) -> str | None:
+    """The token of an `Authorization: Bearer` header, if there is one."""
     header = headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return cookies.get(COOKIE_NAME) or None
+        return str(value.strip())
+    return None
+
+
+def token_from(headers: Mapping[str, str] | Any, cookies: Mapping[str, str]) -> str | None:
+    return bearer_token(headers) or cookies.get(COOKIE_NAME) or None

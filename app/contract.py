@@ -20,8 +20,9 @@ the declaration), so its place among the route decorators does not matter.
 Errors are listed by class (its default `code`) or as `(class, "code")` for a specific code.
 What every caller can meet is added for you: 401 (`unauthenticated`, `invalid_token`,
 `token_expired`) unless `auth=False`; 403 `forbidden` with `roles`; 400/413/422 for a `body`;
-422 for a `query`; and, on
-every route, `internal_error` (500) and `unavailable` (503, a backing service is unreachable).
+422 for a `query`; on every route, `internal_error` (500), `unavailable` (503, a backing
+service is unreachable) and 422 (unstorable text in the path or query); on every state change,
+the edge's 403 `cross_site_request` and 415 `unsupported_media_type` (`app/http_security.py`).
 With `PARLEY_CHECK_RESPONSES=1`, every answer is checked against its declaration
 (`check_response`): tests turn it on so a handler that answers something undeclared fails.
 """
@@ -37,7 +38,16 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from quart import Response, current_app, request
 
-from .errors import ApiError, BadRequest, Forbidden, InvalidField, PayloadTooLarge, Unauthorized, Unavailable
+from .errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    InvalidField,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from .events import EVENT_TYPES
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -59,8 +69,19 @@ BODY_ERRORS: tuple[tuple[type[ApiError], str], ...] = (
     (InvalidField, "invalid_field"),
 )
 QUERY_ERRORS: tuple[tuple[type[ApiError], str], ...] = ((InvalidField, "invalid_field"),)
-# Any route, whatever it declares: a bug (500) or an unreachable database or Redis (503).
-ALWAYS_POSSIBLE: tuple[tuple[int, str], ...] = ((500, "internal_error"), (Unavailable.status, Unavailable.code))
+# Any route, whatever it declares: a bug (500) or an unreachable database or Redis (503), and
+# a path or query value no database can store (NUL, an unpaired surrogate: `app/text.py`).
+ALWAYS_POSSIBLE: tuple[tuple[int, str], ...] = (
+    (500, "internal_error"),
+    (Unavailable.status, Unavailable.code),
+    (InvalidField.status, InvalidField.code),
+)
+# What the edge (`app/http_security.py`) answers to any state change before the route runs.
+STATE_CHANGE_ERRORS: tuple[tuple[int, str], ...] = (
+    (Forbidden.status, "cross_site_request"),
+    (UnsupportedMediaType.status, UnsupportedMediaType.code),
+)
+STATE_CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +116,12 @@ class Operation:
     def reply_for(self, status: int) -> Reply | None:
         return next((reply for reply in self.replies if reply.status == status), None)
 
-    def error_codes(self) -> dict[int, list[str]]:
-        """Status -> the codes this route may answer with it, declared and implied. A status
-        the route declares as a reply (e.g. `/readyz`'s 503) is that reply, not an error."""
+    def error_codes(self, method: str = "GET") -> dict[int, list[str]]:
+        """Status -> the codes this route may answer with it for `method`, declared and implied.
+        A status the route declares as a reply (e.g. `/readyz`'s 503) is that reply, not an error."""
         codes: dict[int, list[str]] = {}
-        for status, code in (*self.errors, *ALWAYS_POSSIBLE):
+        edge = STATE_CHANGE_ERRORS if method.upper() in STATE_CHANGING_METHODS else ()
+        for status, code in (*self.errors, *ALWAYS_POSSIBLE, *edge):
             if self.reply_for(status) is not None:
                 continue
             listed = codes.setdefault(status, [])
@@ -210,7 +232,7 @@ def media_matches(declared: str, content_type: str) -> bool:
     return declared in ("*/*", actual) or (sub == "*" and actual.startswith(kind + "/"))
 
 
-def check_response(operation: Operation, status: int, content_type: str, data: Any) -> str | None:
+def check_response(operation: Operation, status: int, content_type: str, data: Any, method: str = "GET") -> str | None:
     """Why this answer breaks the route's contract, or None if it keeps it. `data` is the
     decoded JSON body (ignored for other media types)."""
     reply = operation.reply_for(status)
@@ -229,7 +251,7 @@ def check_response(operation: Operation, status: int, content_type: str, data: A
     if status < 400:
         return f"status {status} is not declared"
     code = data.get("error", {}).get("code") if isinstance(data, dict) else None
-    if code not in operation.error_codes().get(status, []):
+    if code not in operation.error_codes(method).get(status, []):
         return f"error {status} {code!r} is not declared"
     return None
 
@@ -244,7 +266,7 @@ async def enforce_contract(response: Response) -> Response:
     if operation is None or request.method in ("HEAD", "OPTIONS") or response.status_code == 304:
         return response
     data = json.loads(await response.get_data()) if content_type.startswith(JSON) else None
-    problem = check_response(operation, response.status_code, content_type, data)
+    problem = check_response(operation, response.status_code, content_type, data, request.method)
     if problem is None:
         return response
     message = f"{request.method} {request.path} answered {response.status_code}, breaking its contract: {problem}"

@@ -20,6 +20,10 @@ class ApiError(Exception):
     def to_json(self) -> dict[str, dict[str, str]]:
         return {"error": {"code": self.code, "message": self.message}}
 
+    def headers(self) -> dict[str, str]:
+        """Response headers that go with this error (every path that answers it adds them)."""
+        return {}
+
 
 class BadRequest(ApiError):
     status = 400
@@ -29,6 +33,13 @@ class BadRequest(ApiError):
 class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        # RFC 6750 section 3: a 401 names the scheme; a token that was sent and refused says so.
+        challenge = 'Bearer realm="parley"'
+        if self.code in ("invalid_token", "token_expired"):
+            challenge += ', error="invalid_token"'
+        return {"WWW-Authenticate": challenge}
 
 
 class Forbidden(ApiError):
@@ -51,6 +62,11 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(ApiError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class InvalidField(ApiError):
     status = 422
     code = "invalid_field"
@@ -64,7 +80,13 @@ class RateLimited(ApiError):
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
 
 class Unavailable(ApiError):
     status = 503
     code = "unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "2"}

@@ -542,6 +542,7 @@ async def start_notifications(
         timeout_s=settings.push_timeout_s,
         concurrency=settings.push_concurrency,
         backoff_s=settings.push_backoff_s,
+        allow_private=settings.push_allow_insecure,
     )
     active: ActiveUsers
     lease: Lease

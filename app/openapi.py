@@ -243,7 +243,7 @@ def _operation_object(route: Route, schemas: _Schemas, wanted: _Wanted, error_sc
         elif reply.media_type != JSON:
             answer["content"] = {reply.media_type: {"schema": {"type": "string"}}}
         responses[str(reply.status)] = answer
-    for status, codes in operation.error_codes().items():
+    for status, codes in operation.error_codes(route.method).items():
         responses[str(status)] = _error_response(status, codes, error_schema)
 
     entry: dict[str, Any] = {

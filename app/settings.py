@@ -5,6 +5,7 @@ Nothing deeper in the code reads the environment: `create_app` receives a `Setti
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -108,6 +109,10 @@ class Settings:
     max_streams_per_user: int = 20
     connect_limit_per_min: int = 1200
     allowed_origins: tuple[str, ...] = ()
+    # Peers whose X-Forwarded-Proto/-For/-Host are believed (a TLS-terminating proxy or PaaS
+    # router): IP addresses or CIDR networks, or "*" for any peer (only when nothing but the
+    # router can reach the app). Empty: forwarded headers are ignored.
+    trusted_proxies: tuple[str, ...] = ()
     # Where the embedded default keeps what it generates once (dev JWT secret, VAPID keys, lock).
     data_dir: Path = field(default_factory=lambda: Path(".parley"))
     # Largest JSON body accepted, in bytes; larger gets 413.
@@ -173,6 +178,13 @@ class Settings:
             # On by default only when nothing else can identify people (API.md, Identity).
             dev_login = secret is None and jwks is None
         origins = tuple(o.strip() for o in env.get("PARLEY_ALLOWED_ORIGINS", "").split(",") if o.strip())
+        proxies = tuple(p.strip() for p in env.get("PARLEY_TRUSTED_PROXIES", "").split(",") if p.strip())
+        for proxy in proxies:
+            if proxy != "*":
+                try:
+                    ipaddress.ip_network(proxy, strict=False)
+                except ValueError:
+                    raise ConfigError(f"PARLEY_TRUSTED_PROXIES: {proxy!r} is not an IP address or network") from None
         return cls(
             port=_int(env, "PORT", 8000, minimum=0),
             host=env.get("PARLEY_HOST", "").strip() or ("127.0.0.1" if dev_login else "0.0.0.0"),
@@ -198,6 +210,7 @@ class Settings:
             max_streams_per_user=_int(env, "PARLEY_MAX_STREAMS_PER_USER", 20, minimum=0),
             connect_limit_per_min=_int(env, "PARLEY_CONNECT_LIMIT_PER_MIN", 1200, minimum=0),
             allowed_origins=origins,
+            trusted_proxies=proxies,
             data_dir=Path(env.get("PARLEY_DATA_DIR") or ".parley"),
             max_body_bytes=_int(env, "PARLEY_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
             max_buffered_events=_int(env, "PARLEY_MAX_BUFFERED_EVENTS", 1024, minimum=1),

@@ -10,6 +10,7 @@ Each subscription is tried up to 1 + `MAX_RETRIES` times, backing off between at
 network errors, timeouts, 429 and 5xx; 404 and 410 mean the subscription is gone, so it is
 deleted (PITFALLS, Web Push). The TTL is always set (pywebpush's default 0 would drop the
 message for an offline browser) and the urgency follows the notification's priority.
+Connections reach public addresses only (`push_target.py`, SSRF).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from sqlmodel import col, delete, select
 from .db import Database
 from .metrics import Metrics
 from .models import Notification, PushSubscription
+from .push_target import RefusedTarget, UnresolvableTarget, push_client
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,6 @@ MAX_ENDPOINT_CHARS = 2048
 VAPID_KEY_FILE = "vapid_private.pem"
 # VAPID JWTs may live at most 24 h (RFC 8292); 12 h as pywebpush does.
 VAPID_JWT_TTL_S = 12 * 3600
-_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
 class InvalidSubscription(ValueError):
@@ -67,10 +68,14 @@ def validate_subscription(endpoint: str, p256dh: str, auth: str, *, allow_insecu
     """Raise `InvalidSubscription` unless this is a usable Push API subscription."""
     if len(endpoint) > MAX_ENDPOINT_CHARS:
         raise InvalidSubscription("endpoint: too long")
-    parts = urlsplit(endpoint)
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 (raises ValueError for a port that is no port)
+    except ValueError:  # "https://[::1", "https://host:99999"
+        raise InvalidSubscription("endpoint: not a URL") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise InvalidSubscription("endpoint: must be an absolute https URL")
-    if not allow_insecure and (parts.scheme != "https" or parts.hostname in _LOOPBACK_HOSTS):
+    if not allow_insecure and parts.scheme != "https":
         raise InvalidSubscription("endpoint: must be an https URL of a push service")
     try:
         point = b64url_decode(p256dh)
@@ -135,6 +140,7 @@ class PushSender:
         timeout_s: float,
         concurrency: int,
         backoff_s: float,
+        allow_private: bool = False,
     ) -> None:
         self._vapid = vapid
         self._subject = subject
@@ -143,6 +149,7 @@ class PushSender:
         self._timeout_s = timeout_s
         self._concurrency = concurrency
         self._backoff_s = backoff_s
+        self._allow_private = allow_private
         # Overflow policy: `enqueue` waits (backpressure on the notification worker), so the
         # queue never grows past QUEUE_MAX and nothing is dropped.
         self._queue: asyncio.Queue[PushJob] = asyncio.Queue(QUEUE_MAX)
@@ -156,7 +163,7 @@ class PushSender:
 
     async def run(self) -> None:
         """The consumers. Owned by the app; cancelled on shutdown."""
-        async with httpx.AsyncClient(timeout=self._timeout_s) as client:
+        async with push_client(self._timeout_s, allow_private=self._allow_private) as client:
             consumers = [asyncio.create_task(self._consume(client)) for _ in range(self._concurrency)]
             try:
                 await asyncio.gather(*consumers)
@@ -222,7 +229,11 @@ class PushSender:
             )
             try:
                 response = await client.post(subscription.endpoint, content=body, headers=headers)
-            except httpx.HTTPError as error:  # includes timeouts: a hanging push service
+            except RefusedTarget as refused:  # checked again at connect time: DNS may have changed
+                log.warning("push to %s refused: %s", origin, refused)
+                self._metrics.push_attempts.labels(outcome="refused").inc()
+                return "failed"
+            except (httpx.HTTPError, UnresolvableTarget) as error:  # includes timeouts: a hanging push service
                 log.warning("push to %s: %s (attempt %d)", origin, type(error).__name__, attempt + 1)
                 self._metrics.push_attempts.labels(outcome="error").inc()
                 continue

@@ -190,6 +190,11 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def json_headers(token: str) -> dict[str, str]:
+    """For a raw body: bodies are refused (415) unless they say they are JSON."""
+    return {**bearer(token), "Content-Type": "application/json"}
+
+
 @dataclass
 class SseEvent:
     id: str | None

@@ -22,7 +22,7 @@ from app.eventlog_redis import RedisEventLog
 from app.events import envelope_body
 
 from .push_service import Browser, PushService
-from .support import Server, SseEvent, SseReader, bearer, sign
+from .support import Server, SseEvent, SseReader, bearer, json_headers, sign
 from .test_stream import make_discussion, open_stream
 
 pytestmark = pytest.mark.slow
@@ -312,7 +312,9 @@ async def test_bad_input(start_server: Callable[..., Server]) -> None:
             r = await client.request(method, server.url + path, json=body, headers=bearer(bob))
             assert r.status_code == status, (method, path, r.text)
             assert "code" in r.json()["error"]
-        r = await client.request("PUT", server.url + "/api/notification-preferences", content=b"{", headers=bearer(bob))
+        r = await client.request(
+            "PUT", server.url + "/api/notification-preferences", content=b"{", headers=json_headers(bob)
+        )
         assert r.status_code == 400
         # Nothing was stored by the refused requests.
         r = await client.get(server.url + "/api/notification-preferences", headers=bearer(bob))

@@ -42,6 +42,8 @@ async def app(tmp_path: Path) -> AsyncIterator[Quart]:
         dev_login=True,
         data_dir=tmp_path / ".parley",
         check_responses=True,
+        # The push endpoints below are made up and resolve nowhere (the SSRF check would refuse them).
+        push_allow_insecure=True,
     )
     quart_app = create_app(settings)
     async with quart_app.test_app() as test_app:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .support import Server, SseEvent, SseReader, bearer, sign
+from .support import Server, SseEvent, SseReader, bearer, json_headers, sign
 from .test_stream import make_discussion, open_stream, post
 
 pytestmark = pytest.mark.slow
@@ -203,7 +203,7 @@ async def test_bad_input(pair: list[Server]) -> None:
         for path, body, status in cases:
             r = await client.put(a.url + path, json=body, headers=bearer(alice))
             assert r.status_code == status, (path, body, r.text)
-        r = await client.put(a.url + "/api/presence", content=b"{oops", headers=bearer(alice))
+        r = await client.put(a.url + "/api/presence", content=b"{oops", headers=json_headers(alice))
         assert r.status_code == 400
         r = await client.put(f"{a.url}/api/discussions/{secret}/typing", json={"typing": True})
         assert r.status_code == 401

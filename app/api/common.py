@@ -1,19 +1,70 @@
-"""What every handler needs: the caller's identity, a validated JSON body and query string."""
+"""What every handler needs: the caller's identity, a validated JSON body and query string,
+and ids and page sizes parsed one way (issue 11, item 6).
+
+Numbers from the URL are ASCII digits only: `str.isdigit()` is true for "²" and other Unicode
+digits that `int()` refuses (that was a 500 on five endpoints). Query models type them with
+`NumericId` and `PageSize`; a numeric id in the path goes through `numeric_id_in_path`.
+Text that no database stores as given (`app/text.py`) is refused with 422 wherever it comes
+in: JSON bodies, path parameters and query values here, WebSocket messages in `ws.py`.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
-from typing import Any, TypeVar, get_origin
+from typing import Annotated, Any, TypeVar, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints, ValidationError
 from quart import g, has_websocket_context, request, websocket
 
 from ..auth import Identity, token_from
-from ..errors import BadRequest, InvalidField, PayloadTooLarge, Unauthorized
+from ..errors import BadRequest, InvalidField, NotFound, PayloadTooLarge, Unauthorized
 from ..services import services
+from ..text import unstorable_text
 
 Model = TypeVar("Model", bound=BaseModel)
+
+# A numeric id (response ids): ASCII digits, and within the INTEGER columns that hold them
+# (PostgreSQL refuses a larger parameter outright; that was a 500 too).
+NUMERIC_ID_PATTERN = r"^[0-9]{1,10}$"
+MAX_NUMERIC_ID = 2**31 - 1
+_NUMERIC_ID = re.compile(NUMERIC_ID_PATTERN)
+_WHOLE_NUMBER = re.compile(r"^[0-9]{1,9}$")
+
+
+def numeric_id(text: str | None) -> int | None:
+    """The id `text` spells in ASCII digits, or None if it is not one."""
+    if text is None or _NUMERIC_ID.match(text) is None or int(text) > MAX_NUMERIC_ID:
+        return None
+    return int(text)
+
+
+def numeric_id_in_path(text: str, what: str) -> int:
+    """A numeric id from the path: one that cannot exist is 404, like one that does not."""
+    value = numeric_id(text)
+    if value is None:
+        raise NotFound(f"no {what} {text[:40]!r}")
+    return value
+
+
+def _in_id_range(text: str) -> str:
+    if int(text) > MAX_NUMERIC_ID:
+        raise ValueError(f"an id is at most {MAX_NUMERIC_ID}")
+    return text
+
+
+def _ascii_whole_number(value: object) -> object:
+    # Pydantic's lax int also takes "+1", " 1", "1.0" and "1_0"; a URL says digits.
+    if isinstance(value, str) and _WHOLE_NUMBER.match(value) is None:
+        raise ValueError("must be a whole number written with the digits 0-9")
+    return value
+
+
+# A numeric id in a query string or a body: a string of ASCII digits (`numeric_id` reads it).
+NumericId = Annotated[str, StringConstraints(pattern=NUMERIC_ID_PATTERN), AfterValidator(_in_id_range)]
+# A page size or other count in a query string (bound it with Field(ge=..., le=...)).
+PageSize = Annotated[int, BeforeValidator(_ascii_whole_number)]
 
 
 async def caller(*, remember_now: bool = True) -> Identity:
@@ -80,9 +131,29 @@ async def json_body(model: type[Model]) -> Model:
         data: Any = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("body is not valid JSON", code="malformed_json") from None
+    except RecursionError:
+        raise BadRequest("body is nested too deeply", code="malformed_json") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object", code="malformed_json")
+    refuse_unstorable(data)
     try:
         return model.model_validate(data)
     except ValidationError as error:
         raise _invalid(error) from None
+
+
+def refuse_unstorable(value: Any, where: str = "body") -> None:
+    found = unstorable_text(value, where)
+    if found is not None:
+        raise InvalidField(f"{found}: text may not contain NUL characters or unpaired surrogates")
+
+
+async def refuse_unstorable_url() -> None:
+    """Before every request and WebSocket: path parameters and query values must be storable
+    text too (a discussion id with %00 reached PostgreSQL)."""
+    incoming = websocket if has_websocket_context() else request
+    for name, value in (incoming.view_args or {}).items():
+        if isinstance(value, str):
+            refuse_unstorable(value, name)
+    for name, value in incoming.args.items(multi=True):
+        refuse_unstorable(value, name)

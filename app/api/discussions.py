@@ -23,17 +23,17 @@ from ..events import rfc3339
 from ..models import Discussion, DiscussionMember, Follow, OutboxEntry, Response, User, utcnow
 from ..services import services
 from ..wire import Activity, DiscussionOut, ResponseOut, Shape
-from .common import caller, json_body, query_args
+from .common import NumericId, PageSize, caller, json_body, numeric_id, numeric_id_in_path, query_args
 
 blueprint = Blueprint("discussions", __name__)
 log = logging.getLogger(__name__)
 
 MAX_BODY_CHARS = 10_000
 MAX_MEMBERS = 1_000
+DEFAULT_PAGE = 50
 MAX_PAGE = 200
 
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-ResponseId = Annotated[str, StringConstraints(pattern=r"^\d{1,18}$")]
 Stance = Literal["agree", "disagree", "pass"]
 
 
@@ -49,7 +49,7 @@ class NewDiscussion(StrictBody):
 
 class NewResponse(StrictBody):
     body: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_BODY_CHARS)]
-    parent_id: ResponseId | None = None
+    parent_id: NumericId | None = None
     stances: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], Stance] | None = Field(
         default=None, max_length=100
     )
@@ -61,8 +61,8 @@ class ResponseEdit(StrictBody):
 
 
 class ResponsesQuery(BaseModel):
-    after: ResponseId | None = Field(default=None, description="a response id: only those after it")
-    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+    after: NumericId | None = Field(default=None, description="a response id: only those after it")
+    limit: PageSize = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
 
 
 class DiscussionDetail(DiscussionOut):
@@ -102,12 +102,6 @@ def response_json(response: Response, author_name: str) -> dict[str, Any]:
         "edited_at": None if response.edited_at is None else rfc3339(response.edited_at),
         "deleted": response.deleted,
     }
-
-
-def _response_id(text: str) -> int:
-    if not text.isdigit() or len(text) > 18:
-        raise NotFound(f"no response {text[:40]!r}")
-    return int(text)
 
 
 async def _author_name(session: AsyncSession, user_id: str) -> str:
@@ -166,7 +160,7 @@ async def get_discussion(discussion_id: str) -> dict[str, Any]:
 async def list_responses(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
     page = query_args(ResponsesQuery)
-    after = 0 if page.after is None else int(page.after)
+    after = numeric_id(page.after) or 0
     limit = page.limit
     parley = services()
     # The log position *before* the read: a client that resumes from it misses nothing the
@@ -217,7 +211,7 @@ async def post_response(discussion_id: str) -> tuple[dict[str, Any], int]:
                 return response_json(earlier, identity.name), 200
         parent_id = None
         if new.parent_id is not None:
-            parent = await session.get(Response, int(new.parent_id))
+            parent = await session.get(Response, numeric_id(new.parent_id))
             if parent is None or parent.discussion_id != discussion_id:
                 raise InvalidField("parent_id: no such response in this discussion")
             parent_id = parent.id
@@ -267,7 +261,7 @@ async def _by_client_id(session: AsyncSession, author_id: str, client_id: str) -
 async def _readable_response(
     session: AsyncSession, identity: Identity, response_id: str
 ) -> tuple[Response, Discussion]:
-    response = await session.get(Response, _response_id(response_id))
+    response = await session.get(Response, numeric_id_in_path(response_id, "response"))
     if response is None:
         raise NotFound(f"no response {response_id!r}")
     try:

@@ -16,15 +16,16 @@ from sqlmodel import col, delete, select, update
 
 from .. import topics
 from ..contract import documented
-from ..errors import InvalidField, NotFound
+from ..errors import InvalidField, NotFound, Unavailable
 from ..events import rfc3339
 from ..models import Notification, NotificationPreferences, PushSubscription, utcnow
 from ..notifications import DEFAULT_PREFERENCES, notification_json
 from ..notify_worker import preferences_of
+from ..push_target import RefusedTarget, UnresolvableTarget, check_endpoint
 from ..services import services
 from ..webpush import MAX_ENDPOINT_CHARS, InvalidSubscription, PushSender, validate_subscription
 from ..wire import NotificationOut, Shape
-from .common import caller, json_body, query_args
+from .common import PageSize, caller, json_body, query_args
 
 blueprint = Blueprint("notifications", __name__)
 
@@ -75,7 +76,7 @@ class SubscriptionRef(StrictBody):
 
 class NotificationsQuery(BaseModel):
     unread: bool = Field(default=False, description="only the unread ones")
-    limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
+    limit: PageSize = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
 
 
 class Preferences(Shape):
@@ -244,6 +245,15 @@ async def subscribe() -> tuple[dict[str, Any], int]:
         )
     except InvalidSubscription as invalid:
         raise InvalidField(str(invalid)) from None
+    if not services().settings.push_allow_insecure:
+        try:
+            await check_endpoint(new.endpoint)
+        except RefusedTarget as refused:
+            raise InvalidField(f"endpoint: {refused}; push services have public addresses") from None
+        except UnresolvableTarget as unresolvable:
+            if unresolvable.temporary:
+                raise Unavailable(f"endpoint: {unresolvable}; retry") from None
+            raise InvalidField(f"endpoint: {unresolvable}") from None
     async with services().db.session() as session:
         for attempt in range(2):
             rows = await session.exec(select(PushSubscription).where(PushSubscription.endpoint == new.endpoint))

@@ -10,8 +10,9 @@ from typing import Any
 from quart import Blueprint, Response, current_app, jsonify
 
 from ..contract import documented
+from ..http_security import policy_with_inline_style
 from ..openapi import build
-from ..openapi_page import render
+from ..openapi_page import STYLE, render
 
 blueprint = Blueprint("reference", __name__)
 
@@ -34,4 +35,7 @@ async def openapi_json() -> Response:
 @blueprint.get("/docs")
 @documented("A readable page of this document", media_type="text/html", auth=False)
 async def docs() -> Response:
-    return Response(render(document()), content_type="text/html; charset=utf-8")
+    response = Response(render(document()), content_type="text/html; charset=utf-8")
+    # The page's one inline <style>, allowed by its hash; everything else as on every page.
+    response.headers["Content-Security-Policy"] = policy_with_inline_style(STYLE)
+    return response

@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from ..api.common import caller
+from ..api.common import caller, refuse_unstorable
 from ..auth import Identity
 from ..errors import InvalidField, NotFound
 from ..services import Services, services
@@ -46,6 +46,7 @@ async def session_for(parley: Services, identity: Identity, discussion_ids: list
     not exist or that the caller may not read (NFR-014). Every transport opens sessions here."""
     if len(discussion_ids) > MAX_DISCUSSIONS_PER_CONNECTION:
         raise InvalidField(f"discussion: at most {MAX_DISCUSSIONS_PER_CONNECTION} per connection")
+    refuse_unstorable(discussion_ids, "discussion")
     for discussion_id in dict.fromkeys(discussion_ids):
         await parley.read_access.check(parley.db, identity, discussion_id)
     return StreamSession(parley, identity, discussion_ids)

@@ -207,9 +207,7 @@ class LeanStream(asyncio.Protocol):
             self._dropped()
             raise
         except ApiError as error:
-            retry_after = getattr(error, "retry_after_s", None)
-            extra = {"Retry-After": str(retry_after)} if retry_after is not None else None
-            self._fail(error_response(error.status, error.code, error.message, extra))
+            self._fail(error_response(error.status, error.code, error.message, error.headers()))
             return
         except TRANSIENT_ERRORS as error:
             log.warning("stream refused for now, the client will retry: %s", error)

@@ -49,6 +49,7 @@ from ..ratelimit import MemoryRateLimiter, Rate
 from ..services import Services, services
 from ..session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
 from ..stream_slots import TooManyStreams
+from ..text import unstorable_text
 from .common import STREAM_ERRORS, TRANSIENT_ERRORS, StreamQuery, authorized_session
 from .ws_messages import (
     CLIENT_MESSAGES,
@@ -151,6 +152,7 @@ async def ws() -> Response | None:
     except ApiError as error:
         response = jsonify(error.to_json())
         response.status_code = error.status
+        response.headers.update(error.headers())
         return response
     except TRANSIENT_ERRORS:
         await _try_again_later(accept=True)
@@ -239,7 +241,7 @@ class MessageFlood:
         return self._rate is not None and self._limiter.try_acquire("messages", self._rate) > 0
 
 
-async def _handle(parley: Services, session: StreamSession, raw: str | bytes) -> None:
+async def _handle(parley: Services, session: StreamSession, raw: str | bytes | None) -> None:
     try:
         await parley.rate_limit.hit(session.identity.user_id, "ws_message")
         reply = await _dispatch(parley, session, _parse(raw))
@@ -257,13 +259,18 @@ async def _handle(parley: Services, session: StreamSession, raw: str | bytes) ->
         await _send_events(reply)
 
 
-def _parse(raw: str | bytes) -> ClientMessage:
+def _parse(raw: str | bytes | None) -> ClientMessage:
+    if raw is None:  # Quart hands an empty binary frame over as None (found by tests/test_fuzz_ws.py)
+        raise BadMessage("malformed_json", "messages are JSON objects")
     try:
         message = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadMessage("malformed_json", "messages are JSON objects") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise BadMessage("malformed_message", 'a message is an object with a string "type"')
+    found = unstorable_text(message, "message")
+    if found is not None:
+        raise BadMessage("invalid_field", f"{found}: text may not contain NUL characters or unpaired surrogates")
     model = CLIENT_MESSAGES.get(message["type"])
     if model is None:
         raise BadMessage("unknown_type", f"unknown message type {message['type'][:40]!r}")
