@@ -134,7 +134,14 @@ class Connection:
 
 @pytest.fixture
 def fuzz_target(start_server: Callable[..., Server]) -> Iterator[tuple[Server, Connection]]:
-    server = start_server()
+    # The message limits (tests/test_limits.py) would end the fuzzing early: thousands of frames
+    # on one connection are the point here, so both are off.
+    server = start_server(
+        PARLEY_WS_CONNECTION_MESSAGES_PER_MIN="0",
+        PARLEY_WS_USER_MESSAGES_PER_MIN="0",
+        PARLEY_TYPING_LIMIT_PER_MIN="0",
+        PARLEY_PRESENCE_LIMIT_PER_MIN="0",
+    )
     token = sign("fuzz")
     r = httpx.post(server.url + "/api/discussions", json={"title": "Fuzz"}, headers=bearer(token), timeout=10)
     assert r.status_code == 201

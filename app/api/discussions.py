@@ -126,7 +126,7 @@ def _stage_response_event(
 
 
 @blueprint.post("/api/discussions")
-@documented("Create a discussion", body=NewDiscussion, response=DiscussionOut, status=201)
+@documented("Create a discussion", body=NewDiscussion, response=DiscussionOut, status=201, errors=[RateLimited])
 async def create_discussion() -> tuple[dict[str, Any], int]:
     identity = await caller()
     new = await json_body(NewDiscussion)
@@ -326,7 +326,7 @@ async def delete_response(response_id: str) -> dict[str, Any]:
 
 
 @blueprint.put("/api/discussions/<discussion_id>/follow")
-@documented("Follow a discussion", response=FollowState, errors=[NotFound])
+@documented("Follow a discussion", response=FollowState, errors=[NotFound, RateLimited])
 async def follow(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
     await services().rate_limit.hit(identity.user_id, "follow")
@@ -345,7 +345,7 @@ async def follow(discussion_id: str) -> dict[str, Any]:
 
 
 @blueprint.delete("/api/discussions/<discussion_id>/follow")
-@documented("Stop following a discussion", response=FollowState, errors=[NotFound])
+@documented("Stop following a discussion", response=FollowState, errors=[NotFound, RateLimited])
 async def unfollow(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
     await services().rate_limit.hit(identity.user_id, "follow")

@@ -21,7 +21,7 @@ from quart import Blueprint
 from ..access import readable_discussion
 from ..auth import Identity
 from ..contract import documented
-from ..errors import NotFound
+from ..errors import NotFound, RateLimited
 from ..presence import Status
 from ..services import services
 from ..wire import Shape, UserRef
@@ -72,7 +72,7 @@ async def _readable(identity: Identity, discussion_id: str) -> None:
     description="Floods are throttled (one broadcast per user and discussion per 500 ms), never an error.",
     body=TypingSignal,
     response=TypingState,
-    errors=[NotFound],
+    errors=[NotFound, RateLimited],
     fires=["typing_started", "typing_stopped"],
 )
 async def put_typing(discussion_id: str) -> dict[str, Any]:
@@ -89,6 +89,7 @@ async def put_typing(discussion_id: str) -> dict[str, Any]:
     "Set the caller's status on all their connections (page visible or hidden)",
     body=PresenceSignal,
     response=PresenceState,
+    errors=[RateLimited],
     fires=["presence_changed"],
 )
 async def put_presence() -> dict[str, Any]:

@@ -11,13 +11,14 @@ from ..auth import Identity
 from ..errors import InvalidField, NotFound
 from ..services import Services, services
 from ..session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
+from ..stream_slots import TooManyStreams
 
 # A backing service unreachable for now (Redis, the database, a socket): a client should come
 # back later, and every transport must tell it so in a way it acts on (see `sse.retry_later`).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (RedisError, OperationalError, InterfaceError, OSError)
 
 # What opening any stream can answer besides 401 and 422 (`app.contract`).
-STREAM_ERRORS = (NotFound,)
+STREAM_ERRORS = (NotFound, TooManyStreams)
 
 
 class StreamQuery(BaseModel):
