@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -262,3 +263,57 @@ async def test_common_ground_notifies_followers_through_the_analysis(server: Ser
     async with httpx.AsyncClient(timeout=10) as client:
         r = await client.get(server.url + "/api/notifications", headers=bearer(bob))
     assert [n["type"] for n in r.json()] == ["common_ground"]
+
+
+async def test_a_stalled_holder_is_replaced_and_publishes_nothing_when_it_wakes(
+    start_server: Callable[..., Server], redis_url: str, redis_prefix: str
+) -> None:
+    """The holder is frozen (SIGSTOP) in the middle of a run. Its leases expire, the other
+    process takes over and computes the discussion; woken up (SIGCONT), the stale run finds
+    its run lease gone and publishes nothing: there is never a second, overlapping result."""
+    env = {
+        "REDIS_URL": redis_url,
+        "PARLEY_REDIS_PREFIX": redis_prefix,
+        "PARLEY_CG_LEASE_S": "3",
+        "PARLEY_CG_COMPUTE_DELAY_MS": "1500",
+    }
+    servers = (start_server(**env), start_server(**env))
+    alice, bob, carol = sign("alice"), sign("bob"), sign("carol")
+    async with httpx.AsyncClient(timeout=10) as client:
+        # Warm up to learn which process holds the analysis lease: the one that ran.
+        warm = await make_discussion(client, servers[0], alice)
+        await add_proposition(client, servers[0], alice, warm, "Warm-up")
+        deadline = asyncio.get_running_loop().time() + ARRIVAL_S
+        while (await get_analysis(client, servers[0], alice, warm))["version"] == 0:
+            assert asyncio.get_running_loop().time() < deadline, "the warm-up was never analysed"
+            await asyncio.sleep(0.1)
+        runs = [await metric(s, "parley_analysis_runs_total") for s in servers]
+        holder, other = (servers[0], servers[1]) if runs[0] > runs[1] else (servers[1], servers[0])
+        assert holder.process is not None
+        discussion = await make_discussion(client, other, alice)
+        async with open_stream(other, carol, [discussion]) as stream:
+            lanes = await add_proposition(client, other, alice, discussion, "Bike lanes")
+            await analysis_until(stream, lambda d: bool(d["propositions"]))
+            holder_runs = await metric(holder, "parley_analysis_runs_total")
+            await take_stances(client, other, alice, discussion, {lanes: "agree"})
+            started = await next_of(stream, "analysis_refreshing", timeout_s=ARRIVAL_S)
+            holder.process.send_signal(signal.SIGSTOP)
+            try:
+                seen = [started]
+                taken_over = await analysis_until(stream, lambda d: figures(d, lanes) == (1, 0, 0), seen)
+            finally:
+                holder.process.send_signal(signal.SIGCONT)
+            await take_stances(client, other, bob, discussion, {lanes: "agree"})
+            final = await analysis_until(stream, lambda d: figures(d, lanes) == (2, 0, 0), seen)
+        assert await metric(holder, "parley_analysis_runs_total") == holder_runs
+    kinds = [(e.event, e.json["payload"]["version"]) for e in seen]
+    v = started.json["payload"]["version"]
+    # The frozen run's start, the successor's run, then the next run: no stale update anywhere.
+    assert kinds == [
+        ("analysis_refreshing", v),
+        ("analysis_refreshing", v),
+        ("analysis_updated", v + 1),
+        ("analysis_refreshing", v + 1),
+        ("analysis_updated", v + 2),
+    ], kinds
+    assert (taken_over["version"], final["version"]) == (v + 1, v + 2)
