@@ -290,6 +290,46 @@ async def test_common_ground_notifies_followers_through_the_analysis(server: Ser
     assert [n["type"] for n in r.json()] == ["common_ground"]
 
 
+async def holder_and_other(client: httpx.AsyncClient, servers: tuple[Server, Server]) -> tuple[Server, Server]:
+    """Which process holds the analysis lease: the one whose warm-up run shows in /metrics."""
+    owner = sign(unique("owner"))
+    warm = await make_discussion(client, servers[0], owner)
+    await add_proposition(client, servers[0], owner, warm, "Warm-up")
+    deadline = asyncio.get_running_loop().time() + ARRIVAL_S
+    while (await get_analysis(client, servers[0], owner, warm))["version"] == 0:
+        assert asyncio.get_running_loop().time() < deadline, "the warm-up was never analysed"
+        await asyncio.sleep(0.1)
+    runs = [await metric(s, "parley_analysis_runs_total") for s in servers]
+    return (servers[0], servers[1]) if runs[0] > runs[1] else (servers[1], servers[0])
+
+
+async def test_a_holder_killed_before_its_run_loses_nothing(
+    start_server: Callable[..., Server], redis_url: str, redis_prefix: str
+) -> None:
+    """The holder has read the stance (and saved its checkpoint) but not run yet (a long
+    debounce) when it is SIGKILLed: its successor re-reads from the checkpoint, which never
+    passes an uncovered change, and computes the discussion."""
+    env = {
+        "REDIS_URL": redis_url,
+        "PARLEY_REDIS_PREFIX": redis_prefix,
+        "PARLEY_CG_LEASE_S": "1",
+        "PARLEY_CG_DEBOUNCE_MS": "3000",
+    }
+    servers = (start_server(**env), start_server(**env))
+    alice = sign(unique("alice"))
+    async with httpx.AsyncClient(timeout=10) as client:
+        holder, other = await holder_and_other(client, servers)
+        discussion = await make_discussion(client, other, alice)
+        lanes = await add_proposition(client, other, alice, discussion, "Bike lanes")
+        async with open_stream(other, alice, [discussion]) as stream:
+            await analysis_until(stream, lambda d: bool(d["propositions"]))
+            await take_stances(client, other, alice, discussion, {lanes: "agree"})
+            await asyncio.sleep(0.5)  # the holder reads it at once and saves its checkpoint
+            holder.stop(signal.SIGKILL)
+            done = await analysis_until(stream, lambda d: figures(d, lanes) == (1, 0, 0))
+    assert done["participants"] == 1
+
+
 async def test_a_stalled_holder_is_replaced_and_publishes_nothing_when_it_wakes(
     start_server: Callable[..., Server], redis_url: str, redis_prefix: str
 ) -> None:
@@ -305,15 +345,7 @@ async def test_a_stalled_holder_is_replaced_and_publishes_nothing_when_it_wakes(
     servers = (start_server(**env), start_server(**env))
     alice, bob, carol = sign("alice"), sign("bob"), sign("carol")
     async with httpx.AsyncClient(timeout=10) as client:
-        # Warm up to learn which process holds the analysis lease: the one that ran.
-        warm = await make_discussion(client, servers[0], alice)
-        await add_proposition(client, servers[0], alice, warm, "Warm-up")
-        deadline = asyncio.get_running_loop().time() + ARRIVAL_S
-        while (await get_analysis(client, servers[0], alice, warm))["version"] == 0:
-            assert asyncio.get_running_loop().time() < deadline, "the warm-up was never analysed"
-            await asyncio.sleep(0.1)
-        runs = [await metric(s, "parley_analysis_runs_total") for s in servers]
-        holder, other = (servers[0], servers[1]) if runs[0] > runs[1] else (servers[1], servers[0])
+        holder, other = await holder_and_other(client, servers)
         assert holder.process is not None
         discussion = await make_discussion(client, other, alice)
         async with open_stream(other, carol, [discussion]) as stream:
