@@ -38,6 +38,8 @@ async def app(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Q
         dev_login=True,
         data_dir=tmp_path / ".parley",
         dev_roles=frozenset({"analyzer"}),
+        # Every answer is checked against its route's declared contract (app/contract.py).
+        check_responses=True,
     )
     quart_app = create_app(settings)
     async with quart_app.test_app() as test_app:

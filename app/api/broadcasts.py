@@ -20,10 +20,13 @@ from quart import Blueprint
 from sqlmodel import col, delete, select
 
 from .. import topics
+from ..contract import documented
+from ..errors import Forbidden
 from ..events import rfc3339
 from ..models import Broadcast, utcnow
 from ..roles import ADMIN, require_role
 from ..services import services
+from ..wire import BroadcastOut, Shape
 from .common import caller, json_body
 from .discussions import StrictBody
 
@@ -41,6 +44,10 @@ class NewBroadcast(StrictBody):
     ttl_s: Annotated[int, Field(ge=1, le=MAX_TTL_S)] = DEFAULT_TTL_S
 
 
+class BroadcastList(Shape):
+    broadcasts: list[BroadcastOut] = Field(description="the unexpired ones, newest first")
+
+
 def broadcast_json(broadcast: Broadcast) -> dict[str, Any]:
     return {
         "id": broadcast.id,
@@ -52,6 +59,16 @@ def broadcast_json(broadcast: Broadcast) -> dict[str, Any]:
 
 
 @blueprint.post("/api/broadcasts")
+@documented(
+    "Broadcast a message to everyone connected",
+    description="Role `admin`. `ttl_s` (default 3600): how long it is listed for newcomers.",
+    body=NewBroadcast,
+    response=BroadcastOut,
+    status=201,
+    errors=[(Forbidden, "role_required")],
+    roles=["admin"],
+    fires=["broadcast"],
+)
 async def post_broadcast() -> tuple[dict[str, Any], int]:
     identity = await caller()
     require_role(identity, ADMIN)
@@ -76,6 +93,7 @@ async def post_broadcast() -> tuple[dict[str, Any], int]:
 
 
 @blueprint.get("/api/broadcasts")
+@documented("The broadcasts still live", response=BroadcastList)
 async def active_broadcasts() -> dict[str, Any]:
     await caller()
     async with services().db.session() as session:
