@@ -47,7 +47,11 @@ Count = Annotated[int, Field(ge=0, le=10**9)]
 
 
 class NewProposition(StrictBody):
-    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_PROPOSITION_CHARS)]
+    # No NUL: PostgreSQL text cannot hold it (a 500 otherwise).
+    text: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_PROPOSITION_CHARS, pattern=r"^[^\x00]*$"),
+    ]
 
 
 class PropositionFigures(StrictBody):

@@ -39,7 +39,10 @@ MAX_ACTIVE_LISTED = 50
 
 class NewBroadcast(StrictBody):
     model_config = ConfigDict(strict=True, extra="forbid")
-    message: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+    # No NUL: PostgreSQL text cannot hold it (a 500 otherwise).
+    message: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000, pattern=r"^[^\x00]*$")
+    ]
     level: Literal["info", "warning", "critical"] = "info"
     ttl_s: Annotated[int, Field(ge=1, le=MAX_TTL_S)] = DEFAULT_TTL_S
 
