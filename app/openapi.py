@@ -181,7 +181,7 @@ def build(app: Quart) -> dict[str, Any]:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation_object(
             route, schemas, wanted[number], schemas[error_index]
         )
-    tags = sorted({route.rule.endpoint.partition(".")[0] for route in described if "." in route.rule.endpoint})
+    tags = sorted({_tag(route) for route in described})
     return {
         "openapi": "3.1.0",
         "info": {
@@ -252,8 +252,7 @@ def _operation_object(route: Route, schemas: _Schemas, wanted: _Wanted, error_sc
     }
     if operation.description:
         entry["description"] = operation.description
-    if "." in route.rule.endpoint:
-        entry["tags"] = [route.rule.endpoint.partition(".")[0]]
+    entry["tags"] = [_tag(route)]
     if parameters:
         entry["parameters"] = parameters
     if body is not None:
@@ -279,6 +278,12 @@ def _absent_not_null(schema: dict[str, Any]) -> dict[str, Any]:
         return schema
     rest = {key: value for key, value in schema.items() if key != "anyOf" and not (key == "default" and value is None)}
     return {**kept[0], **rest}
+
+
+def _tag(route: Route) -> str:
+    """The blueprint's name (`discussions.follow` -> `discussions`), or the framework's endpoint."""
+    endpoint: str = route.rule.endpoint
+    return endpoint.partition(".")[0]
 
 
 def _operation_id(route: Route) -> str:

@@ -129,7 +129,7 @@ def _fields_table(schema: dict[str, Any]) -> str:
     required = set(schema.get("required", ()))
     rows = ["<table><tr><th>field</th><th>type</th><th></th><th>notes</th></tr>"]
     for name, prop in properties.items():
-        notes = " ".join(filter(None, [_prose(prop.get("description", "")), _constraints(prop)]))
+        notes = "; ".join(filter(None, [_prose(prop.get("description", "")), _constraints(prop)]))
         rows.append(
             f"<tr><td><code>{escape(name)}</code></td><td>{type_of(prop)}</td>"
             f"<td>{'required' if name in required else 'optional'}</td><td>{notes}</td></tr>"
@@ -159,7 +159,7 @@ def _operation(method: str, path: str, operation: dict[str, Any]) -> str:
         parts.append("<table><tr><th>parameter</th><th>in</th><th>type</th><th>notes</th></tr>")
         for parameter in parameters:
             schema = parameter.get("schema", {})
-            notes = " ".join(
+            notes = "; ".join(
                 filter(
                     None,
                     [

@@ -388,3 +388,33 @@ async def test_websocket_messages_keep_to_the_document(app: Quart, client: Clien
     # A refused upgrade is a described HTTP answer.
     assert "404" in document["paths"]["/ws"]["get"]["responses"]
     assert "403" in document["paths"]["/ws"]["get"]["responses"]
+
+
+async def test_rate_limited_answers_are_declared(tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}",
+        jwt_secret=TEST_JWT_SECRET,
+        data_dir=tmp_path / ".parley",
+        rate_limit_per_min=1,
+        check_responses=True,
+    )
+    quart_app = create_app(settings)
+    async with quart_app.test_app() as test_app:
+        client = test_app.app.test_client()  # type: ignore[attr-defined]
+        api = Conformance(build(quart_app), client)
+        alice = bearer(sign(f"alice-{uuid.uuid4().hex[:6]}", "Alice"))
+        discussion = await api.call("POST", "/api/discussions", 201, json={"title": "Lakes"}, headers=alice)
+        path = f"/api/discussions/{discussion['id']}/responses"
+        template = "/api/discussions/{discussion_id}/responses"
+        await api.call("POST", template, 201, path=path, json={"body": "one"}, headers=alice)
+        # A calendar-minute window: the second action is refused, unless the first one's minute
+        # ended in between; then the third is.
+        r = await client.post(path, json={"body": "two"}, headers=alice)
+        if r.status_code == 201:
+            r = await client.post(path, json={"body": "three"}, headers=alice)
+        assert r.status_code == 429 and r.headers["Retry-After"].isdigit()
+        body = await r.get_json()
+        schema = api.schema_for("POST", template, 429, "application/json")
+        assert schema is not None
+        api.check(schema, body, "429")
+        assert "Retry-After" in api.document["paths"][template]["post"]["responses"]["429"]["headers"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, TypeVar, get_origin
 
 from pydantic import BaseModel, ValidationError
@@ -43,14 +44,19 @@ def _invalid(error: ValidationError) -> InvalidField:
 
 
 def query_args(model: type[Model]) -> Model:
-    """The query string as `model`, 422 if a parameter is wrong. A field typed as a list takes
+    """This request's query string as `model` (see `parse_query`)."""
+    args = websocket.args if has_websocket_context() else request.args
+    return parse_query(model, args.getlist)
+
+
+def parse_query(model: type[Model], getlist: Callable[[str], list[str]]) -> Model:
+    """A query string as `model`, 422 if a parameter is wrong. A field typed as a list takes
     every repeat of its parameter (`?discussion=a&discussion=b`); any other takes the first,
     and an empty value counts as absent. The model describes the parameters in the OpenAPI
-    document (`app.contract`), so validate in lax mode: query values are all strings."""
-    args = websocket.args if has_websocket_context() else request.args
+    document (`app.contract`); validation is lax: query values are all strings."""
     data: dict[str, Any] = {}
     for name, info in model.model_fields.items():
-        values = args.getlist(name)
+        values = getlist(name)
         if get_origin(info.annotation) is list:
             if values:
                 data[name] = values

@@ -55,8 +55,8 @@ def _with_cookie(body: dict[str, Any], token: str, identity: Identity) -> Respon
 @blueprint.post("/api/session")
 @documented(
     "Exchange a bearer token for the `parley_token` cookie (browsers)",
+    description="The token must come as `Authorization: Bearer <jwt>` here; the cookie is not accepted.",
     response=SessionOpened,
-    headers={"Authorization": "`Bearer <jwt>`: required here, the cookie is not accepted"},
 )
 async def open_session() -> Response:
     header = request.headers.get("Authorization", "")
