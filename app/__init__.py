@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from . import http_security, startup
+from .analysis_worker import start_analysis
 from .api.common import refuse_unstorable_url
 from .auth import Authenticator
 from .backends import EmbeddedLock, make_limits
@@ -57,10 +58,23 @@ def create_app(settings: Settings | None = None) -> Quart:
     lock = EmbeddedLock(settings.data_dir) if settings.embedded else None
 
     from . import pages
-    from .api import discussions, notifications, ops, presence, reference, session
+    from .api import analysis, broadcasts, discussions, notifications, ops, presence, reference, session
     from .transports import poll, sse, ws
 
-    blueprints = (ops, session, discussions, notifications, presence, sse, ws, poll, pages, reference)
+    blueprints = (
+        ops,
+        session,
+        discussions,
+        analysis,
+        broadcasts,
+        notifications,
+        presence,
+        sse,
+        ws,
+        poll,
+        pages,
+        reference,
+    )
     for module in blueprints:
         app.register_blueprint(module.blueprint)
     http_security.install(app, settings)
@@ -135,6 +149,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         spawn(parley.users.run(), "users")
         spawn(OutboxRelay(parley).run(), "outbox")
         await start_notifications(app.extensions, app.extensions["parley"], spawn)
+        await start_analysis(parley, spawn)
 
     def spawn(coroutine: Any, name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)

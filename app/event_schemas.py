@@ -13,9 +13,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, Field, create_model
 
-from .wire import Activity, NotificationOut, ResponseOut, Shape, Timestamp, UserRef
+from .wire import (
+    Activity,
+    AnalysisDocument,
+    BroadcastOut,
+    NotificationOut,
+    PropositionOut,
+    ResponseOut,
+    Shape,
+    Timestamp,
+    UserRef,
+)
 
 
 class Envelope(Shape):
@@ -64,29 +74,21 @@ class SessionIdlePayload(Shape):
     reason: Literal["idle"]
 
 
-class OpenPayload(BaseModel):
-    """Provisional: its publisher is being built; fields may be added."""
-
-    model_config = ConfigDict(extra="allow")
+class AnalysisRefreshingPayload(Shape):
+    version: int = Field(ge=0, description="the version a recomputation now running will replace")
 
 
-class AnalysisPayload(OpenPayload):
-    """Provisional (the analysis is being built). `new_common_ground`, when present, lists new
-    significant common ground: proposition ids or `{"id","text"}` objects (FR-014)."""
-
-    new_common_ground: list[str | dict[str, Any]] | None = None
-
-
-class BroadcastPayload(OpenPayload):
-    """Provisional (`POST /api/broadcasts` is being built)."""
+class PropositionAddedPayload(Shape):
+    proposition: PropositionOut
 
 
 EVENT_PAYLOADS: Mapping[str, type[BaseModel]] = {
     "response_posted": ResponsePayload,
     "response_edited": ResponsePayload,
     "response_deleted": ResponsePayload,
-    "analysis_refreshing": AnalysisPayload,
-    "analysis_updated": AnalysisPayload,
+    "analysis_refreshing": AnalysisRefreshingPayload,
+    "analysis_updated": AnalysisDocument,
+    "proposition_added": PropositionAddedPayload,
     "typing_started": NoPayload,
     "typing_stopped": NoPayload,
     "user_joined": PresencePayload,
@@ -95,7 +97,7 @@ EVENT_PAYLOADS: Mapping[str, type[BaseModel]] = {
     "notification": NotificationPayload,
     "notification_read": NotificationReadPayload,
     "activity": Activity,
-    "broadcast": BroadcastPayload,
+    "broadcast": BroadcastOut,
     "sync_required": SyncRequiredPayload,
     "auth_expired": AuthExpiredPayload,
     "session_idle": SessionIdlePayload,

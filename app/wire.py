@@ -88,3 +88,48 @@ class Activity(Shape):
     title: str
     unread_count: int = Field(ge=0)
     last_activity_at: Timestamp
+
+
+class PropositionOut(Shape):
+    """A statement participants take a stance on (FR-012)."""
+
+    id: str
+    text: str
+    discussion_id: str
+    created_by: str = Field(description="the user id of who added it")
+    created_at: Timestamp
+
+
+class PropositionFigures(Shape):
+    id: str
+    text: str
+    agree: int = Field(ge=0)
+    disagree: int = Field(ge=0)
+    pass_: int = Field(alias="pass", ge=0)
+    agreement: float | None = Field(ge=0.0, le=1.0, description="agree / (agree + disagree); null when both are 0")
+
+
+class AnalysisDocument(Shape):
+    """A discussion's common-ground analysis (docs/COMMON_GROUND.md): what `GET .../analysis`
+    answers and `analysis_updated` carries, the same JSON."""
+
+    version: int = Field(ge=0, description="0 before the first computation; each stored version adds 1")
+    computed_at: Timestamp | None
+    source: Literal["computed", "external"] | None = Field(
+        description="Parley's own analyzer, or a service with the `analyzer` role; null at version 0"
+    )
+    participants: int = Field(ge=0, description="people with at least one stance in the discussion")
+    propositions: list[PropositionFigures]
+    common_ground: list[str] = Field(description="proposition ids, highest agreement first")
+    divisive: list[str] = Field(description="proposition ids, closest to an even split first")
+    new_common_ground: list[str] = Field(description="ids in `common_ground` not in the previous version's")
+
+
+class BroadcastOut(Shape):
+    """A platform-wide message from an admin (FR-032)."""
+
+    id: str
+    message: str
+    level: Literal["info", "warning", "critical"]
+    created_at: Timestamp
+    expires_at: Timestamp

@@ -163,6 +163,11 @@ async def eventually(probe: Callable[[], Awaitable[Any]], what: str) -> Any:
     raise AssertionError(f"not within {DEADLINE_S}s: {what}")
 
 
+async def _computed(answer: Awaitable[Any]) -> Any:
+    document = await answer
+    return document if document["version"] > 0 and document["participants"] > 0 else None
+
+
 async def test_answers_keep_to_the_document(app: Quart, client: Client) -> None:
     api = Conformance(build(app), client)
     suffix = uuid.uuid4().hex[:6]
@@ -219,6 +224,35 @@ async def test_answers_keep_to_the_document(app: Quart, client: Client) -> None:
     await api.call("PATCH", one, 409, path=f"/api/responses/{first['id']}", json={"body": "Back"}, headers=a)
     await api.call("DELETE", one, 404, path="/api/responses/12345678", headers=a)
     await api.call("GET", "/api/me/follows", 200, headers=a)
+    await api.call("GET", "/api/discussions", 200, query_string={"scope": "mine", "limit": "5"}, headers=a)
+    await api.call("GET", "/api/discussions", 200, query_string={"before": discussion["id"]}, headers=b)
+    await api.call("GET", "/api/discussions", 422, query_string={"scope": "everyone"}, headers=a)
+
+    # Common ground (issue 10): propositions, stances, the analysis; broadcasts.
+    propositions = "/api/discussions/{discussion_id}/propositions"
+    lanes = await api.call("POST", propositions, 201, path=here + "/propositions", json={"text": "Lanes"}, headers=a)
+    await api.call("POST", propositions, 422, path=here + "/propositions", json={"text": ""}, headers=a)
+    await api.call("GET", propositions, 200, path=here + "/propositions", headers=b)
+    stance = {"body": "Yes", "stances": {lanes["id"]: "agree"}}
+    await api.call("POST", responses, 201, path=here + "/responses", json=stance, headers=b)
+    wrong = {"body": "No", "stances": {"nope": "agree"}}
+    await api.call("POST", responses, 422, path=here + "/responses", json=wrong, headers=b)
+    analysis = "/api/discussions/{discussion_id}/analysis"
+    document = await eventually(
+        lambda: _computed(api.call("GET", analysis, 200, path=here + "/analysis", headers=a)), "a computed analysis"
+    )
+    analyzer = bearer(sign(f"analyzer-{suffix}", roles=["analyzer"]))
+    await api.call("POST", analysis, 201, path=here + "/analysis", json=document, headers=analyzer)
+    await api.call("POST", analysis, 403, path=here + "/analysis", json=document, headers=a)
+    await api.call(
+        "POST", analysis, 422, path=here + "/analysis", json={**document, "participants": -1}, headers=analyzer
+    )
+    admin = bearer(sign(f"admin-{suffix}", roles=["admin"]))
+    await api.call("POST", "/api/broadcasts", 201, json={"message": "Hello all", "level": "info"}, headers=admin)
+    await api.call("POST", "/api/broadcasts", 403, json={"message": "Me too"}, headers=a)
+    await api.call("POST", "/api/broadcasts", 422, json={"message": "x", "level": "loud"}, headers=admin)
+    await api.call("GET", "/api/broadcasts", 200, headers=b)
+    await api.call("POST", "/api/dev/login", 403, json={"name": "Mallory", "roles": ["admin"]})
 
     # Presence and typing.
     presence = "/api/discussions/{discussion_id}/presence"
@@ -250,7 +284,17 @@ async def test_answers_keep_to_the_document(app: Quart, client: Client) -> None:
     seen_types: set[str] = set()
     poll_cursor = cursor
     deadline = time.monotonic() + DEADLINE_S
-    wanted = {"response_posted", "response_edited", "response_deleted", "notification", "notification_read"}
+    wanted = {
+        "response_posted",
+        "response_edited",
+        "response_deleted",
+        "notification",
+        "notification_read",
+        "proposition_added",
+        "analysis_refreshing",
+        "analysis_updated",
+        "broadcast",
+    }
     while not wanted <= seen_types and time.monotonic() < deadline:
         query = {"discussion": discussion["id"], "cursor": poll_cursor, "timeout": "1"}
         answer = await api.call("GET", "/poll", 200, query_string=query, headers=a)
@@ -281,6 +325,9 @@ KNOWN_PATHS = {
     "/api/discussions",
     "/api/discussions/{discussion_id}",
     "/api/discussions/{discussion_id}/follow",
+    "/api/discussions/{discussion_id}/propositions",
+    "/api/discussions/{discussion_id}/analysis",
+    "/api/broadcasts",
     "/api/discussions/{discussion_id}/presence",
     "/api/discussions/{discussion_id}/responses",
     "/api/discussions/{discussion_id}/typing",

@@ -16,7 +16,7 @@ from alembic import op
 
 revision: str = "0004"
 # Independent of 0003 (written in parallel); re-chained onto it when both are merged.
-down_revision: str | None = "0002"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

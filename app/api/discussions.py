@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from quart import Blueprint
 from redis.exceptions import RedisError
-from sqlalchemy import func
+from sqlalchemy import and_, distinct, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .. import outbox, topics
+from .. import analysis_store, outbox, topics
 from ..access import readable_discussion
 from ..auth import Identity
 from ..contract import documented
 from ..errors import Conflict, Forbidden, InvalidField, NotFound, RateLimited
 from ..events import rfc3339
-from ..models import Discussion, DiscussionMember, Follow, OutboxEntry, Response, User, utcnow
+from ..models import Discussion, DiscussionMember, Follow, OutboxEntry, Proposition, Response, User, utcnow
 from ..services import services
-from ..wire import Activity, DiscussionOut, ResponseOut, Shape
+from ..wire import Activity, DiscussionOut, ResponseOut, Shape, Timestamp
 from .common import NumericId, PageSize, caller, json_body, numeric_id, numeric_id_in_path, query_args
 
 blueprint = Blueprint("discussions", __name__)
@@ -63,6 +64,25 @@ class ResponseEdit(StrictBody):
 class ResponsesQuery(BaseModel):
     after: NumericId | None = Field(default=None, description="a response id: only those after it")
     limit: PageSize = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
+
+
+class DiscussionsQuery(BaseModel):
+    scope: Literal["public", "mine"] = Field(
+        default="public", description="`public`: recent public discussions; `mine`: created, joined or responded to"
+    )
+    limit: PageSize = Field(default=50, ge=1, le=MAX_PAGE)
+    before: str | None = Field(
+        default=None, max_length=64, description="the id of the last discussion of the previous page"
+    )
+
+
+class DiscussionListed(DiscussionOut):
+    participant_count: int = Field(ge=0, description="distinct people who responded")
+    last_activity_at: Timestamp
+
+
+class DiscussionList(Shape):
+    discussions: list[DiscussionListed] = Field(description="newest activity first")
 
 
 class DiscussionDetail(DiscussionOut):
@@ -143,6 +163,73 @@ async def create_discussion() -> tuple[dict[str, Any], int]:
     return discussion_json(discussion), 201
 
 
+@blueprint.get("/api/discussions")
+@documented(
+    "Recent public discussions, or the caller's own",
+    query=DiscussionsQuery,
+    response=DiscussionList,
+)
+async def list_discussions() -> dict[str, Any]:
+    """`?scope=public` (default): recent public discussions. `?scope=mine`: those the caller
+    created, is a member of, or responded to (however posted: page, API, curl) and can still
+    read. Newest activity first; `before=<discussion id>` continues after that discussion.
+    `participant_count` here is the number of distinct people who responded."""
+    identity = await caller()
+    listing = query_args(DiscussionsQuery)
+    limit, before_id = listing.limit, listing.before
+    me = identity.user_id
+    query = select(Discussion)
+    if listing.scope == "public":
+        query = query.where(Discussion.visibility == "public")
+    else:
+        member_of = select(DiscussionMember.discussion_id).where(DiscussionMember.user_id == me)
+        responded_to = select(Response.discussion_id).where(Response.author_id == me)
+        query = query.where(
+            or_(
+                col(Discussion.created_by) == me,
+                col(Discussion.id).in_(member_of),
+                # A private discussion one responded to but was removed from is no longer theirs.
+                and_(col(Discussion.visibility) == "public", col(Discussion.id).in_(responded_to)),
+            )
+        )
+    async with services().db.session() as session:
+        if before_id is not None:
+            before = await session.get(Discussion, before_id[:64])
+            if before is None:
+                raise InvalidField("before: no such discussion")
+            query = query.where(
+                or_(
+                    col(Discussion.last_activity_at) < before.last_activity_at,
+                    and_(
+                        col(Discussion.last_activity_at) == before.last_activity_at,
+                        col(Discussion.id) < before.id,
+                    ),
+                )
+            )
+        rows = await session.exec(
+            query.order_by(col(Discussion.last_activity_at).desc(), col(Discussion.id).desc()).limit(limit)
+        )
+        discussions = list(rows.all())
+        counts: dict[str, int] = {}
+        if discussions:
+            grouped = await session.exec(
+                select(Response.discussion_id, func.count(distinct(col(Response.author_id))))
+                .where(col(Response.discussion_id).in_([d.id for d in discussions]))
+                .group_by(col(Response.discussion_id))
+            )
+            counts = {discussion_id: int(count) for discussion_id, count in grouped.all()}
+    return {
+        "discussions": [
+            {
+                **discussion_json(d),
+                "participant_count": counts.get(d.id, 0),
+                "last_activity_at": rfc3339(d.last_activity_at),
+            }
+            for d in discussions
+        ]
+    }
+
+
 @blueprint.get("/api/discussions/<discussion_id>")
 @documented("A discussion, with who is here now", response=DiscussionDetail, errors=[NotFound])
 async def get_discussion(discussion_id: str) -> dict[str, Any]:
@@ -191,12 +278,16 @@ async def _mark_read(session: AsyncSession, user_id: str, discussion_id: str, re
 @blueprint.post("/api/discussions/<discussion_id>/responses")
 @documented(
     "Post a response",
-    description="A repeated `client_id` from the same user answers the first response (200) and fires nothing.",
+    description=(
+        "A repeated `client_id` from the same user answers the first response (200) and fires nothing. "
+        "`stances` maps proposition ids of this discussion to agree/disagree/pass; the author's latest "
+        "stance per proposition counts (an id that is unknown or of another discussion: 422 `unknown_proposition`)."
+    ),
     body=NewResponse,
     response=ResponseOut,
     status=201,
     also={200: ResponseOut},
-    errors=[NotFound, RateLimited],
+    errors=[NotFound, RateLimited, (InvalidField, "unknown_proposition")],
     fires=["response_posted"],
 )
 async def post_response(discussion_id: str) -> tuple[dict[str, Any], int]:
@@ -215,19 +306,30 @@ async def post_response(discussion_id: str) -> tuple[dict[str, Any], int]:
             if parent is None or parent.discussion_id != discussion_id:
                 raise InvalidField("parent_id: no such response in this discussion")
             parent_id = parent.id
+        stances = dict(new.stances) if new.stances else {}
+        await _check_propositions(session, discussion_id, stances)
         response = Response(
             discussion_id=discussion_id,
             author_id=identity.user_id,
             body=new.body,
             parent_id=parent_id,
-            stances=dict(new.stances) if new.stances else None,
+            stances=stances or None,
             client_id=new.client_id,
         )
         session.add(response)
         discussion.last_activity_at = response.created_at
         session.add(discussion)
         try:
-            await session.flush()  # the response's id, for its event
+            # The response, the stances it carries and its event are stored together, or none is.
+            await session.flush()  # the response's id, for its stances and its event
+            await analysis_store.record_stances(
+                session,
+                services().db.engine.dialect.name,
+                discussion_id=discussion_id,
+                user_id=identity.user_id,
+                response_id=response.id or 0,
+                stances=stances,
+            )
             body = response_json(response, identity.name)
             event = _stage_response_event(session, "response_posted", identity, body)
             await session.commit()
@@ -251,6 +353,20 @@ async def stop_typing(discussion_id: str, identity: Identity) -> None:
         await services().presence.stop_typing(discussion_id, identity)
     except (RedisError, OSError) as error:
         log.warning("could not end the typing of %s: %s", identity.user_id, error)
+
+
+async def _check_propositions(session: AsyncSession, discussion_id: str, stances: Mapping[str, str]) -> None:
+    """Every stance must name a proposition of *this* discussion: 422 otherwise, whether the
+    id is unknown or belongs to another discussion (the answer does not tell which, so it
+    reveals nothing about other discussions)."""
+    if not stances:
+        return
+    rows = await session.exec(
+        select(Proposition.id).where(Proposition.discussion_id == discussion_id, col(Proposition.id).in_(list(stances)))
+    )
+    unknown = sorted(set(stances) - set(rows.all()))
+    if unknown:
+        raise InvalidField(f"stances.{unknown[0]}: no such proposition in this discussion", code="unknown_proposition")
 
 
 async def _by_client_id(session: AsyncSession, author_id: str, client_id: str) -> Response | None:

@@ -10,7 +10,7 @@ from quart import Blueprint, Response, jsonify, request
 
 from ..auth import COOKIE_NAME, Identity, token_from
 from ..contract import documented
-from ..errors import NotFound, Unauthorized
+from ..errors import Forbidden, NotFound, Unauthorized
 from ..services import services
 from ..wire import Shape, UserRef
 from .common import caller, json_body
@@ -21,7 +21,7 @@ blueprint = Blueprint("session", __name__)
 class DevLogin(BaseModel):
     model_config = ConfigDict(strict=True)
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
-    roles: list[Annotated[str, StringConstraints(max_length=32)]] = []
+    roles: list[Annotated[str, StringConstraints(max_length=32)]] = Field(default_factory=list, max_length=8)
 
 
 class SessionOpened(Shape):
@@ -82,10 +82,13 @@ def _user_id_for(name: str) -> str:
 @blueprint.post("/api/dev/login")
 @documented(
     "Development login: a token and the cookie for any name",
-    description="Only when `PARLEY_DEV_LOGIN=1`; otherwise 404.",
+    description=(
+        "Only when `PARLEY_DEV_LOGIN=1`; otherwise 404. Grants only the `roles` that "
+        "`PARLEY_DEV_ROLES` allows (403 `role_not_allowed` for any other)."
+    ),
     body=DevLogin,
     response=DevToken,
-    errors=[NotFound],
+    errors=[NotFound, (Forbidden, "role_not_allowed")],
     auth=False,
 )
 async def dev_login() -> Response:
@@ -93,6 +96,14 @@ async def dev_login() -> Response:
     if not parley.settings.dev_login or not parley.auth.can_issue:
         raise NotFound("development login is off")
     login = await json_body(DevLogin)
+    # Anyone may use the development login, so it grants a role only where the operator
+    # allowed it (PARLEY_DEV_ROLES); asking for another is refused, not silently dropped.
+    refused = sorted(set(login.roles) - parley.settings.dev_roles)
+    if refused:
+        raise Forbidden(
+            f"the development login may not grant {', '.join(refused)} (allow it with PARLEY_DEV_ROLES)",
+            code="role_not_allowed",
+        )
     token = parley.auth.issue(_user_id_for(login.name), login.name, roles=login.roles or None)
     identity = await parley.auth.verify(token)
     await parley.users.remember(identity)
