@@ -23,6 +23,7 @@ from .notify_worker import start_notifications
 from .outbox import OutboxRelay
 from .presence_tracker import PresenceTracker
 from .resources import STATIC_DIR
+from .retention import RetentionSweeper
 from .services import Services
 from .settings import Settings, StartupError
 from .stream_slots import StreamSlots
@@ -54,13 +55,16 @@ def create_app(settings: Settings | None = None) -> Quart:
     tasks: set[asyncio.Task[Any]] = set()
     lock = EmbeddedLock(settings.data_dir) if settings.embedded else None
 
-    from . import pages
-    from .api import discussions, notifications, ops, presence, session
+    from . import access_log, pages
+    from .api import account, discussions, notifications, ops, presence, session
     from .transports import poll, sse, ws
 
     blueprints = (ops, session, discussions, notifications, presence, sse, ws, poll, pages)
     for module in blueprints:
         app.register_blueprint(module.blueprint)
+    app.register_blueprint(account.blueprint)
+    if settings.access_log:
+        access_log.install(app)
 
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> tuple[Response, int] | Response:
@@ -128,6 +132,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         spawn(tracker.run(), "presence")
         spawn(parley.users.run(), "users")
         spawn(OutboxRelay(parley).run(), "outbox")
+        spawn(RetentionSweeper(db, settings).run(), "retention")
         await start_notifications(app.extensions, app.extensions["parley"], spawn)
 
     def spawn(coroutine: Any, name: str) -> None:

@@ -145,6 +145,13 @@ class Settings:
     typing_throttle_ms: int = 500
     # A stream whose user did nothing for this long is closed (FR-035).
     idle_timeout_s: float = 30 * 60.0
+    # Operations (issue 16). One JSON access-log line per request: on unless development login is.
+    access_log: bool = True
+    # Retention (app/retention.py): notifications older than this are deleted; a deleted
+    # response's words are erased this long after its deletion; the sweep runs this often.
+    notification_retention_days: float = 90.0
+    deleted_body_grace_days: float = 30.0
+    retention_interval_s: float = 3600.0
 
     @property
     def embedded(self) -> bool:
@@ -214,4 +221,8 @@ class Settings:
             typing_ttl_s=_float(env, "PARLEY_TYPING_TTL_S", 5.0, minimum=0.1),
             typing_throttle_ms=_int(env, "PARLEY_TYPING_THROTTLE_MS", 500, minimum=1),
             idle_timeout_s=_float(env, "PARLEY_IDLE_TIMEOUT_S", 30 * 60.0, minimum=1.0),
+            access_log=not dev_login if (access := _flag(env, "PARLEY_ACCESS_LOG")) is None else access,
+            notification_retention_days=_float(env, "PARLEY_NOTIFICATION_RETENTION_DAYS", 90.0, minimum=0.0),
+            deleted_body_grace_days=_float(env, "PARLEY_DELETED_BODY_GRACE_DAYS", 30.0, minimum=0.0),
+            retention_interval_s=_float(env, "PARLEY_RETENTION_INTERVAL_S", 3600.0, minimum=0.05),
         )

@@ -67,6 +67,11 @@ class UserDirectory:
         self._known.move_to_end(identity.user_id)
         return True
 
+    def forget(self, user_id: str) -> None:
+        """The user's row was deleted: their next request writes it again."""
+        self._known.pop(user_id, None)
+        self._pending.pop(user_id, None)
+
     async def remember(self, identity: Identity) -> None:
         if not self._is_known(identity):
             await self._write({identity.user_id: identity.name})
