@@ -54,6 +54,12 @@ def _upsert(dialect: str) -> Any:
     )
 
 
+# The one user every deleted account's responses are left to (app/api/account.py). No token
+# may name it: its name would be overwritten, and its bearer would act as everyone's past.
+DELETED_USER_ID = "parley:deleted-user"
+DELETED_USER_NAME = "deleted user"
+
+
 class UserDirectory:
     def __init__(self, db: Database) -> None:
         self._db = db

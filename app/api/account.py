@@ -9,7 +9,7 @@ user's id and name are gone from them.
 Parley does not own identities (API.md, Identity): a token the issuer signed stays valid after
 the deletion, and its next request signs in as a new, empty account (nothing of the old one
 comes back). Keeping a person out for good is the issuer's job. A token naming
-`DELETED_USER_ID` is refused (it would act as everyone's deleted past).
+`DELETED_USER_ID` is refused (`api/common.caller`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from sqlalchemy import delete, update
 from sqlmodel import col, select
 
 from .. import audit
-from ..errors import Forbidden
 from ..events import rfc3339
 from ..models import (
     Discussion,
@@ -36,20 +35,19 @@ from ..models import Response as StoredResponse
 from ..notifications import notification_json
 from ..notify_worker import preferences_of
 from ..services import services
+from ..users import DELETED_USER_ID, DELETED_USER_NAME
 from .common import caller
 from .discussions import response_json
 
 blueprint = Blueprint("account", __name__)
 
-DELETED_USER_ID = "parley:deleted-user"
-DELETED_USER_NAME = "deleted user"
 # An export holds at most this many rows of each kind (bounded memory); `truncated` says so.
 MAX_EXPORT_ROWS = 50_000
 
 
 @blueprint.get("/api/me/export")
 async def export() -> dict[str, Any]:
-    identity = await _caller()
+    identity = await caller()
     user_id = identity.user_id
     truncated: list[str] = []
 
@@ -116,7 +114,7 @@ async def export() -> dict[str, Any]:
 
 @blueprint.delete("/api/me")
 async def delete_account() -> Response:
-    identity = await _caller()
+    identity = await caller()
     user_id = identity.user_id
     parley = services()
     async with parley.db.session() as session:
@@ -150,10 +148,3 @@ async def delete_account() -> Response:
     parley.read_access.clear()
     await audit.record(user_id, "account.delete", f"user:{user_id}")
     return Response(status=204)
-
-
-async def _caller() -> Any:
-    identity = await caller()
-    if identity.user_id == DELETED_USER_ID:
-        raise Forbidden("this account cannot be used")
-    return identity
