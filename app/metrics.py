@@ -53,6 +53,22 @@ class Metrics:
             "parley_dropped_consumers", "Connections dropped for falling behind, by reason", ["reason"], registry=r
         )
         self.push_attempts = Counter("parley_push_attempts", "Web Push sends, by outcome", ["outcome"], registry=r)
+        # Set by whichever process holds the notification worker's lease; with several
+        # workers, a scrape reports the most recent value of the live ones.
+        self.notify_lag = Gauge(
+            "parley_notify_lag_seconds",
+            "Age of the newest event the notification worker has handled (0 when caught up)",
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        # Refreshed by every scrape of /metrics and every /readyz (app/api/ops.py).
+        self.backend_up = Gauge(
+            "parley_backend_up",
+            "1 while a backing service answers (database, event_log), else 0",
+            ["backend"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
 
     def render(self) -> bytes:
         directory = os.environ.get(MULTIPROC_ENV)
