@@ -27,19 +27,24 @@ def published(families: list[object], event_type: str) -> float:
     return total
 
 
+@pytest.mark.parametrize("directory", ["given", "fresh"])
 async def test_events_published_through_both_workers_add_up_in_one_scrape(
-    start_server: Callable[..., Server], redis_url: str, redis_prefix: str, tmp_path: Path
+    start_server: Callable[..., Server], redis_url: str, redis_prefix: str, tmp_path: Path, directory: str
 ) -> None:
-    metrics_dir = tmp_path / "metrics"
-    metrics_dir.mkdir()
-    # A previous run's file: cleaned at start, or its counts would be added to this run's.
-    (metrics_dir / "counter_999999.db").write_bytes(b"stale")
-    server = start_server(
-        REDIS_URL=redis_url,
-        PARLEY_REDIS_PREFIX=redis_prefix,
-        WEB_CONCURRENCY="2",
-        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
-    )
+    env = {"REDIS_URL": redis_url, "PARLEY_REDIS_PREFIX": redis_prefix, "WEB_CONCURRENCY": "2"}
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    if directory == "given":
+        metrics_dir = tmp_path / "metrics"
+        metrics_dir.mkdir()
+        # A previous run's file: cleaned at start, or its counts would be added to this run's.
+        (metrics_dir / "counter_999999.db").write_bytes(b"stale")
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    else:
+        env["TMPDIR"] = str(temp)  # where `parley serve` makes its own
+    server = start_server(**env)
+    if directory == "fresh":
+        [metrics_dir] = temp.glob("parley-metrics-*")
     alice = sign("alice")
     headers = bearer(alice)
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
@@ -65,3 +70,6 @@ async def test_events_published_through_both_workers_add_up_in_one_scrape(
         assert published(families, "response_posted") == POSTS
         assert "parley_delivery_latency_seconds_bucket" in text
         assert "parley_connections" in text
+    server.stop()
+    if directory == "fresh":
+        assert not metrics_dir.exists()  # removed when the server stops
