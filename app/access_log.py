@@ -19,6 +19,10 @@ from quart import Quart, Response, g, request
 
 log = logging.getLogger("parley.access")
 
+# Probes and scrapes come every few seconds and say nothing while they succeed: logged only
+# when they fail.
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+
 
 def install(app: Quart) -> None:
     # Its own level: the access log follows its flag, not PARLEY_LOG_LEVEL (WARNING in tests).
@@ -33,6 +37,8 @@ def install(app: Quart) -> None:
         started_at = g.get("access_started")
         duration_ms = None if started_at is None else round((time.perf_counter() - started_at) * 1000, 1)
         rule = request.url_rule
+        if rule is not None and rule.rule in QUIET_ROUTES and response.status_code < 400:
+            return response
         identity = g.get("identity")
         fields = {
             "method": request.method,

@@ -49,7 +49,8 @@ async def test_every_request_gets_one_access_line_with_the_route_template_and_no
         assert r.status_code == 401  # not a way to sign in, either
         assert (await client.get("/api/discussions/nope", headers=bearer(token))).status_code == 404
         assert (await client.get("/api/me/follows")).status_code == 401
-    lines = await wait_lines(server, "parley.access", 4)
+        assert (await client.get("/healthz")).status_code == 200  # probes: only failures are logged
+    lines = await wait_lines(server, "parley.access", 5)
     routes = [(e["method"], e["route"], e["status"], e["user_id"]) for e in lines if e["route"].startswith("/api/")]
     assert ("POST", "/api/discussions", 201, "alice") in routes
     assert ("POST", "/api/discussions/<discussion_id>/responses", 201, "alice") in routes
@@ -57,6 +58,7 @@ async def test_every_request_gets_one_access_line_with_the_route_template_and_no
     assert ("GET", "/api/discussions/<discussion_id>", 404, "alice") in routes
     assert ("GET", "/api/me/follows", 401, None) in routes
     assert all(isinstance(e["duration_ms"], float) and e["duration_ms"] >= 0 for e in lines)
+    assert "/healthz" not in [e["route"] for e in lines]
     text = server.log()
     assert token not in text and "access_token" not in text and discussion not in text
 
