@@ -18,8 +18,10 @@ serve: $(STAMP)
 	$(VENV)/bin/parley serve
 
 # Browser tests need Debian's Chromium; Redis tests need redis-server (or REDIS_URL); the
-# page's presence logic is unit-tested under Node (tests/test_presence_js.py). Installing what
-# is missing takes apt-get: as root, or through sudo.
+# page's presence logic is unit-tested under Node (tests/test_presence_js.py); the alert rules
+# are checked with promtool (Debian's prometheus package: on a systemd host it also starts a
+# Prometheus service; `systemctl disable --now prometheus` if unwanted). Installing what is
+# missing takes apt-get: as root, or through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 system-deps:
@@ -27,6 +29,7 @@ system-deps:
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v redis-server >/dev/null 2>&1 || [ -n "$$REDIS_URL" ] || missing="$$missing redis-server"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

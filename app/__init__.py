@@ -26,6 +26,7 @@ from .notify_worker import start_notifications
 from .outbox import OutboxRelay
 from .presence_tracker import PresenceTracker
 from .resources import STATIC_DIR
+from .retention import RetentionSweeper
 from .services import Services
 from .settings import Settings, StartupError
 from .stream_slots import StreamSlots
@@ -57,8 +58,8 @@ def create_app(settings: Settings | None = None) -> Quart:
     tasks: set[asyncio.Task[Any]] = set()
     lock = EmbeddedLock(settings.data_dir) if settings.embedded else None
 
-    from . import pages
-    from .api import analysis, broadcasts, discussions, notifications, ops, presence, reference, session
+    from . import access_log, pages
+    from .api import account, analysis, broadcasts, discussions, notifications, ops, presence, reference, session
     from .transports import poll, sse, ws
 
     blueprints = (
@@ -83,6 +84,9 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     if settings.check_responses:
         app.after_request(enforce_contract)
+    app.register_blueprint(account.blueprint)
+    if settings.access_log:
+        access_log.install(app)
 
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> tuple[Response, int] | Response:
@@ -148,6 +152,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         spawn(tracker.run(), "presence")
         spawn(parley.users.run(), "users")
         spawn(OutboxRelay(parley).run(), "outbox")
+        spawn(RetentionSweeper(db, settings).run(), "retention")
         await start_notifications(app.extensions, app.extensions["parley"], spawn)
         await start_analysis(parley, spawn)
 

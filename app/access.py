@@ -64,6 +64,10 @@ class ReadAccessCache:
         # for one database read instead of each making its own.
         self._loading: dict[str, asyncio.Task[_Readers]] = {}
 
+    def clear(self) -> None:
+        """Forget every entry: an account deletion changed creators and members."""
+        self._entries.clear()
+
     async def check(self, db: Database, identity: Identity, discussion_id: str) -> None:
         readers = self._entries.get(discussion_id)
         if readers is None:

@@ -1,12 +1,23 @@
 """Prometheus metrics, one registry per app (so two apps in one test process never collide).
 
-With several Hypercorn workers each process exposes its own figures at /metrics; scrape each
-process, or run one process per container as the Procfile does.
+Several workers (WEB_CONCURRENCY > 1): `parley serve` gives them one shared directory in
+PROMETHEUS_MULTIPROC_DIR before spawning them (`shared_directory`), so prometheus_client keeps
+every value in a per-process file there and any worker's /metrics sums them all: a scrape sees
+the whole service, whichever worker answers. Gauges of live state (open connections) count
+only live processes (`livesum`); a worker that exits is marked dead by the parent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 # `*_created` series double the output and nobody reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -19,9 +30,15 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.connections = Gauge(
-            "parley_connections", "Open real-time connections, by transport", ["transport"], registry=r
+            "parley_connections",
+            "Open real-time connections, by transport",
+            ["transport"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
-        self.subscriptions = Gauge("parley_subscriptions", "Live subscriptions held by this process's hub", registry=r)
+        self.subscriptions = Gauge(
+            "parley_subscriptions", "Live subscriptions held by the hubs", registry=r, multiprocess_mode="livesum"
+        )
         self.published = Counter(
             "parley_events_published", "Events appended to the log by this process", ["type"], registry=r
         )
@@ -45,6 +62,63 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
+        # Set by whichever process holds the notification worker's lease; with several
+        # workers, a scrape reports the most recent value of the live ones.
+        self.notify_lag = Gauge(
+            "parley_notify_lag_seconds",
+            "Age of the newest event the notification worker has handled (0 when caught up)",
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        # Refreshed by every scrape of /metrics and every /readyz (app/api/ops.py).
+        self.backend_up = Gauge(
+            "parley_backend_up",
+            "1 while a backing service answers (database, event_log), else 0",
+            ["backend"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        directory = os.environ.get(MULTIPROC_ENV)
+        if not directory:
+            return generate_latest(self.registry)
+        # Every worker's files, summed; a fresh registry each time, as prometheus_client asks.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextlib.contextmanager
+def shared_directory(create: bool = True) -> Iterator[Path | None]:
+    """The directory the workers about to be spawned keep their metrics in: the operator's
+    PROMETHEUS_MULTIPROC_DIR emptied of a previous run's files (stale counters would add up
+    forever), else (`create`) a fresh temporary one, removed afterwards. Must be set before a
+    worker imports prometheus_client, which picks its value store once, at import."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if not given and not create:
+        yield None
+        return
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+        yield directory
+        return
+    directory = Path(tempfile.mkdtemp(prefix="parley-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def process_exited(pid: int) -> None:
+    """Drop an exited worker's live gauges (its counters stay: they are history)."""
+    if os.environ.get(MULTIPROC_ENV):
+        mark_process_dead(pid)  # type: ignore[no-untyped-call]

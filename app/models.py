@@ -59,6 +59,8 @@ class Response(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     edited_at: datetime | None = None
     deleted: bool = False
+    # When it was deleted: its words are erased a grace period later (app/retention.py).
+    deleted_at: datetime | None = None
 
 
 class Follow(SQLModel, table=True):
@@ -201,3 +203,16 @@ class Broadcast(SQLModel, table=True):
     created_by: str = Field(max_length=200)
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime = Field(index=True)
+
+
+class AuditEntry(SQLModel, table=True):
+    """A moderation-relevant action (app/audit.py): who did what to which thing, and when."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow)
+    actor_id: str = Field(index=True, max_length=200)
+    action: str = Field(max_length=64)
+    target: str = Field(max_length=200)
+    details: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))

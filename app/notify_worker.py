@@ -44,7 +44,7 @@ from .active_users import ActiveUsers, LocalActiveUsers, RedisActiveUsers
 from .cancellation import raise_if_cancelling, stop_if_cancelled
 from .cursor import Cursor, InvalidCursor
 from .eventlog import CursorUnavailable
-from .events import Event, rfc3339
+from .events import Event, now_ms, rfc3339
 from .lease import Lease, MemoryLease, RedisLease
 from .models import (
     Discussion,
@@ -190,6 +190,7 @@ class NotifyWorker:
             await self._lease.save(str(await self._parley.log.head()))
             return 0
         if not events:
+            self._parley.metrics.notify_lag.set(0)  # caught up
             return 0
         # Renewed in the background while the batch runs, so a slow database or a full push
         # queue does not let the lease lapse mid-batch.
@@ -200,6 +201,8 @@ class NotifyWorker:
         finally:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
+        if done:
+            self._parley.metrics.notify_lag.set(max(0, now_ms() - events[-1].position.ms) / 1000)
         if done and not await self._lease.save(events[-1].cursor):
             log.warning("notification worker: lease lost before saving the checkpoint; the new holder redoes it")
         return len(events)

@@ -43,7 +43,7 @@ from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import check_multiprocess_shutdown_event
 
-from . import create_app, hypercorn_fixes, logs, startup
+from . import create_app, hypercorn_fixes, logs, metrics, startup
 from .ratelimit import Rate
 from .services import Services
 from .settings import Settings
@@ -63,8 +63,15 @@ def serve(config: Config, settings: Settings, sockets: Sockets, url: str) -> int
     process, or the first spawned, says `url` once it serves."""
     hypercorn_fixes.apply()
     if config.workers == 0:
-        worker(config, settings, sockets, url=url)
+        # One process: its own registry, unless the operator set PROMETHEUS_MULTIPROC_DIR.
+        with metrics.shared_directory(create=False):
+            worker(config, settings, sockets, url=url)
         return 0
+    with metrics.shared_directory():
+        return _serve_workers(config, settings, sockets, url)
+
+
+def _serve_workers(config: Config, settings: Settings, sockets: Sockets, url: str) -> int:
     ctx = get_context("spawn")
     shutdown_event = ctx.Event()
     # Children inherit SIG_IGN for SIGINT (a terminal's ^C reaches the whole group); the parent
@@ -99,6 +106,8 @@ def serve(config: Config, settings: Settings, sockets: Sockets, url: str) -> int
         if process.exitcode is None:
             process.terminate()
             process.join()
+        if process.pid is not None:
+            metrics.process_exited(process.pid)
         exitcode = exitcode or (process.exitcode or 0)
     for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
         sock.close()

@@ -172,6 +172,13 @@ class Settings:
     cg_lease_s: float = 5.0
     # Test knob: a pause inside each recomputation (to make overlaps observable). 0 in production.
     cg_compute_delay_ms: int = 0
+    # Operations (issue 16). One JSON access-log line per request: on unless development login is.
+    access_log: bool = True
+    # Retention (app/retention.py): notifications older than this are deleted; a deleted
+    # response's words are erased this long after its deletion; the sweep runs this often.
+    notification_retention_days: float = 90.0
+    deleted_body_grace_days: float = 30.0
+    retention_interval_s: float = 3600.0
 
     @property
     def embedded(self) -> bool:
@@ -270,4 +277,8 @@ class Settings:
             cg_min_interval_ms=_int(env, "PARLEY_CG_MIN_INTERVAL_MS", 1000, minimum=0),
             cg_lease_s=_float(env, "PARLEY_CG_LEASE_S", 5.0, minimum=0.5),
             cg_compute_delay_ms=_int(env, "PARLEY_CG_COMPUTE_DELAY_MS", 0, minimum=0),
+            access_log=not dev_login if (access := _flag(env, "PARLEY_ACCESS_LOG")) is None else access,
+            notification_retention_days=_float(env, "PARLEY_NOTIFICATION_RETENTION_DAYS", 90.0, minimum=0.0),
+            deleted_body_grace_days=_float(env, "PARLEY_DELETED_BODY_GRACE_DAYS", 30.0, minimum=0.0),
+            retention_interval_s=_float(env, "PARLEY_RETENTION_INTERVAL_S", 3600.0, minimum=0.05),
         )

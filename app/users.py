@@ -54,6 +54,12 @@ def _upsert(dialect: str) -> Any:
     )
 
 
+# The one user every deleted account's responses are left to (app/api/account.py). No token
+# may name it: its name would be overwritten, and its bearer would act as everyone's past.
+DELETED_USER_ID = "parley:deleted-user"
+DELETED_USER_NAME = "deleted user"
+
+
 class UserDirectory:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -66,6 +72,11 @@ class UserDirectory:
             return False
         self._known.move_to_end(identity.user_id)
         return True
+
+    def forget(self, user_id: str) -> None:
+        """The user's row was deleted: their next request writes it again."""
+        self._known.pop(user_id, None)
+        self._pending.pop(user_id, None)
 
     async def remember(self, identity: Identity) -> None:
         if not self._is_known(identity):

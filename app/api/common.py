@@ -19,9 +19,10 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstrain
 from quart import g, has_websocket_context, request, websocket
 
 from ..auth import Identity, token_from
-from ..errors import BadRequest, InvalidField, NotFound, PayloadTooLarge, Unauthorized
+from ..errors import BadRequest, Forbidden, InvalidField, NotFound, PayloadTooLarge, Unauthorized
 from ..services import services
 from ..text import unstorable_text
+from ..users import DELETED_USER_ID
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -80,6 +81,8 @@ async def caller(*, remember_now: bool = True) -> Identity:
         raise Unauthorized("sign in: send a bearer token or the parley_token cookie", code="unauthenticated")
     parley = services()
     identity = await parley.auth.verify(token)
+    if identity.user_id == DELETED_USER_ID:
+        raise Forbidden("this account cannot be used", code="forbidden")
     if remember_now:
         await parley.users.remember(identity)
     else:

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .. import analysis_store, outbox, topics
+from .. import analysis_store, audit, outbox, topics
 from ..access import readable_discussion
 from ..auth import Identity
 from ..contract import documented
@@ -160,6 +160,8 @@ async def create_discussion() -> tuple[dict[str, Any], int]:
         for member in sorted(set(new.members) - {identity.user_id}):
             session.add(DiscussionMember(discussion_id=discussion.id, user_id=member))
         await session.commit()
+    if new.members:
+        await audit.record(identity.user_id, "membership.set", f"discussion:{discussion.id}", {"members": new.members})
     return discussion_json(discussion), 201
 
 
@@ -412,6 +414,9 @@ async def edit_response(response_id: str) -> dict[str, Any]:
         event = _stage_response_event(session, "response_edited", identity, body)
         await session.commit()
     await outbox.relay(services(), event)
+    await audit.record(
+        identity.user_id, "response.edit", f"response:{body['id']}", {"discussion": body["discussion_id"]}
+    )
     return body
 
 
@@ -433,12 +438,18 @@ async def delete_response(response_id: str) -> dict[str, Any]:
         if response.deleted:
             return response_json(response, await _author_name(session, response.author_id))
         response.deleted = True
+        response.deleted_at = utcnow()
         session.add(response)
         body = response_json(response, await _author_name(session, response.author_id))
         event = _stage_response_event(session, "response_deleted", identity, body)
         await session.commit()
     await outbox.relay(services(), event)
+    await audit.record(identity.user_id, "response.delete", f"response:{body['id']}", _deletion_details(body))
     return body
+
+
+def _deletion_details(body: dict[str, Any]) -> dict[str, Any]:
+    return {"discussion": body["discussion_id"], "author": body["author"]["id"]}
 
 
 @blueprint.put("/api/discussions/<discussion_id>/follow")

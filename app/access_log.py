@@ -1,0 +1,51 @@
+"""The access log: one structured line per HTTP request, on by default in production
+(`PARLEY_ACCESS_LOG`, default: on unless development login is).
+
+Each line holds the method, the route *template* (`/api/discussions/<discussion_id>/responses`,
+never the raw path: no query string, so no token passed as `?access_token=`, and a bounded set
+of values to aggregate on), the status, the duration in milliseconds and the caller's user id
+when the request was authenticated. Hypercorn's own access log stays off (it prints raw request
+lines). For a streaming response the duration is the time to its headers. `GET /stream` served
+by the lean front (app/transports/lean_http.py) does not pass through Quart and is not logged
+here; it is counted by `parley_connections`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from quart import Quart, Response, g, request
+
+log = logging.getLogger("parley.access")
+
+# Probes and scrapes come every few seconds and say nothing while they succeed: logged only
+# when they fail.
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def install(app: Quart) -> None:
+    # Its own level: the access log follows its flag, not PARLEY_LOG_LEVEL (WARNING in tests).
+    log.setLevel(logging.INFO)
+
+    @app.before_request
+    async def started() -> None:
+        g.access_started = time.perf_counter()
+
+    @app.after_request
+    async def finished(response: Response) -> Response:
+        started_at = g.get("access_started")
+        duration_ms = None if started_at is None else round((time.perf_counter() - started_at) * 1000, 1)
+        rule = request.url_rule
+        if rule is not None and rule.rule in QUIET_ROUTES and response.status_code < 400:
+            return response
+        identity = g.get("identity")
+        fields = {
+            "method": request.method,
+            "route": rule.rule if rule is not None else "(unmatched)",
+            "status": response.status_code,
+            "duration_ms": duration_ms,
+            "user_id": getattr(identity, "user_id", None),
+        }
+        log.info("%s %s %s", fields["method"], fields["route"], fields["status"], extra={"fields": fields})
+        return response
