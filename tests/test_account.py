@@ -77,7 +77,18 @@ async def test_a_deleted_account_leaves_its_responses_to_a_deleted_user_and_noth
     alice, bob = sign("alice", "Alice"), sign("bob")
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
         discussion = await make_discussion(client, server, alice)
-        mine = await post(client, server, alice, discussion, "my words")
+        r = await client.post(
+            f"/api/discussions/{discussion}/propositions", json={"text": "Trees cool streets"}, headers=bearer(alice)
+        )
+        assert r.status_code == 201, r.text
+        proposition = r.json()["id"]
+        r = await client.post(
+            f"/api/discussions/{discussion}/responses",
+            json={"body": "my words", "stances": {proposition: "agree"}},
+            headers=bearer(alice),
+        )
+        assert r.status_code == 201, r.text
+        mine = r.json()
         await client.put(f"/api/discussions/{discussion}/follow", headers=bearer(alice))
         await client.put("/api/notification-preferences", json={"followed": True}, headers=bearer(alice))
         bobs = await reply(client, bob, discussion, mine["id"], "bob's reply")
@@ -98,9 +109,15 @@ async def test_a_deleted_account_leaves_its_responses_to_a_deleted_user_and_noth
             ("responses", "author_id"),
             ("discussions", "created_by"),
             ("notifications", "actor_id"),
+            ("propositions", "created_by"),
+            ("stances", "user_id"),
         ):
             assert rows(database, f"SELECT count(*) FROM {table} WHERE {column} = ?", "alice") == [(0,)], table
 
+        # Her proposition stays, and her stance still counts, under a name that is not hers.
+        assert rows(database, "SELECT created_by FROM propositions WHERE id = ?", proposition) == [(DELETED_USER_ID,)]
+        [(anonymous,)] = rows(database, "SELECT user_id FROM stances WHERE proposition_id = ?", proposition)
+        assert anonymous.startswith("deleted:")
         # The thread keeps its shape; her words stay, as the deleted user's; bob's are his.
         r = await client.get(f"/api/discussions/{discussion}/responses", headers=bearer(bob))
         by_id = {x["id"]: x for x in r.json()["responses"]}

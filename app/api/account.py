@@ -14,6 +14,7 @@ comes back). Keeping a person out for good is the issuer's job. A token naming
 
 from __future__ import annotations
 
+import secrets
 from typing import Any, Literal
 
 from pydantic import Field
@@ -30,7 +31,9 @@ from ..models import (
     Follow,
     Notification,
     NotificationPreferences,
+    Proposition,
     PushSubscription,
+    Stance,
     User,
 )
 from ..models import Response as StoredResponse
@@ -168,6 +171,14 @@ async def delete_account() -> Response:
         )
         await session.exec(
             update(Discussion).where(col(Discussion.created_by) == user_id).values(created_by=DELETED_USER_ID)
+        )
+        await session.exec(
+            update(Proposition).where(col(Proposition.created_by) == user_id).values(created_by=DELETED_USER_ID)
+        )
+        # Their stances keep counting in the analyses (the numbers others saw stay true), under a
+        # name of their own that says nothing of who they were: one participant, still distinct.
+        await session.exec(
+            update(Stance).where(col(Stance.user_id) == user_id).values(user_id=f"deleted:{secrets.token_hex(8)}")
         )
         await session.exec(
             update(Notification)
