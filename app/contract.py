@@ -262,8 +262,11 @@ async def enforce_contract(response: Response) -> Response:
     view = current_app.view_functions.get(request.endpoint or "")
     operation = operation_of(view)
     content_type = response.content_type or ""
-    # HEAD and OPTIONS are answered by the framework for every route; 304 has no body.
+    # HEAD and OPTIONS are answered by the framework for every route; 204 and 304 have no body
+    # (so no content type to check), but a 204 must still be the status the route declares.
     if operation is None or request.method in ("HEAD", "OPTIONS") or response.status_code == 304:
+        return response
+    if response.status_code == 204 and operation.reply_for(204) is not None:
         return response
     data = json.loads(await response.get_data()) if content_type.startswith(JSON) else None
     problem = check_response(operation, response.status_code, content_type, data, request.method)
