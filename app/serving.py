@@ -29,14 +29,13 @@ from typing import Any
 
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.lifespan import Lifespan
-from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import check_multiprocess_shutdown_event
 
 from . import create_app, logs
 from .services import Services
 from .settings import Settings
-from .transports.lean_http import LeanServer
+from .transports.lean_http import LeanServer, StoppingContext
 from .transports.lean_sse import LeanStreams
 
 log = logging.getLogger(__name__)
@@ -129,8 +128,8 @@ async def worker_serve(
     # Everything loaded so far (modules, the app) lives as long as the process: keep it out of
     # the collector's generations, so collections during a connect storm walk only new objects.
     gc.freeze()
-    context = WorkerContext(None)
-    server = LeanServer(app, config, context, lifespan_state, streams.open)
+    context = StoppingContext(None)
+    server = LeanServer(app, config, context, lifespan_state, streams.open, settings.header_timeout_s)
     try:
         for sock in sockets.insecure_sockets:
             await server.listen(sock)

@@ -9,7 +9,7 @@ Hypercorn: such a connection is switched to a `StreamReaderProtocol`, fed the by
 read, and run by Hypercorn's own `TCPServer`, so pipelined requests after it are Hypercorn's.
 
 The head is read with httptools, bounded in size (`MAX_HEAD_BYTES`, else 431) and time
-(`HEAD_TIMEOUT_S` from the connection's start, else closed: slowloris); a head httptools
+(`PARLEY_HEADER_TIMEOUT_S` from the connection's start, else closed: slowloris); a head httptools
 rejects gets 400. Only the first request of a connection is looked at.
 
 Used by `app.serving` for plain-TCP serving (on by default; `PARLEY_LEAN_STREAM=0` turns it
@@ -19,6 +19,7 @@ off). With TLS the whole connection is Hypercorn's, so HTTP/2 keeps working.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 
 # Browsers send 1-4 KB; Hypercorn's h11 accepts up to 16 KiB (h11's max_incomplete_event_size).
 MAX_HEAD_BYTES = 16 * 1024
-# A head must be complete this long after the connection opened (slowloris).
-HEAD_TIMEOUT_S = 5.0
 # HTTP/2 with prior knowledge starts with this line: always Hypercorn's.
 H2_PREFACE = b"PRI * HTTP/2.0\r\n"
 HEAD_END = b"\r\n\r\n"
@@ -135,6 +134,25 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 StreamOpener = Callable[[asyncio.Transport, RequestHead], None]
 
 
+class StoppingContext(WorkerContext):
+    """Hypercorn's worker context, whose sleeps also end when the server stops.
+
+    Hypercorn sleeps through the context only between a WebSocket's pings, and its ping loop
+    outlives the WebSocket: a connection that closed keeps its task until the next ping (up to
+    `websocket_ping_interval`, 25 s), so a stop waited the whole graceful timeout whenever a
+    WebSocket had closed lately. Woken at the stop, the ping loop of a closed WebSocket ends;
+    an open one sends one more ping and sleeps normally, as every sleep begun after the stop does.
+    """
+
+    async def sleep(self, wait: float) -> None:  # type: ignore[override]
+        if self.terminated.is_set():
+            await asyncio.sleep(wait)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await self.terminated.wait()
+
+
 class LeanServer:
     """Accepts connections on one listening socket; owns every handed-over Hypercorn task."""
 
@@ -145,12 +163,15 @@ class LeanServer:
         context: WorkerContext,
         lifespan_state: dict[str, Any],
         open_stream: StreamOpener,
+        head_timeout_s: float,
     ) -> None:
         self._app = app
         self._config = config
         self._context = context
         self._state = lifespan_state
         self.open_stream = open_stream
+        # A head must be complete this long after the connection opened (slowloris).
+        self.head_timeout_s = head_timeout_s
         self._tasks: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.Server] = []
 
@@ -201,7 +222,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
-        self._deadline = asyncio.get_running_loop().call_later(HEAD_TIMEOUT_S, self._timed_out)
+        self._deadline = asyncio.get_running_loop().call_later(self._server.head_timeout_s, self._timed_out)
 
     def data_received(self, data: bytes) -> None:
         transport = self._transport
