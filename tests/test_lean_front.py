@@ -29,7 +29,7 @@ import trustme
 
 from app.transports.lean_http import MAX_HEAD_BYTES
 
-from .support import Server, SseReader, bearer, free_port, server_env, sign, wait_for_port
+from .support import START_TIMEOUT_S, Server, SseReader, bearer, free_port, server_env, sign, wait_for_port
 from .test_stream import PRESENCE_EVENTS, events, make_discussion, open_stream, post
 
 pytestmark = pytest.mark.slow
@@ -314,11 +314,12 @@ async def test_with_tls_hypercorn_serves_everything_including_http2(tls_server: 
     alice = sign("alice")
     base = f"https://127.0.0.1:{server.port}"
     async with httpx.AsyncClient(http2=True, verify=context, timeout=10) as client:
-        for _ in range(100):
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(base + "/readyz")).status_code == 200:
-                    break
-            await asyncio.sleep(0.1)
+        async with asyncio.timeout(START_TIMEOUT_S):
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(base + "/readyz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
         r = await client.post(base + "/api/discussions", json={"title": "TLS"}, headers=bearer(alice))
         assert r.status_code == 201 and r.http_version == "HTTP/2"
         discussion = r.json()["id"]
