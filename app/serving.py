@@ -39,7 +39,6 @@ from typing import Any
 
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.lifespan import Lifespan
-from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import check_multiprocess_shutdown_event
 
@@ -48,7 +47,7 @@ from .ratelimit import Rate
 from .services import Services
 from .settings import Settings
 from .transports import reason_phrase
-from .transports.lean_http import LeanServer
+from .transports.lean_http import LeanServer, StoppingContext
 from .transports.lean_sse import LeanStreams
 
 log = logging.getLogger(__name__)
@@ -178,10 +177,12 @@ async def worker_serve(
     # Everything loaded so far (modules, the app) lives as long as the process: keep it out of
     # the collector's generations, so collections during a connect storm walk only new objects.
     gc.freeze()
-    context = WorkerContext(None)
+    context = StoppingContext(None)
     lean = settings.lean_stream and not config.ssl_enabled
     connect_rate = Rate.per_minute(settings.connect_limit_per_min)
-    server = LeanServer(app, config, context, lifespan_state, streams.open if lean else None, connect_rate)
+    server = LeanServer(
+        app, config, context, lifespan_state, streams.open if lean else None, connect_rate, settings.header_timeout_s
+    )
     try:
         if sockets.secure_sockets:
             ssl_context = config.create_ssl_context()

@@ -126,6 +126,9 @@ class Settings:
     # Serve `GET /stream` on the lean front (transports/lean_http.py) in front of Hypercorn.
     # PARLEY_LEAN_STREAM=0 serves everything with Hypercorn; with TLS it is always off.
     lean_stream: bool = True
+    # The lean front closes a connection whose first request head is not complete this long
+    # after it opened (slowloris).
+    header_timeout_s: float = 5.0
     log_level: str = "INFO"
     # Web Push (issue 6): one attempt's timeout, parallel sends, first retry's backoff (doubles).
     push_timeout_s: float = 10.0
@@ -254,6 +257,7 @@ class Settings:
             max_catchup_events=_int(env, "PARLEY_MAX_CATCHUP_EVENTS", 1000, minimum=1),
             workers=_int(env, "WEB_CONCURRENCY", 1, minimum=1),
             lean_stream=_flag(env, "PARLEY_LEAN_STREAM") is not False,
+            header_timeout_s=_float(env, "PARLEY_HEADER_TIMEOUT_S", 5.0, minimum=0.1),
             log_level=(env.get("PARLEY_LOG_LEVEL") or "INFO").upper(),
             push_timeout_s=_float(env, "PARLEY_PUSH_TIMEOUT_S", 10.0, minimum=0.1),
             push_concurrency=_int(env, "PARLEY_PUSH_CONCURRENCY", 16, minimum=1),

@@ -36,7 +36,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout_s: float = 15.0, process: subprocess.Popen[bytes] | None = None) -> None:
+# How long a process may take to start listening (or to be ready) before a test fails. Only a
+# bound on failure: waits end as soon as the process is up, which on a quiet machine is about a
+# second; on a machine shared with parallel test workers and other jobs starts take far longer.
+START_TIMEOUT_S = 60.0
+
+
+def wait_for_port(
+    port: int, timeout_s: float = START_TIMEOUT_S, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -123,7 +131,7 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 20.0) -> Server:
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> Server:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1"],

@@ -23,7 +23,7 @@ from .support import Server, bearer, sign
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-WAIT_MS = 10_000
+WAIT_MS = 20_000
 TRANSPORTS = ["sse", "ws", "poll"]
 
 

@@ -91,7 +91,6 @@ async def test_tail_yields_every_append_in_order(make_log: LogFactory) -> None:
     log = make_log()
     await log.open()
     async with tailing(log) as received:
-        await asyncio.sleep(0.1)  # the Redis reader starts from the end of the firehose
         appended = await asyncio.gather(
             *(log.append(f"d:{i % 7}", "response_posted", body(str(i))) for i in range(200))
         )
@@ -168,13 +167,27 @@ async def tailing(log: EventLog) -> AsyncIterator[list[Event | LogGap]]:
             received.append(item)
 
     task = asyncio.create_task(read())
-    await asyncio.sleep(0.05)
     try:
+        await until_tail_reads(log, received)
         yield received
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def until_tail_reads(log: EventLog, received: list[Event | LogGap], timeout_s: float = 10.0) -> None:
+    """Until the tail is reading: the Redis reader starts from the end of the firehose, so what
+    is appended before it has started is not its to yield. Appends a probe (ephemeral, on a topic
+    of its own) until the tail yields the latest one, then forgets what it yielded so far."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            probe = await log.append("probe", "typing_started", body("probe"), durable=False)
+            for _ in range(20):
+                if any(isinstance(e, Event) and e.position == probe.position for e in received):
+                    received.clear()
+                    return
+                await asyncio.sleep(0.01)
 
 
 async def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:

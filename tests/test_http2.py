@@ -21,7 +21,7 @@ import pytest
 import trustme
 from websockets.asyncio.client import connect
 
-from .support import Server, SseReader, bearer, free_port, server_env, sign, wait_for_port
+from .support import START_TIMEOUT_S, Server, SseReader, bearer, free_port, server_env, sign, wait_for_port
 from .test_stream import PRESENCE_EVENTS, events
 
 pytestmark = pytest.mark.slow
@@ -51,7 +51,7 @@ def tls_server(ca: trustme.CA, tmp_path: Path) -> Iterator[Server]:
     )
     try:
         wait_for_port(port, process=server.process)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + START_TIMEOUT_S
         while httpx.get(f"https://127.0.0.1:{port}/readyz", verify=client_context(ca)).status_code != 200:
             assert time.monotonic() < deadline, "server never became ready"
             time.sleep(0.05)

@@ -15,6 +15,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,15 +27,18 @@ import httpx
 import pytest
 import trustme
 
-from app.transports.lean_http import HEAD_TIMEOUT_S, MAX_HEAD_BYTES
+from app.transports.lean_http import MAX_HEAD_BYTES
 
-from .support import Server, SseReader, bearer, free_port, server_env, sign, wait_for_port
+from .support import START_TIMEOUT_S, Server, SseReader, bearer, free_port, server_env, sign, wait_for_port
 from .test_stream import PRESENCE_EVENTS, events, make_discussion, open_stream, post
 
 pytestmark = pytest.mark.slow
 
+# A short slowloris deadline (the default is 5 s), so its test need not wait long; complete
+# heads arrive in one write, far within it.
+HEADER_TIMEOUT_S = 1.0
 # Generous: every wait below ends as soon as the server acts; this only bounds a failure.
-WAIT_S = HEAD_TIMEOUT_S + 15
+WAIT_S = HEADER_TIMEOUT_S + 15
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             PARLEY_LEAN_STREAM="1",
             PARLEY_RATE_LIMIT_PER_MIN="100000",
             PARLEY_MAX_STREAMS_PER_USER="1000",
+            PARLEY_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S),
         ),
         workdir,
     )
@@ -191,11 +196,13 @@ def test_oversized_head_gets_431_and_is_closed(server: Server) -> None:
 
 
 def test_slowloris_head_is_closed(server: Server) -> None:
+    opened = time.monotonic()
     with connect(server) as sock:
         sock.sendall(b"GET /stream HTTP/1.1\r\nHost: t\r\nX-Slow: ")
-        # Never finished: the server closes it once HEAD_TIMEOUT_S has passed (recv returns
-        # b"" then; the socket timeout only bounds a failure).
+        # Never finished: the server closes it once PARLEY_HEADER_TIMEOUT_S has passed (recv
+        # returns b"" then; the socket timeout only bounds a failure), and not before.
         assert read_all(sock) == b""
+        assert time.monotonic() - opened >= HEADER_TIMEOUT_S * 0.9
 
 
 def test_pipelined_requests_are_handed_to_hypercorn(server: Server, discussion: str) -> None:
@@ -308,11 +315,12 @@ async def test_with_tls_hypercorn_serves_everything_including_http2(tls_server: 
     alice = sign("alice")
     base = f"https://127.0.0.1:{server.port}"
     async with httpx.AsyncClient(http2=True, verify=context, timeout=10) as client:
-        for _ in range(100):
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(base + "/readyz")).status_code == 200:
-                    break
-            await asyncio.sleep(0.1)
+        async with asyncio.timeout(START_TIMEOUT_S):
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(base + "/readyz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
         r = await client.post(base + "/api/discussions", json={"title": "TLS"}, headers=bearer(alice))
         assert r.status_code == 201 and r.http_version == "HTTP/2"
         discussion = r.json()["id"]

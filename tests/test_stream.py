@@ -178,9 +178,11 @@ async def test_streams_need_a_token_and_read_access(server: Server) -> None:
 
 async def test_heartbeats_and_expiry(start_server: Callable[..., Server], stream_path: dict[str, str]) -> None:
     server = start_server(PARLEY_HEARTBEAT_S="0.2", **stream_path)
-    short = sign("alice", ttl_s=2)
     async with httpx.AsyncClient() as client:
-        discussion = await make_discussion(client, server, short)
+        discussion = await make_discussion(client, server, sign("alice"))
+    # Signed last, so a slow start on a loaded machine does not eat its life (2-3 s: `exp` is
+    # in whole seconds), which is many heartbeats long.
+    short = sign("alice", ttl_s=3)
     async with open_stream(server, short, [discussion]) as stream:
         [expired] = await events(stream, 1, timeout_s=8)
         assert expired.event == "auth_expired"

@@ -9,7 +9,7 @@ Hypercorn: such a connection is switched to a `StreamReaderProtocol`, fed the by
 read, and run by Hypercorn's own `TCPServer`, so pipelined requests after it are Hypercorn's.
 
 The head is read with httptools, bounded in size (`MAX_HEAD_BYTES`, else 431) and time
-(`HEAD_TIMEOUT_S` from the connection's start, else closed: slowloris); a head httptools
+(`PARLEY_HEADER_TIMEOUT_S` from the connection's start, else closed: slowloris); a head httptools
 rejects gets 400. Only the first request of a connection is looked at.
 
 Used by `app.serving` for every connection: with the lean stream path off
@@ -27,6 +27,7 @@ proxy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
@@ -46,8 +47,6 @@ log = logging.getLogger(__name__)
 
 # Browsers send 1-4 KB; Hypercorn's h11 accepts up to 16 KiB (h11's max_incomplete_event_size).
 MAX_HEAD_BYTES = 16 * 1024
-# A head must be complete this long after the connection opened (slowloris).
-HEAD_TIMEOUT_S = 5.0
 # HTTP/2 with prior knowledge starts with this line: always Hypercorn's.
 H2_PREFACE = b"PRI * HTTP/2.0\r\n"
 HEAD_END = b"\r\n\r\n"
@@ -146,6 +145,25 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 StreamOpener = Callable[[asyncio.Transport, RequestHead], None]
 
 
+class StoppingContext(WorkerContext):
+    """Hypercorn's worker context, whose sleeps also end when the server stops.
+
+    Hypercorn sleeps through the context only between a WebSocket's pings, and its ping loop
+    outlives the WebSocket: a connection that closed keeps its task until the next ping (up to
+    `websocket_ping_interval`, 25 s), so a stop waited the whole graceful timeout whenever a
+    WebSocket had closed lately. Woken at the stop, the ping loop of a closed WebSocket ends;
+    an open one sends one more ping and sleeps normally, as every sleep begun after the stop does.
+    """
+
+    async def sleep(self, wait: float) -> None:  # type: ignore[override]
+        if self.terminated.is_set():
+            await asyncio.sleep(wait)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await self.terminated.wait()
+
+
 class LeanServer:
     """Accepts connections on its listening sockets; owns every handed-over Hypercorn task.
 
@@ -158,7 +176,8 @@ class LeanServer:
         context: WorkerContext,
         lifespan_state: dict[str, Any],
         open_stream: StreamOpener | None,
-        connect_rate: Rate | None = None,
+        connect_rate: Rate | None,
+        head_timeout_s: float,
     ) -> None:
         self._app = app
         self._config = config
@@ -167,6 +186,8 @@ class LeanServer:
         self.open_stream = open_stream
         self._connect_rate = connect_rate
         self._attempts = MemoryRateLimiter()
+        # A head must be complete this long after the connection opened (slowloris).
+        self.head_timeout_s = head_timeout_s
         self._tasks: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.Server] = []
 
@@ -243,7 +264,7 @@ class FrontProtocol(asyncio.Protocol):
             self._transport = None
             self._server.hand_over(cast(asyncio.Transport, transport), b"")
             return
-        self._deadline = asyncio.get_running_loop().call_later(HEAD_TIMEOUT_S, self._timed_out)
+        self._deadline = asyncio.get_running_loop().call_later(self._server.head_timeout_s, self._timed_out)
 
     def data_received(self, data: bytes) -> None:
         transport = self._transport
