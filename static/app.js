@@ -1,6 +1,7 @@
 // The discussion page: sign-in, the discussion list, a live thread and its composer.
 // URL options for testing and diagnosis: ?transport=sse|ws|poll forces a transport;
-// ?backoff=<ms> and ?backoff_max=<ms> shorten the reconnection delays (1 s doubling to 30 s).
+// ?backoff=<ms> and ?backoff_max=<ms> shorten the reconnection delays (1 s doubling to 30 s);
+// ?broadcast_hide=<ms> shortens how long an info or warning broadcast stays (20 s).
 
 import { Broadcasts } from "/static/broadcasts.js";
 import { CommonGroundPanel } from "/static/common_ground.js";
@@ -32,7 +33,9 @@ const state = {
   presence: null, // PresenceView of the open discussion
   typing: null, // TypingSignals for the composer
   notes: new Notifications({ onChange: () => renderNotifications() }),
-  broadcasts: new Broadcasts(document.querySelector("#broadcasts")),
+  broadcasts: new Broadcasts(document.querySelector("#broadcasts"), {
+    autoHideMs: Number(params.get("broadcast_hide")) || undefined,
+  }),
   panel: null, // CommonGroundPanel of the open discussion
 };
 

@@ -8,12 +8,13 @@
 // A broadcast is `{id, message, level: "info"|"warning"|"critical", created_at, expires_at}`.
 // Each one is shown once per browser: it is remembered as seen (localStorage) when it is
 // dismissed or hides by itself, so neither a reload nor a replay of the stream shows it again.
-// `critical` stays until dismissed; `info` and `warning` hide by themselves after AUTO_HIDE_MS.
+// `critical` stays until dismissed; `info` and `warning` hide by themselves after AUTO_HIDE_MS
+// (20 s; the page's `?broadcast_hide=<ms>` shortens it for tests).
 // Any banner goes when its broadcast expires.
 
 const SEEN_KEY = "parley.broadcasts.seen";
 const SEEN_LIMIT = 200;
-const AUTO_HIDE_MS = 20_000;
+const AUTO_HIDE_MS = 20_000; // info and warning; critical stays until dismissed
 const LEVELS = new Set(["info", "warning", "critical"]);
 
 const ICONS = {
@@ -32,11 +33,17 @@ function icon(level) {
 }
 
 export class Broadcasts {
-  constructor(root, { fetchImpl = (...a) => fetch(...a), storage = localStorage } = {}) {
+  constructor(root, { autoHideMs = AUTO_HIDE_MS, fetchImpl = (...a) => fetch(...a), storage = localStorage } = {}) {
     this.root = root;
+    this.autoHideMs = autoHideMs;
     this.fetch = fetchImpl;
     this.storage = storage;
     this.shown = new Map(); // broadcast id -> banner element
+    // Dismissed in another tab: gone here too.
+    addEventListener("storage", (event) => {
+      if (event.key !== SEEN_KEY) return;
+      for (const id of this.seen()) if (this.shown.has(id)) this.hide(id);
+    });
   }
 
   async load() {
@@ -74,7 +81,7 @@ export class Broadcasts {
     banner.append(icon(level), message, close);
     this.root.prepend(banner); // newest on top
     this.shown.set(broadcast.id, banner);
-    const autoHide = level === "critical" ? Infinity : AUTO_HIDE_MS;
+    const autoHide = level === "critical" ? Infinity : this.autoHideMs;
     const hideIn = Math.min(autoHide, left);
     // setTimeout overflows past ~24.8 days: an alert that lives longer just stays until dismissed.
     if (hideIn < 2 ** 31 - 1) banner.hideTimer = setTimeout(() => this.hide(broadcast.id), hideIn);
