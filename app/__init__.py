@@ -42,10 +42,10 @@ def create_app(settings: Settings | None = None) -> Quart:
     lock = EmbeddedLock(settings.data_dir) if settings.embedded else None
 
     from . import pages
-    from .api import discussions, notifications, ops, presence, session
+    from .api import analysis, broadcasts, discussions, notifications, ops, presence, session
     from .transports import poll, sse, ws
 
-    blueprints = (ops, session, discussions, notifications, presence, sse, ws, poll, pages)
+    blueprints = (ops, session, discussions, analysis, broadcasts, notifications, presence, sse, ws, poll, pages)
     for module in blueprints:
         app.register_blueprint(module.blueprint)
 

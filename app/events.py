@@ -35,6 +35,8 @@ EVENT_TYPES = frozenset(
         "broadcast",
         "sync_required",
         "auth_expired",
+        # A proposition was added to the discussion (issue 10); the analysis follows.
+        "proposition_added",
         # Sent once before an idle stream is closed (FR-035, app/presence_tracker.py).
         "session_idle",
     }

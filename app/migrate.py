@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The newest revision in alembic/versions (tests/test_rest.py checks it against Alembic's own
 # head). A SQLite file already there starts without importing Alembic at all: a restart
 # matters most while clients are waiting to reconnect (bench/: herd).
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 
 
 def alembic_config(url: str) -> Config:

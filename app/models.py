@@ -25,6 +25,8 @@ class User(SQLModel, table=True):
 
 class Discussion(SQLModel, table=True):
     __tablename__ = "discussions"
+    # GET /api/discussions lists by newest activity.
+    __table_args__ = (Index("ix_discussions_activity", "last_activity_at", "id"),)
     id: str = Field(primary_key=True, max_length=64)
     title: str = Field(max_length=300)
     visibility: str = Field(default="public", max_length=16)
@@ -41,7 +43,11 @@ class DiscussionMember(SQLModel, table=True):
 
 class Response(SQLModel, table=True):
     __tablename__ = "responses"
-    __table_args__ = (UniqueConstraint("author_id", "client_id", name="uq_responses_author_client_id"),)
+    __table_args__ = (
+        UniqueConstraint("author_id", "client_id", name="uq_responses_author_client_id"),
+        # "Discussions I responded to" (GET /api/discussions?scope=mine).
+        Index("ix_responses_author_discussion", "author_id", "discussion_id"),
+    )
     # Integer and increasing, so "oldest first" and `after=` are one index range.
     id: int | None = Field(default=None, primary_key=True)
     discussion_id: str = Field(foreign_key="discussions.id", index=True, max_length=64)
@@ -120,3 +126,62 @@ class PushSubscription(SQLModel, table=True):
     p256dh: str = Field(max_length=200)
     auth: str = Field(max_length=100)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Proposition(SQLModel, table=True):
+    """A statement participants take a stance on (FR-012)."""
+
+    __tablename__ = "propositions"
+    id: str = Field(primary_key=True, max_length=32)
+    discussion_id: str = Field(foreign_key="discussions.id", index=True, max_length=64)
+    text: str = Field(max_length=500)
+    created_by: str = Field(foreign_key="users.id", max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Stance(SQLModel, table=True):
+    """A participant's current stance on one proposition: one row per (proposition, user).
+
+    Upserted from each response's `stances`; `response_id` is the response that set it, and
+    a row only moves to a *later* response, so the latest stance wins even when two posts of
+    the same user commit out of order. `discussion_id` is a copy of the proposition's, so the
+    analysis counts a discussion with one indexed GROUP BY.
+    """
+
+    __tablename__ = "stances"
+    __table_args__ = (Index("ix_stances_discussion", "discussion_id", "proposition_id"),)
+    proposition_id: str = Field(foreign_key="propositions.id", primary_key=True, max_length=32)
+    user_id: str = Field(primary_key=True, max_length=200)
+    discussion_id: str = Field(max_length=64)
+    stance: str = Field(max_length=8)  # agree | disagree | pass
+    response_id: int
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Analysis(SQLModel, table=True):
+    """The current common-ground analysis of one discussion (the latest version only).
+
+    `document` is exactly what `GET .../analysis` returns and `analysis_updated` carries.
+    Writers move `version` forward with a compare-and-set on the previous version, so a
+    computed and an external (`analyzer` role) document never overwrite each other silently.
+    """
+
+    __tablename__ = "analyses"
+    discussion_id: str = Field(foreign_key="discussions.id", primary_key=True, max_length=64)
+    version: int
+    source: str = Field(max_length=16)  # computed | external
+    document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    computed_at: datetime = Field(default_factory=utcnow)
+
+
+class Broadcast(SQLModel, table=True):
+    """A platform-wide message from an admin (FR-032), kept until it expires so that a user
+    who connects within its lifetime still sees it."""
+
+    __tablename__ = "broadcasts"
+    id: str = Field(primary_key=True, max_length=32)
+    message: str = Field(max_length=1000)
+    level: str = Field(max_length=8)  # info | warning | critical
+    created_by: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)

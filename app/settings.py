@@ -109,6 +109,25 @@ class Settings:
     typing_throttle_ms: int = 500
     # A stream whose user did nothing for this long is closed (FR-035).
     idle_timeout_s: float = 30 * 60.0
+    # Roles the development login may hand out (PARLEY_DEV_ROLES, comma-separated): none by
+    # default, so `POST /api/dev/login {"roles": ["admin"]}` is refused unless allowed here.
+    dev_roles: frozenset[str] = frozenset()
+    # Common ground (app/common_ground.py, docs/COMMON_GROUND.md). A proposition is judged only
+    # once this many participants agreed or disagreed with it (passes do not count).
+    cg_min_participants: int = 3
+    # Agreement (agree / (agree + disagree)) at or above this: common ground.
+    cg_common_ground_min: float = 0.7
+    # Agreement within [low, high]: divisive (the room is split).
+    cg_divisive_low: float = 0.35
+    cg_divisive_high: float = 0.65
+    # Debounce (app/analysis_worker.py): a recomputation starts this long after the first
+    # stance of a burst, and at least `cg_min_interval_ms` after the previous one started.
+    cg_debounce_ms: int = 200
+    cg_min_interval_ms: int = 1000
+    # The analysis worker's cluster-wide lease, and the per-discussion run lease's length.
+    cg_lease_s: float = 5.0
+    # Test knob: a pause inside each recomputation (to make overlaps observable). 0 in production.
+    cg_compute_delay_ms: int = 0
 
     @property
     def embedded(self) -> bool:
@@ -133,6 +152,17 @@ class Settings:
         if dev_login is None:
             # On by default only when nothing else can identify people (API.md, Identity).
             dev_login = secret is None and jwks is None
+        dev_roles = frozenset(r.strip() for r in env.get("PARLEY_DEV_ROLES", "").split(",") if r.strip())
+        common_ground_min = _float(env, "PARLEY_CG_COMMON_GROUND_MIN", 0.7, minimum=0.5)
+        divisive_low = _float(env, "PARLEY_CG_DIVISIVE_LOW", 0.35, minimum=0.0)
+        divisive_high = _float(env, "PARLEY_CG_DIVISIVE_HIGH", 0.65, minimum=0.0)
+        if common_ground_min > 1.0:
+            raise ConfigError(f"PARLEY_CG_COMMON_GROUND_MIN must be at most 1, got {common_ground_min}")
+        if not divisive_low <= divisive_high < common_ground_min:
+            raise ConfigError(
+                "the divisive band must satisfy PARLEY_CG_DIVISIVE_LOW <= PARLEY_CG_DIVISIVE_HIGH "
+                f"< PARLEY_CG_COMMON_GROUND_MIN, got {divisive_low}, {divisive_high}, {common_ground_min}"
+            )
         origins = tuple(o.strip() for o in env.get("PARLEY_ALLOWED_ORIGINS", "").split(",") if o.strip())
         return cls(
             port=_int(env, "PORT", 8000, minimum=0),
@@ -169,4 +199,13 @@ class Settings:
             typing_ttl_s=_float(env, "PARLEY_TYPING_TTL_S", 5.0, minimum=0.1),
             typing_throttle_ms=_int(env, "PARLEY_TYPING_THROTTLE_MS", 500, minimum=1),
             idle_timeout_s=_float(env, "PARLEY_IDLE_TIMEOUT_S", 30 * 60.0, minimum=1.0),
+            dev_roles=dev_roles,
+            cg_min_participants=_int(env, "PARLEY_CG_MIN_PARTICIPANTS", 3, minimum=1),
+            cg_common_ground_min=common_ground_min,
+            cg_divisive_low=divisive_low,
+            cg_divisive_high=divisive_high,
+            cg_debounce_ms=_int(env, "PARLEY_CG_DEBOUNCE_MS", 200, minimum=0),
+            cg_min_interval_ms=_int(env, "PARLEY_CG_MIN_INTERVAL_MS", 1000, minimum=0),
+            cg_lease_s=_float(env, "PARLEY_CG_LEASE_S", 5.0, minimum=0.5),
+            cg_compute_delay_ms=_int(env, "PARLEY_CG_COMPUTE_DELAY_MS", 0, minimum=0),
         )

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from quart import Blueprint, request
-from sqlalchemy import func
+from sqlalchemy import and_, distinct, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .. import topics
+from .. import analysis_store, topics
 from ..access import readable_discussion
 from ..auth import Identity
 from ..errors import Conflict, Forbidden, InvalidField, NotFound
 from ..events import rfc3339
-from ..models import Discussion, DiscussionMember, Follow, Response, User, utcnow
+from ..models import Discussion, DiscussionMember, Follow, Proposition, Response, User, utcnow
 from ..services import services
 from .common import caller, json_body
 
@@ -117,6 +118,71 @@ async def create_discussion() -> tuple[dict[str, Any], int]:
     return discussion_json(discussion), 201
 
 
+@blueprint.get("/api/discussions")
+async def list_discussions() -> dict[str, Any]:
+    """`?scope=public` (default): recent public discussions. `?scope=mine`: those the caller
+    created, is a member of, or responded to (however posted: page, API, curl) and can still
+    read. Newest activity first; `before=<discussion id>` continues after that discussion.
+    `participant_count` here is the number of distinct people who responded."""
+    identity = await caller()
+    scope = request.args.get("scope") or "public"
+    if scope not in ("public", "mine"):
+        raise InvalidField("scope: must be public or mine")
+    limit = _limit_arg(request.args.get("limit"))
+    before_id = request.args.get("before") or None
+    me = identity.user_id
+    query = select(Discussion)
+    if scope == "public":
+        query = query.where(Discussion.visibility == "public")
+    else:
+        member_of = select(DiscussionMember.discussion_id).where(DiscussionMember.user_id == me)
+        responded_to = select(Response.discussion_id).where(Response.author_id == me)
+        query = query.where(
+            or_(
+                col(Discussion.created_by) == me,
+                col(Discussion.id).in_(member_of),
+                # A private discussion one responded to but was removed from is no longer theirs.
+                and_(col(Discussion.visibility) == "public", col(Discussion.id).in_(responded_to)),
+            )
+        )
+    async with services().db.session() as session:
+        if before_id is not None:
+            before = await session.get(Discussion, before_id[:64])
+            if before is None:
+                raise InvalidField("before: no such discussion")
+            query = query.where(
+                or_(
+                    col(Discussion.last_activity_at) < before.last_activity_at,
+                    and_(
+                        col(Discussion.last_activity_at) == before.last_activity_at,
+                        col(Discussion.id) < before.id,
+                    ),
+                )
+            )
+        rows = await session.exec(
+            query.order_by(col(Discussion.last_activity_at).desc(), col(Discussion.id).desc()).limit(limit)
+        )
+        discussions = list(rows.all())
+        counts: dict[str, int] = {}
+        if discussions:
+            grouped = await session.exec(
+                select(Response.discussion_id, func.count(distinct(col(Response.author_id))))
+                .where(col(Response.discussion_id).in_([d.id for d in discussions]))
+                .group_by(col(Response.discussion_id))
+            )
+            counts = {discussion_id: int(count) for discussion_id, count in grouped.all()}
+    return {
+        "discussions": [
+            {
+                **discussion_json(d),
+                "participant_count": counts.get(d.id, 0),
+                "last_activity_at": rfc3339(d.last_activity_at),
+            }
+            for d in discussions
+        ]
+    }
+
+
 @blueprint.get("/api/discussions/<discussion_id>")
 async def get_discussion(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
@@ -191,18 +257,30 @@ async def post_response(discussion_id: str) -> tuple[dict[str, Any], int]:
             if parent is None or parent.discussion_id != discussion_id:
                 raise InvalidField("parent_id: no such response in this discussion")
             parent_id = parent.id
+        stances = dict(new.stances) if new.stances else {}
+        await _check_propositions(session, discussion_id, stances)
         response = Response(
             discussion_id=discussion_id,
             author_id=identity.user_id,
             body=new.body,
             parent_id=parent_id,
-            stances=dict(new.stances) if new.stances else None,
+            stances=stances or None,
             client_id=new.client_id,
         )
         session.add(response)
         discussion.last_activity_at = response.created_at
         session.add(discussion)
         try:
+            # The response and the stances it carries are stored together, or neither is.
+            await session.flush()
+            await analysis_store.record_stances(
+                session,
+                services().db.engine.dialect.name,
+                discussion_id=discussion_id,
+                user_id=identity.user_id,
+                response_id=response.id or 0,
+                stances=stances,
+            )
             await session.commit()
         except IntegrityError:
             # The same client_id raced in from another request: the first one wins.
@@ -216,6 +294,20 @@ async def post_response(discussion_id: str) -> tuple[dict[str, Any], int]:
     await services().presence.stop_typing(discussion_id, identity)
     await _publish_response("response_posted", identity, body)
     return body, 201
+
+
+async def _check_propositions(session: AsyncSession, discussion_id: str, stances: Mapping[str, str]) -> None:
+    """Every stance must name a proposition of *this* discussion: 422 otherwise, whether the
+    id is unknown or belongs to another discussion (the answer does not tell which, so it
+    reveals nothing about other discussions)."""
+    if not stances:
+        return
+    rows = await session.exec(
+        select(Proposition.id).where(Proposition.discussion_id == discussion_id, col(Proposition.id).in_(list(stances)))
+    )
+    unknown = sorted(set(stances) - set(rows.all()))
+    if unknown:
+        raise InvalidField(f"stances.{unknown[0]}: no such proposition in this discussion", code="unknown_proposition")
 
 
 async def _by_client_id(session: AsyncSession, author_id: str, client_id: str) -> Response | None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from quart import Blueprint, Response, jsonify, request
 
 from ..auth import COOKIE_NAME, Identity, token_from
-from ..errors import NotFound, Unauthorized
+from ..errors import Forbidden, NotFound, Unauthorized
 from ..services import services
 from .common import caller, json_body
 
@@ -19,7 +19,7 @@ blueprint = Blueprint("session", __name__)
 class DevLogin(BaseModel):
     model_config = ConfigDict(strict=True)
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
-    roles: list[Annotated[str, StringConstraints(max_length=32)]] = []
+    roles: list[Annotated[str, StringConstraints(max_length=32)]] = Field(default_factory=list, max_length=8)
 
 
 def _with_cookie(body: dict[str, Any], token: str, identity: Identity) -> Response:
@@ -63,6 +63,14 @@ async def dev_login() -> Response:
     if not parley.settings.dev_login or not parley.auth.can_issue:
         raise NotFound("development login is off")
     login = await json_body(DevLogin)
+    # Anyone may use the development login, so it grants a role only where the operator
+    # allowed it (PARLEY_DEV_ROLES); asking for another is refused, not silently dropped.
+    refused = sorted(set(login.roles) - parley.settings.dev_roles)
+    if refused:
+        raise Forbidden(
+            f"the development login may not grant {', '.join(refused)} (allow it with PARLEY_DEV_ROLES)",
+            code="role_not_allowed",
+        )
     token = parley.auth.issue(_user_id_for(login.name), login.name, roles=login.roles or None)
     identity = await parley.auth.verify(token)
     await parley.users.remember(identity)
