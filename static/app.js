@@ -512,7 +512,11 @@ function renderNotifications() {
 
 function wireNotifications() {
   $("#bell").addEventListener("click", () => {
-    $("#notifications").hidden = !$("#notifications").hidden;
+    const popover = $("#notifications");
+    popover.hidden = !popover.hidden;
+    // Just under the bell, wherever the header's wrapping put it.
+    const bell = $("#bell").getBoundingClientRect();
+    popover.style.top = `${bell.bottom - $(".main").getBoundingClientRect().top + 8}px`;
   });
   $("#read-all").addEventListener("click", () => state.notes.markAllRead());
   // Permission is asked only after this click (browsers block unprompted requests).

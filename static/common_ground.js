@@ -79,7 +79,7 @@ export class CommonGroundPanel {
     this.items = new Map(); // proposition id -> {element, agree, disagree, pass, agreement, bar}
     this.version = -1; // of the analysis shown
     this.held = null; // the newest analysis waiting for the reader (FR-016)
-    this.refreshingVersion = null;
+    this.refreshingAfter = null; // the version a recomputation is replacing
     this.refreshingTimer = null;
     this.draft = new Map(); // proposition id -> stance, sent with the next response
     this.recorded = new Map(); // proposition id -> this reader's latest stance sent
@@ -106,7 +106,7 @@ export class CommonGroundPanel {
    * animation, or held behind the pill while the reader interacts with the panel. */
   offer(analysis) {
     if (!analysis || analysis.version <= this.version) return;
-    if (this.refreshingVersion != null && analysis.version >= this.refreshingVersion) this.stopRefreshing();
+    if (this.refreshingAfter != null && analysis.version > this.refreshingAfter) this.stopRefreshing();
     if (this.interacting()) {
       if (!this.held || analysis.version > this.held.version) this.held = analysis;
       this.pill.hidden = false;
@@ -116,10 +116,11 @@ export class CommonGroundPanel {
     this.apply(analysis, true);
   }
 
-  /** analysis_refreshing: a quiet mark until the matching update arrives (FR-013). */
+  /** analysis_refreshing, whose `version` is the one being replaced: a quiet mark until a newer
+   * version arrives (FR-013). */
   refreshing(version) {
-    if (version != null && version <= this.version) return;
-    this.refreshingVersion = version ?? this.version + 1;
+    if (version != null && version < this.version) return; // already superseded
+    this.refreshingAfter = version ?? this.version;
     this.mark.hidden = false;
     clearTimeout(this.refreshingTimer);
     this.refreshingTimer = setTimeout(() => this.stopRefreshing(), REFRESHING_MAX_MS);
@@ -324,7 +325,7 @@ export class CommonGroundPanel {
 
   stopRefreshing() {
     clearTimeout(this.refreshingTimer);
-    this.refreshingVersion = null;
+    this.refreshingAfter = null;
     this.mark.hidden = true;
   }
 }
