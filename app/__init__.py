@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from . import migrate
+from .analysis_worker import start_analysis
 from .auth import Authenticator
 from .backends import EmbeddedLock, make_event_log, make_presence_store, make_rate_limiter
 from .db import Database
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         spawn(tracker.run(), "presence")
         spawn(parley.users.run(), "users")
         await start_notifications(app.extensions, app.extensions["parley"], spawn)
+        await start_analysis(parley, spawn)
 
     def spawn(coroutine: Any, name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)

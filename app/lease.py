@@ -98,3 +98,57 @@ class RedisLease:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+class KeyedLease(Protocol):
+    """Short leases on many keys (one per discussion): at most one holder per key at a time,
+    cluster-wide. `acquire` also renews a key this holder already has."""
+
+    async def acquire(self, key: str) -> bool: ...
+
+    async def release(self, key: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryKeyedLease:
+    """The embedded default: one process, so a set of the keys held is the whole truth."""
+
+    def __init__(self) -> None:
+        self._held: set[str] = set()
+
+    async def acquire(self, key: str) -> bool:
+        self._held.add(key)
+        return True
+
+    async def release(self, key: str) -> None:
+        self._held.discard(key)
+
+    async def close(self) -> None:
+        self._held.clear()
+
+
+class RedisKeyedLease:
+    """One `SET … PX` key per lease (`RedisKeys.lease`), holding this process's token; it
+    expires by itself, so a holder that died frees the key after `lease_s`."""
+
+    def __init__(self, url: str, keys: RedisKeys, name: str, *, lease_s: float) -> None:
+        self._client: redis.Redis = redis.Redis.from_url(url)
+        self._keys = keys
+        self._name = name
+        self._token = secrets.token_hex(8)
+        self._lease_ms = int(lease_s * 1000)
+        self._hold = self._client.register_script(_script("lease_hold"))
+        self._release = self._client.register_script(_script("lease_release"))
+
+    def key(self, key: str) -> str:
+        return self._keys.lease(f"{self._name}:{key}")
+
+    async def acquire(self, key: str) -> bool:
+        return bool(await self._hold(keys=[self.key(key)], args=[self._token, self._lease_ms]))
+
+    async def release(self, key: str) -> None:
+        await self._release(keys=[self.key(key)], args=[self._token])
+
+    async def close(self) -> None:
+        await self._client.aclose()

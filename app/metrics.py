@@ -36,6 +36,15 @@ class Metrics:
             "parley_dropped_consumers", "Connections dropped for falling behind, by reason", ["reason"], registry=r
         )
         self.push_attempts = Counter("parley_push_attempts", "Web Push sends, by outcome", ["outcome"], registry=r)
+        self.analysis_runs = Counter(
+            "parley_analysis_runs", "Common-ground recomputations this process finished and published", registry=r
+        )
+        self.analysis_seconds = Histogram(
+            "parley_analysis_seconds",
+            "One recomputation, from `analysis_refreshing` to `analysis_updated`",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -372,12 +372,18 @@ class NotifyWorker:
         (proposition ids, or `{"id", "text"}` objects). Followers who kept `common_ground` on
         are notified."""
         envelope = event.as_dict()
-        new = envelope.get("payload", {}).get("new_common_ground")
+        payload = envelope.get("payload") or {}
+        new = payload.get("new_common_ground")
         discussion_id = envelope.get("discussion_id")
         if not new or not isinstance(new, list) or not isinstance(discussion_id, str):
             return
         first = new[0]
-        text = str(first.get("text", "")) if isinstance(first, dict) else ""
+        if isinstance(first, dict):
+            text = str(first.get("text", ""))
+        else:
+            # The analysis document (app/common_ground.py) lists ids; their text is in it too.
+            texts = {p.get("id"): p.get("text") for p in payload.get("propositions") or [] if isinstance(p, dict)}
+            text = str(texts.get(first) or "")
         text = excerpt(text) if text else f"{len(new)} new point(s) of common ground"
         actor: dict[str, str] = envelope.get("user") or {}
         async with self._parley.db.session() as session:
