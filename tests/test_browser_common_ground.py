@@ -446,8 +446,15 @@ async def test_the_page_at_desktop_and_phone_width(browser: Browser, server: Ser
         title,
         ["Bike lanes make streets safer", "Shops lose customers without parking", "Try it on one street first"],
     )
-    for i, name in enumerate(["Ana", "Ben", "Chloe", "Dev"]):
-        stances = {pid: ("agree", "disagree", "pass", "agree")[(i + j) % 4] for j, pid in enumerate(ids)}
+    # Safer streets: common ground (3 of 4 agree); parking: divisive (2 against 2); trial: neither.
+    positions = {
+        "Ana": ("agree", "agree", "agree"),
+        "Ben": ("agree", "disagree", "pass"),
+        "Chloe": ("agree", "disagree", "agree"),
+        "Dev": ("disagree", "agree", "disagree"),
+    }
+    for name, position in positions.items():
+        stances = dict(zip(ids, position, strict=True))
         await call(
             server, "POST", f"/api/discussions/{discussion}/responses", as_user(name),
             {"body": f"{name} here: one reason, and another one worth writing down.", "stances": stances}, 201,
@@ -458,6 +465,8 @@ async def test_the_page_at_desktop_and_phone_width(browser: Browser, server: Ser
         context = await signed_in(browser, server, "Alice", viewport={"width": width, "height": height})
         page = await open_discussion(context, discussion)
         await shown_version(page, settled["version"])
+        await expect(proposition(page, ids[0])).to_have_attribute("data-kind", "common")
+        await expect(proposition(page, ids[1])).to_have_attribute("data-kind", "divisive")
         await expect(page.locator("#bell svg")).to_be_visible()
         await page.wait_for_timeout(1000)  # entry animations finish before the picture
         path = ARTIFACTS / f"discussion-{width}.png"
@@ -480,6 +489,7 @@ async def test_the_page_at_desktop_and_phone_width(browser: Browser, server: Ser
         if width < 1000:
             await page.click("#cg-toggle")
             await expect(proposition(page, ids[0])).to_be_visible()
+            await page.wait_for_timeout(600)  # the tags' entry animation
             path = ARTIFACTS / f"discussion-{width}-analysis.png"
             await page.screenshot(path=str(path))
             print(f"screenshot: {path}")
