@@ -583,6 +583,8 @@ function showOutboxItem(item) {
     element?.remove();
     upsert(item.response, true);
     scrollToBottom();
+    // Responding makes a discussion one of yours: list it now rather than at the next refresh.
+    if (!$(`#discussions li[data-id="${CSS.escape(item.discussionId)}"]`)) loadDiscussions();
     return;
   }
   if (!element) {

@@ -499,3 +499,26 @@ async def test_the_page_at_desktop_and_phone_width(browser: Browser, server: Ser
         await page.screenshot(path=str(path))
         print(f"screenshot: {path}")
         await context.close()
+
+
+async def test_after_sync_required_the_panel_reloads_the_analysis(
+    browser: Browser, start_server: Callable[..., Server]
+) -> None:
+    """The embedded log restarts with a new epoch: the page gets `sync_required` and reads the
+    analysis again over REST, so an update published meanwhile still reaches the panel."""
+    server = start_server(PARLEY_HEARTBEAT_S="2")
+    discussion, (safer,) = await discussion_with(server, "Trams or buses?", ["Trams are worth the cost"])
+    settled = await settled_analysis(server, discussion, [safer])
+    page = await open_discussion(await signed_in(browser, server, "Alice"), discussion, backoff="2000")
+    await shown_version(page, settled["version"])
+    reads: list[str] = []
+    page.on("request", lambda request: reads.append(request.url) if request.url.endswith("/analysis") else None)
+
+    await asyncio.to_thread(server.stop)
+    await expect(page.locator("#connection-banner")).to_be_visible(timeout=WAIT_MS)
+    await asyncio.to_thread(server.start)
+    document = await publish(server, discussion, 7, [figures(safer, 6, 1, 0)], [safer], [])
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+    await shown_version(page, document["version"])
+    await expect(agree_count(page, safer)).to_have_text("6", timeout=WAIT_MS)
+    assert reads, "the page never read the analysis again after sync_required"
