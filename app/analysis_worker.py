@@ -15,8 +15,11 @@ Design, and why:
 - *Never two at once across servers*: each run also holds a per-discussion lease
   (`RedisKeyedLease`, key `lease:analysis-run:<id>`) that expires after `cg_lease_s`. A former
   holder still finishing a run (it stalled, lost the reader lease, and a new holder took over)
-  keeps its key, and the new holder waits for it. A run gives up before `cg_lease_s` runs out,
-  and renews (checks) its key just before storing, so it never publishes after losing it.
+  keeps its key, and the new holder waits for it. A run is cancelled once `RUN_BUDGET` of
+  `cg_lease_s` has passed (a run that stalled past its lease, by SIGSTOP or a long pause, is
+  cancelled at its next await when it wakes), and it checks that its key is still its own
+  just before storing (`still_held`, which never takes a free key): it publishes nothing
+  after losing its key. The version compare-and-set keeps the stored data right regardless.
 - *From scratch*: each run counts the discussion's stances in one GROUP BY and builds the
   whole document (`app.common_ground`); the result cannot drift from the data.
 - *Stored, then published*: `app.analysis_store.save` gives it the next version; the document
@@ -257,7 +260,7 @@ class AnalysisWorker:
             )
 
         # Still ours? (A run that stalled past its lease must not publish beside its successor.)
-        if not await self._run_lease.acquire(discussion_id):
+        if not await self._run_lease.still_held(discussion_id):
             log.warning("analysis worker: lost the run lease of %s; not publishing", discussion_id)
             return False
         stored = await analysis_store.save(parley.db, discussion_id, "computed", build)

@@ -106,6 +106,9 @@ class KeyedLease(Protocol):
 
     async def acquire(self, key: str) -> bool: ...
 
+    async def still_held(self, key: str) -> bool:
+        """Renew `key` if this holder still has it; False if it expired (even if now free)."""
+
     async def release(self, key: str) -> None: ...
 
     async def close(self) -> None: ...
@@ -120,6 +123,9 @@ class MemoryKeyedLease:
     async def acquire(self, key: str) -> bool:
         self._held.add(key)
         return True
+
+    async def still_held(self, key: str) -> bool:
+        return key in self._held
 
     async def release(self, key: str) -> None:
         self._held.discard(key)
@@ -139,6 +145,7 @@ class RedisKeyedLease:
         self._token = secrets.token_hex(8)
         self._lease_ms = int(lease_s * 1000)
         self._hold = self._client.register_script(_script("lease_hold"))
+        self._renew = self._client.register_script(_script("lease_renew"))
         self._release = self._client.register_script(_script("lease_release"))
 
     def key(self, key: str) -> str:
@@ -146,6 +153,9 @@ class RedisKeyedLease:
 
     async def acquire(self, key: str) -> bool:
         return bool(await self._hold(keys=[self.key(key)], args=[self._token, self._lease_ms]))
+
+    async def still_held(self, key: str) -> bool:
+        return bool(await self._renew(keys=[self.key(key)], args=[self._token, self._lease_ms]))
 
     async def release(self, key: str) -> None:
         await self._release(keys=[self.key(key)], args=[self._token])

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -31,13 +33,36 @@ ARRIVAL_S = 15.0
 ANALYSIS_EVENTS = ("analysis_refreshing", "analysis_updated")
 
 
-@pytest.fixture(params=["embedded", "redis"])
+@pytest.fixture(params=["embedded", "redis", "redis-postgres"])
 def server(request: pytest.FixtureRequest, start_server: Callable[..., Server]) -> Server:
-    if request.param == "redis":
-        return start_server(
-            REDIS_URL=request.getfixturevalue("redis_url"), PARLEY_REDIS_PREFIX=request.getfixturevalue("redis_prefix")
-        )
-    return start_server()
+    if request.param == "embedded":
+        return start_server()
+    env = {
+        "REDIS_URL": request.getfixturevalue("redis_url"),
+        "PARLEY_REDIS_PREFIX": request.getfixturevalue("redis_prefix"),
+    }
+    if request.param == "redis-postgres":
+        env["DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    return start_server(**env)
+
+
+@pytest.fixture(params=["embedded", "redis-two-processes"])
+def servers(request: pytest.FixtureRequest, start_server: Callable[..., Server]) -> tuple[Server, Server]:
+    """Where a burst is posted: one embedded process, or two processes on one Redis (posts
+    alternate between them; the stream is read from the second)."""
+    env = {"PARLEY_CG_COMPUTE_DELAY_MS": "50"}  # slower runs: overlaps would be likelier
+    if request.param == "embedded":
+        only = start_server(**env)
+        return only, only
+    env.update(
+        REDIS_URL=request.getfixturevalue("redis_url"), PARLEY_REDIS_PREFIX=request.getfixturevalue("redis_prefix")
+    )
+    return start_server(**env), start_server(**env)
+
+
+def unique(name: str) -> str:
+    """A user id of this test's own (the PostgreSQL database is shared by the session's tests)."""
+    return f"{name}-{uuid.uuid4().hex[:6]}"
 
 
 async def add_proposition(client: httpx.AsyncClient, server: Server, token: str, discussion: str, text: str) -> str:
@@ -103,7 +128,7 @@ def assert_runs_never_overlap(seen: list[SseEvent]) -> None:
 
 
 async def test_stances_move_counts_and_the_latest_stance_wins(server: Server) -> None:
-    alice, bob, carol = sign("alice"), sign("bob"), sign("carol")
+    alice, bob, carol = sign(unique("alice")), sign(unique("bob")), sign(unique("carol"))
     async with httpx.AsyncClient(timeout=10) as client:
         discussion = await make_discussion(client, server, alice)
         async with open_stream(server, carol, [discussion]) as stream:
@@ -125,15 +150,14 @@ async def test_stances_move_counts_and_the_latest_stance_wins(server: Server) ->
     assert seen[0].event == "analysis_refreshing" and seen[0].json["payload"] == {"version": 0}
 
 
-async def test_two_processes_a_burst_of_100_and_a_final_state_from_scratch(
-    start_server: Callable[..., Server], redis_url: str, redis_prefix: str
+async def test_a_burst_of_100_costs_few_runs_and_ends_equal_to_a_computation_from_scratch(
+    servers: tuple[Server, Server],
 ) -> None:
-    """Posted on both processes, streamed from the second: a bounded number of runs (counted
-    on both /metrics), no two at once (a slow run makes overlaps likely if they could
-    happen), and a final document equal to one computed here from what was posted."""
-    env = {"REDIS_URL": redis_url, "PARLEY_REDIS_PREFIX": redis_prefix, "PARLEY_CG_COMPUTE_DELAY_MS": "50"}
-    first, second = start_server(**env), start_server(**env)
-    servers = (first, second)
+    """Posted on both processes (or the one embedded), streamed from the second: a bounded
+    number of runs (counted on /metrics), no two at once (a slow run makes overlaps likely if
+    they could happen), and a final document equal to one computed here from what was posted."""
+    first, second = servers
+    targets = (first,) if first is second else (first, second)
     users = [f"user{i}" for i in range(20)]
     tokens = {user: sign(user) for user in users}
     rng = random.Random(10)
@@ -143,7 +167,7 @@ async def test_two_processes_a_burst_of_100_and_a_final_state_from_scratch(
         async with open_stream(second, tokens["user1"], [discussion]) as stream:
             propositions = [await add_proposition(client, first, tokens["user0"], discussion, t) for t in texts]
             await analysis_until(stream, lambda d: len(d["propositions"]) == 3)
-            runs_before = sum([await metric(s, "parley_analysis_runs_total") for s in servers])
+            runs_before = sum([await metric(s, "parley_analysis_runs_total") for s in targets])
             plan = [
                 (rng.choice(users), {p: rng.choice(["agree", "agree", "disagree", "pass"]) for p in propositions})
                 for _ in range(100)
@@ -153,7 +177,9 @@ async def test_two_processes_a_burst_of_100_and_a_final_state_from_scratch(
 
             async def post(index: int, user: str, stances: dict[str, str]) -> None:
                 async with gate:
-                    posted = await take_stances(client, servers[index % 2], tokens[user], discussion, stances)
+                    posted = await take_stances(
+                        client, targets[index % len(targets)], tokens[user], discussion, stances
+                    )
                 for proposition, stance in stances.items():
                     key = (user, proposition)
                     # The latest response (highest id) of each user wins, whatever order they landed in.
@@ -180,7 +206,7 @@ async def test_two_processes_a_burst_of_100_and_a_final_state_from_scratch(
 
             seen: list[SseEvent] = []
             final = await analysis_until(stream, same_figures, seen)
-        runs = sum([await metric(s, "parley_analysis_runs_total") for s in servers]) - runs_before
+        runs = sum([await metric(s, "parley_analysis_runs_total") for s in targets]) - runs_before
         stored = await get_analysis(client, first, tokens["user0"], discussion)
     assert stored == final
     print(f"burst of 100: {runs:.0f} recomputations, {len(seen)} analysis events")
@@ -232,7 +258,7 @@ async def test_a_discussion_held_by_another_process_is_not_computed_until_releas
 async def test_common_ground_notifies_followers_through_the_analysis(server: Server) -> None:
     """Three people agree: the analysis puts the proposition into common ground, and the
     follower (bob) is notified through the notification worker; dan switched it off."""
-    alice, bob, carol, dan, erin = (sign(n) for n in ("alice", "bob", "carol", "dan", "erin"))
+    alice, bob, carol, dan, erin = (sign(unique(n)) for n in ("alice", "bob", "carol", "dan", "erin"))
     async with httpx.AsyncClient(timeout=10) as client:
         discussion = await make_discussion(client, server, alice)
         for follower in (bob, dan):
@@ -262,3 +288,89 @@ async def test_common_ground_notifies_followers_through_the_analysis(server: Ser
     async with httpx.AsyncClient(timeout=10) as client:
         r = await client.get(server.url + "/api/notifications", headers=bearer(bob))
     assert [n["type"] for n in r.json()] == ["common_ground"]
+
+
+async def holder_and_other(client: httpx.AsyncClient, servers: tuple[Server, Server]) -> tuple[Server, Server]:
+    """Which process holds the analysis lease: the one whose warm-up run shows in /metrics."""
+    owner = sign(unique("owner"))
+    warm = await make_discussion(client, servers[0], owner)
+    await add_proposition(client, servers[0], owner, warm, "Warm-up")
+    deadline = asyncio.get_running_loop().time() + ARRIVAL_S
+    while (await get_analysis(client, servers[0], owner, warm))["version"] == 0:
+        assert asyncio.get_running_loop().time() < deadline, "the warm-up was never analysed"
+        await asyncio.sleep(0.1)
+    runs = [await metric(s, "parley_analysis_runs_total") for s in servers]
+    return (servers[0], servers[1]) if runs[0] > runs[1] else (servers[1], servers[0])
+
+
+async def test_a_holder_killed_before_its_run_loses_nothing(
+    start_server: Callable[..., Server], redis_url: str, redis_prefix: str
+) -> None:
+    """The holder has read the stance (and saved its checkpoint) but not run yet (a long
+    debounce) when it is SIGKILLed: its successor re-reads from the checkpoint, which never
+    passes an uncovered change, and computes the discussion."""
+    env = {
+        "REDIS_URL": redis_url,
+        "PARLEY_REDIS_PREFIX": redis_prefix,
+        "PARLEY_CG_LEASE_S": "1",
+        "PARLEY_CG_DEBOUNCE_MS": "3000",
+    }
+    servers = (start_server(**env), start_server(**env))
+    alice = sign(unique("alice"))
+    async with httpx.AsyncClient(timeout=10) as client:
+        holder, other = await holder_and_other(client, servers)
+        discussion = await make_discussion(client, other, alice)
+        lanes = await add_proposition(client, other, alice, discussion, "Bike lanes")
+        async with open_stream(other, alice, [discussion]) as stream:
+            await analysis_until(stream, lambda d: bool(d["propositions"]))
+            await take_stances(client, other, alice, discussion, {lanes: "agree"})
+            await asyncio.sleep(0.5)  # the holder reads it at once and saves its checkpoint
+            holder.stop(signal.SIGKILL)
+            done = await analysis_until(stream, lambda d: figures(d, lanes) == (1, 0, 0))
+    assert done["participants"] == 1
+
+
+async def test_a_stalled_holder_is_replaced_and_publishes_nothing_when_it_wakes(
+    start_server: Callable[..., Server], redis_url: str, redis_prefix: str
+) -> None:
+    """The holder is frozen (SIGSTOP) in the middle of a run. Its leases expire, the other
+    process takes over and computes the discussion; woken up (SIGCONT), the stale run finds
+    its run lease gone and publishes nothing: there is never a second, overlapping result."""
+    env = {
+        "REDIS_URL": redis_url,
+        "PARLEY_REDIS_PREFIX": redis_prefix,
+        "PARLEY_CG_LEASE_S": "3",
+        "PARLEY_CG_COMPUTE_DELAY_MS": "1500",
+    }
+    servers = (start_server(**env), start_server(**env))
+    alice, bob, carol = sign("alice"), sign("bob"), sign("carol")
+    async with httpx.AsyncClient(timeout=10) as client:
+        holder, other = await holder_and_other(client, servers)
+        assert holder.process is not None
+        discussion = await make_discussion(client, other, alice)
+        async with open_stream(other, carol, [discussion]) as stream:
+            lanes = await add_proposition(client, other, alice, discussion, "Bike lanes")
+            await analysis_until(stream, lambda d: bool(d["propositions"]))
+            holder_runs = await metric(holder, "parley_analysis_runs_total")
+            await take_stances(client, other, alice, discussion, {lanes: "agree"})
+            started = await next_of(stream, "analysis_refreshing", timeout_s=ARRIVAL_S)
+            holder.process.send_signal(signal.SIGSTOP)
+            try:
+                seen = [started]
+                taken_over = await analysis_until(stream, lambda d: figures(d, lanes) == (1, 0, 0), seen)
+            finally:
+                holder.process.send_signal(signal.SIGCONT)
+            await take_stances(client, other, bob, discussion, {lanes: "agree"})
+            final = await analysis_until(stream, lambda d: figures(d, lanes) == (2, 0, 0), seen)
+        assert await metric(holder, "parley_analysis_runs_total") == holder_runs
+    kinds = [(e.event, e.json["payload"]["version"]) for e in seen]
+    v = started.json["payload"]["version"]
+    # The frozen run's start, the successor's run, then the next run: no stale update anywhere.
+    assert kinds == [
+        ("analysis_refreshing", v),
+        ("analysis_refreshing", v),
+        ("analysis_updated", v + 1),
+        ("analysis_refreshing", v + 1),
+        ("analysis_updated", v + 2),
+    ], kinds
+    assert (taken_over["version"], final["version"]) == (v + 1, v + 2)

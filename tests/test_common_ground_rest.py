@@ -253,8 +253,14 @@ async def test_discussion_listings(client: Client) -> None:
 
     mine = await json_of(await client.get("/api/discussions?scope=mine", headers=bearer(bob)), 200)
     assert [d["id"] for d in mine["discussions"]] == [older]
+    # A member of a private discussion finds it under theirs, though they never responded.
+    carol_id = unique("carol")
+    shared = await new_discussion(client, alice, visibility="private", members=[carol_id])
+    carols = await json_of(await client.get("/api/discussions?scope=mine", headers=bearer(sign(carol_id))), 200)
+    assert [d["id"] for d in carols["discussions"]] == [shared]
+    assert shared not in [d["id"] for d in mine["discussions"]]
     alices = await json_of(await client.get("/api/discussions?scope=mine", headers=bearer(alice)), 200)
-    assert {d["id"] for d in alices["discussions"]} == {older, private}
+    assert {d["id"] for d in alices["discussions"]} == {older, private, shared}
 
     page = await json_of(await client.get(f"/api/discussions?limit=1&before={older}", headers=bearer(bob)), 200)
     assert [d["id"] for d in page["discussions"]] == [ids[ids.index(older) + 1]]
