@@ -50,7 +50,10 @@ export class Broadcasts {
     const response = await this.fetch("/api/broadcasts", { credentials: "same-origin" }).catch(() => null);
     if (!response?.ok) return;
     const body = await response.json();
-    for (const broadcast of Array.isArray(body) ? body : body.broadcasts || []) this.show(broadcast);
+    const active = [...(Array.isArray(body) ? body : body.broadcasts || [])];
+    // Oldest first, as they would have arrived live: each is put on top, so the newest ends there.
+    active.sort((a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : 0));
+    for (const broadcast of active) this.show(broadcast);
   }
 
   /** An envelope from the stream; true when it was a broadcast shown now. */
