@@ -367,13 +367,13 @@ async function openDiscussion(discussionId) {
   setInterval(() => { if (!document.hidden) loadPresence(discussionId); }, 25_000 + Math.random() * 10_000);
   $("#discussion").hidden = false;
   state.panel = new CommonGroundPanel($("#common-ground"), { onStance: showStanceDraft });
-  const analysis = loadAnalysis(discussionId);
   const { responses, cursor } = await fetchAll(discussionId);
   for (const response of responses) {
     upsert(response, false);
     if (response.author.id === state.me?.id) state.panel.recordStances(response.stances);
   }
-  await analysis;
+  // Read after the responses' cursor was taken: an update this read misses is replayed from it.
+  await loadAnalysis(discussionId);
   $("#thread-empty").hidden = responses.length > 0;
   scrollToBottom();
   wireThread(discussionId);
