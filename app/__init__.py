@@ -16,6 +16,7 @@ from . import migrate
 from .analysis_worker import start_analysis
 from .auth import Authenticator
 from .backends import EmbeddedLock, make_event_log, make_presence_store, make_rate_limiter
+from .contract import enforce_contract
 from .db import Database
 from .errors import ApiError
 from .hub import Hub
@@ -43,12 +44,28 @@ def create_app(settings: Settings | None = None) -> Quart:
     lock = EmbeddedLock(settings.data_dir) if settings.embedded else None
 
     from . import pages
-    from .api import analysis, broadcasts, discussions, notifications, ops, presence, session
+    from .api import analysis, broadcasts, discussions, notifications, ops, presence, reference, session
     from .transports import poll, sse, ws
 
-    blueprints = (ops, session, discussions, analysis, broadcasts, notifications, presence, sse, ws, poll, pages)
+    blueprints = (
+        ops,
+        session,
+        discussions,
+        analysis,
+        broadcasts,
+        notifications,
+        presence,
+        sse,
+        ws,
+        poll,
+        pages,
+        reference,
+    )
     for module in blueprints:
         app.register_blueprint(module.blueprint)
+
+    if settings.check_responses:
+        app.after_request(enforce_contract)
 
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> tuple[Response, int] | Response:

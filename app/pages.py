@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, current_app
 
+from .contract import documented
+from .errors import NotFound
+
 blueprint = Blueprint("pages", __name__)
 
 
@@ -19,10 +22,18 @@ async def _shell() -> Response:
 
 
 @blueprint.get("/")
+@documented("The discussion page", media_type="text/html", auth=False, errors=[NotFound])
 async def home() -> Response:
     return await _shell()
 
 
 @blueprint.get("/d/<discussion_id>")
+@documented(
+    "The discussion page, opened on one discussion",
+    description="The same HTML shell as `/`: the page reads the id from its URL.",
+    media_type="text/html",
+    auth=False,
+    errors=[NotFound],
+)
 async def discussion(discussion_id: str) -> Response:
     return await _shell()

@@ -98,6 +98,9 @@ class Settings:
     # Test knob: a pause per event processed by the notification worker, so a test can kill
     # a worker mid-batch deterministically. 0 in production.
     notify_event_delay_ms: int = 0
+    # Test knob: check every REST answer against its route's declared contract (app/contract.py);
+    # one that breaks it becomes a 500 saying why. Off in production (it re-reads each body).
+    check_responses: bool = False
     # Presence (app/presence.py): a connection not refreshed for this long is gone (a killed
     # server's users vanish after it); the refresh runs every third of it.
     presence_ttl_s: float = 45.0
@@ -193,6 +196,7 @@ class Settings:
             push_allow_insecure=bool(_flag(env, "PARLEY_PUSH_ALLOW_INSECURE")),
             notify_lease_s=_float(env, "PARLEY_NOTIFY_LEASE_S", 5.0, minimum=0.5),
             notify_event_delay_ms=_int(env, "PARLEY_NOTIFY_EVENT_DELAY_MS", 0, minimum=0),
+            check_responses=bool(_flag(env, "PARLEY_CHECK_RESPONSES")),
             presence_ttl_s=_float(env, "PARLEY_PRESENCE_TTL_S", 45.0, minimum=0.1),
             presence_grace_s=_float(env, "PARLEY_PRESENCE_GRACE_S", 5.0, minimum=0.01),
             presence_sweep_s=_float(env, "PARLEY_PRESENCE_SWEEP_S", 1.0, minimum=0.01),

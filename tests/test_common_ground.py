@@ -148,6 +148,10 @@ async def test_stances_move_counts_and_the_latest_stance_wins(server: Server) ->
         assert await get_analysis(client, server, alice, discussion) == final
     assert_runs_never_overlap(seen)
     assert seen[0].event == "analysis_refreshing" and seen[0].json["payload"] == {"version": 0}
+    # The worker is an owned task: a stopping server cancels it promptly and cleanly.
+    assert server.process is not None
+    server.stop()
+    assert "did not stop" not in server.log() and "Traceback" not in server.log(), server.log()[-2000:]
 
 
 async def test_a_burst_of_100_costs_few_runs_and_ends_equal_to_a_computation_from_scratch(

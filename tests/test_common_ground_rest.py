@@ -38,6 +38,11 @@ async def app(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Q
         dev_login=True,
         data_dir=tmp_path / ".parley",
         dev_roles=frozenset({"analyzer"}),
+        # Every answer is checked against its route's declared contract (app/contract.py).
+        check_responses=True,
+        # The analysis worker would store versions of its own while these tests count what
+        # requests stored: here it waits 10 minutes (tests/test_common_ground.py runs it).
+        cg_debounce_ms=600_000,
     )
     quart_app = create_app(settings)
     async with quart_app.test_app() as test_app:
@@ -98,6 +103,10 @@ async def test_propositions_are_created_and_listed(client: Client) -> None:
     created = await json_of(r, 201)
     assert set(created) == {"id", "text", "discussion_id", "created_by", "created_at"}
     assert created["text"] == "Bike lanes make streets safer" and created["discussion_id"] == discussion
+    r = await client.post(
+        f"/api/discussions/{discussion}/propositions", json={"text": "nul\u0000byte"}, headers=bearer(alice)
+    )
+    assert r.status_code == 422  # PostgreSQL cannot store it: refused, not a 500
     second = await new_proposition(client, alice, discussion, "Parking matters more")
     listed = await json_of(await client.get(f"/api/discussions/{discussion}/propositions", headers=bearer(alice)), 200)
     assert [p["id"] for p in listed["propositions"]] == [created["id"], second]
@@ -208,7 +217,13 @@ async def test_broadcasts_need_admin_and_only_active_ones_are_listed(app: Quart,
     user, admin = sign(unique("user")), sign(root, roles=["admin"])
     r = await client.post("/api/broadcasts", json={"message": "Maintenance at noon"}, headers=bearer(user))
     assert (await json_of(r, 403))["error"]["code"] == "role_required"
-    for bad in ({"message": ""}, {"message": "x", "level": "loud"}, {"message": "x", "ttl_s": 0}, {"level": "info"}):
+    for bad in (
+        {"message": ""},
+        {"message": "x", "level": "loud"},
+        {"message": "x", "ttl_s": 0},
+        {"level": "info"},
+        {"message": "nul\u0000"},
+    ):
         r = await client.post("/api/broadcasts", json=bad, headers=bearer(admin))
         assert r.status_code == 422, bad
     assert await count_rows(app, Broadcast, created_by=root) == 0

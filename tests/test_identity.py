@@ -30,6 +30,7 @@ async def make_app(tmp_path: Path) -> AsyncIterator[Any]:
         options: dict[str, Any] = {
             "database_url": f"sqlite+aiosqlite:///{tmp_path / f'p{len(apps)}.db'}",
             "data_dir": tmp_path / f".parley{len(apps)}",
+            "check_responses": True,  # every answer is also checked against its declared contract
             **settings,
         }
         context = create_app(Settings(**options)).test_app()

@@ -25,8 +25,13 @@ async def app(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Q
         if request.param == "sqlite"
         else request.getfixturevalue("postgres_url")
     )
+    # check_responses: every answer in these tests is also checked against its declared contract.
     settings = Settings(
-        database_url=database, jwt_secret=TEST_JWT_SECRET, dev_login=True, data_dir=tmp_path / ".parley"
+        database_url=database,
+        jwt_secret=TEST_JWT_SECRET,
+        dev_login=True,
+        data_dir=tmp_path / ".parley",
+        check_responses=True,
     )
     quart_app = create_app(settings)
     async with quart_app.test_app() as test_app:

@@ -26,11 +26,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from .. import analysis_store, topics
 from ..access import readable_discussion
 from ..auth import Identity
-from ..errors import Conflict, InvalidField
+from ..contract import documented
+from ..errors import Conflict, Forbidden, InvalidField, NotFound, RateLimited
 from ..events import rfc3339
 from ..models import Proposition
 from ..roles import ANALYZER, require_role
 from ..services import services
+from ..wire import AnalysisDocument, PropositionOut, Shape
 from .common import caller, json_body
 from .discussions import StrictBody
 
@@ -45,7 +47,11 @@ Count = Annotated[int, Field(ge=0, le=10**9)]
 
 
 class NewProposition(StrictBody):
-    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_PROPOSITION_CHARS)]
+    # No NUL: PostgreSQL text cannot hold it (a 500 otherwise).
+    text: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_PROPOSITION_CHARS, pattern=r"^[^\x00]*$"),
+    ]
 
 
 class PropositionFigures(StrictBody):
@@ -77,6 +83,10 @@ class ExternalAnalysis(StrictBody):
     divisive: list[PropositionId] = Field(max_length=MAX_PROPOSITIONS)
 
 
+class PropositionList(Shape):
+    propositions: list[PropositionOut] = Field(description="oldest first")
+
+
 def proposition_json(proposition: Proposition) -> dict[str, Any]:
     return {
         "id": proposition.id,
@@ -93,6 +103,15 @@ async def _readable(identity: Identity, discussion_id: str) -> None:
 
 
 @blueprint.post("/api/discussions/<discussion_id>/propositions")
+@documented(
+    "Add a proposition to a discussion",
+    description="Anyone who can read the discussion. At most 100 per discussion.",
+    body=NewProposition,
+    response=PropositionOut,
+    status=201,
+    errors=[NotFound, RateLimited, (Conflict, "too_many_propositions")],
+    fires=["proposition_added"],
+)
 async def create_proposition(discussion_id: str) -> tuple[dict[str, Any], int]:
     identity = await caller()
     new = await json_body(NewProposition)
@@ -122,6 +141,7 @@ async def create_proposition(discussion_id: str) -> tuple[dict[str, Any], int]:
 
 
 @blueprint.get("/api/discussions/<discussion_id>/propositions")
+@documented("A discussion's propositions, oldest first", response=PropositionList, errors=[NotFound])
 async def list_propositions(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
     async with services().db.session() as session:
@@ -135,6 +155,12 @@ async def list_propositions(discussion_id: str) -> dict[str, Any]:
 
 
 @blueprint.get("/api/discussions/<discussion_id>/analysis")
+@documented(
+    "A discussion's common-ground analysis",
+    description="The stored document; version 0 with zero counts before the first computation.",
+    response=AnalysisDocument,
+    errors=[NotFound],
+)
 async def get_analysis(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
     async with services().db.session() as session:
@@ -143,6 +169,20 @@ async def get_analysis(discussion_id: str) -> dict[str, Any]:
 
 
 @blueprint.post("/api/discussions/<discussion_id>/analysis")
+@documented(
+    "Publish an analysis from an external analyzer",
+    description=(
+        "Role `analyzer` (and read access). Stored as the next version (`source: external`) and "
+        "published as `analysis_updated`; `version`, `computed_at`, `source`, `new_common_ground` "
+        "and proposition texts are the server's."
+    ),
+    body=ExternalAnalysis,
+    response=AnalysisDocument,
+    status=201,
+    errors=[NotFound, (Forbidden, "role_required"), (InvalidField, "unknown_proposition")],
+    roles=["analyzer"],
+    fires=["analysis_updated"],
+)
 async def post_analysis(discussion_id: str) -> tuple[dict[str, Any], int]:
     identity = await caller()
     require_role(identity, ANALYZER)

@@ -20,10 +20,13 @@ from quart import Blueprint
 from sqlmodel import col, delete, select
 
 from .. import topics
+from ..contract import documented
+from ..errors import Forbidden
 from ..events import rfc3339
 from ..models import Broadcast, utcnow
 from ..roles import ADMIN, require_role
 from ..services import services
+from ..wire import BroadcastOut, Shape
 from .common import caller, json_body
 from .discussions import StrictBody
 
@@ -36,9 +39,16 @@ MAX_ACTIVE_LISTED = 50
 
 class NewBroadcast(StrictBody):
     model_config = ConfigDict(strict=True, extra="forbid")
-    message: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+    # No NUL: PostgreSQL text cannot hold it (a 500 otherwise).
+    message: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000, pattern=r"^[^\x00]*$")
+    ]
     level: Literal["info", "warning", "critical"] = "info"
     ttl_s: Annotated[int, Field(ge=1, le=MAX_TTL_S)] = DEFAULT_TTL_S
+
+
+class BroadcastList(Shape):
+    broadcasts: list[BroadcastOut] = Field(description="the unexpired ones, newest first")
 
 
 def broadcast_json(broadcast: Broadcast) -> dict[str, Any]:
@@ -52,6 +62,16 @@ def broadcast_json(broadcast: Broadcast) -> dict[str, Any]:
 
 
 @blueprint.post("/api/broadcasts")
+@documented(
+    "Broadcast a message to everyone connected",
+    description="Role `admin`. `ttl_s` (default 3600): how long it is listed for newcomers.",
+    body=NewBroadcast,
+    response=BroadcastOut,
+    status=201,
+    errors=[(Forbidden, "role_required")],
+    roles=["admin"],
+    fires=["broadcast"],
+)
 async def post_broadcast() -> tuple[dict[str, Any], int]:
     identity = await caller()
     require_role(identity, ADMIN)
@@ -76,6 +96,7 @@ async def post_broadcast() -> tuple[dict[str, Any], int]:
 
 
 @blueprint.get("/api/broadcasts")
+@documented("The broadcasts still live", response=BroadcastList)
 async def active_broadcasts() -> dict[str, Any]:
     await caller()
     async with services().db.session() as session:

@@ -1,9 +1,10 @@
-"""What every handler needs: the caller's identity and a validated JSON body."""
+"""What every handler needs: the caller's identity, a validated JSON body and query string."""
 
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar, get_origin
 
 from pydantic import BaseModel, ValidationError
 from quart import g, has_websocket_context, request, websocket
@@ -36,6 +37,37 @@ async def caller(*, remember_now: bool = True) -> Identity:
     return identity
 
 
+def _invalid(error: ValidationError) -> InvalidField:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return InvalidField(f"{where}: {first['msg']}")
+
+
+def query_args(model: type[Model]) -> Model:
+    """This request's query string as `model` (see `parse_query`)."""
+    args = websocket.args if has_websocket_context() else request.args
+    return parse_query(model, args.getlist)
+
+
+def parse_query(model: type[Model], getlist: Callable[[str], list[str]]) -> Model:
+    """A query string as `model`, 422 if a parameter is wrong. A field typed as a list takes
+    every repeat of its parameter (`?discussion=a&discussion=b`); any other takes the first,
+    and an empty value counts as absent. The model describes the parameters in the OpenAPI
+    document (`app.contract`); validation is lax: query values are all strings."""
+    data: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        values = getlist(name)
+        if get_origin(info.annotation) is list:
+            if values:
+                data[name] = values
+        elif values and values[0] != "":
+            data[name] = values[0]
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise _invalid(error) from None
+
+
 async def json_body(model: type[Model]) -> Model:
     """Parse the body as JSON into `model`: 400 if it is not a JSON object, 422 if a field is wrong."""
     limit = services().settings.max_body_bytes
@@ -53,6 +85,4 @@ async def json_body(model: type[Model]) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise InvalidField(f"{where}: {first['msg']}") from None
+        raise _invalid(error) from None

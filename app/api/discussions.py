@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-from quart import Blueprint, request
+from quart import Blueprint
 from sqlalchemy import and_, distinct, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -16,11 +16,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from .. import analysis_store, topics
 from ..access import readable_discussion
 from ..auth import Identity
-from ..errors import Conflict, Forbidden, InvalidField, NotFound
+from ..contract import documented
+from ..errors import Conflict, Forbidden, InvalidField, NotFound, RateLimited
 from ..events import rfc3339
 from ..models import Discussion, DiscussionMember, Follow, Proposition, Response, User, utcnow
 from ..services import services
-from .common import caller, json_body
+from ..wire import Activity, DiscussionOut, ResponseOut, Shape, Timestamp
+from .common import caller, json_body, query_args
 
 blueprint = Blueprint("discussions", __name__)
 
@@ -29,6 +31,7 @@ MAX_MEMBERS = 1_000
 MAX_PAGE = 200
 
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+ResponseId = Annotated[str, StringConstraints(pattern=r"^\d{1,18}$")]
 Stance = Literal["agree", "disagree", "pass"]
 
 
@@ -44,7 +47,7 @@ class NewDiscussion(StrictBody):
 
 class NewResponse(StrictBody):
     body: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_BODY_CHARS)]
-    parent_id: Annotated[str, StringConstraints(pattern=r"^\d{1,18}$")] | None = None
+    parent_id: ResponseId | None = None
     stances: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], Stance] | None = Field(
         default=None, max_length=100
     )
@@ -53,6 +56,44 @@ class NewResponse(StrictBody):
 
 class ResponseEdit(StrictBody):
     body: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_BODY_CHARS)]
+
+
+class ResponsesQuery(BaseModel):
+    after: ResponseId | None = Field(default=None, description="a response id: only those after it")
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+
+
+class DiscussionsQuery(BaseModel):
+    scope: Literal["public", "mine"] = Field(
+        default="public", description="`public`: recent public discussions; `mine`: created, joined or responded to"
+    )
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+    before: str | None = Field(
+        default=None, max_length=64, description="the id of the last discussion of the previous page"
+    )
+
+
+class DiscussionListed(DiscussionOut):
+    participant_count: int = Field(ge=0, description="distinct people who responded")
+    last_activity_at: Timestamp
+
+
+class DiscussionList(Shape):
+    discussions: list[DiscussionListed] = Field(description="newest activity first")
+
+
+class DiscussionDetail(DiscussionOut):
+    participant_count: int = Field(ge=0, description="who is connected to it now (FR-033)")
+
+
+class ResponsePage(Shape):
+    responses: list[ResponseOut] = Field(description="oldest first")
+    cursor: str = Field(description="the event log's position before the read: stream from it to miss nothing")
+
+
+class FollowState(Shape):
+    discussion_id: str
+    following: bool
 
 
 def discussion_json(discussion: Discussion) -> dict[str, Any]:
@@ -103,6 +144,7 @@ async def _publish_response(event_type: str, identity: Identity, payload_respons
 
 
 @blueprint.post("/api/discussions")
+@documented("Create a discussion", body=NewDiscussion, response=DiscussionOut, status=201)
 async def create_discussion() -> tuple[dict[str, Any], int]:
     identity = await caller()
     new = await json_body(NewDiscussion)
@@ -119,20 +161,22 @@ async def create_discussion() -> tuple[dict[str, Any], int]:
 
 
 @blueprint.get("/api/discussions")
+@documented(
+    "Recent public discussions, or the caller's own",
+    query=DiscussionsQuery,
+    response=DiscussionList,
+)
 async def list_discussions() -> dict[str, Any]:
     """`?scope=public` (default): recent public discussions. `?scope=mine`: those the caller
     created, is a member of, or responded to (however posted: page, API, curl) and can still
     read. Newest activity first; `before=<discussion id>` continues after that discussion.
     `participant_count` here is the number of distinct people who responded."""
     identity = await caller()
-    scope = request.args.get("scope") or "public"
-    if scope not in ("public", "mine"):
-        raise InvalidField("scope: must be public or mine")
-    limit = _limit_arg(request.args.get("limit"))
-    before_id = request.args.get("before") or None
+    listing = query_args(DiscussionsQuery)
+    limit, before_id = listing.limit, listing.before
     me = identity.user_id
     query = select(Discussion)
-    if scope == "public":
+    if listing.scope == "public":
         query = query.where(Discussion.visibility == "public")
     else:
         member_of = select(DiscussionMember.discussion_id).where(DiscussionMember.user_id == me)
@@ -184,6 +228,7 @@ async def list_discussions() -> dict[str, Any]:
 
 
 @blueprint.get("/api/discussions/<discussion_id>")
+@documented("A discussion, with who is here now", response=DiscussionDetail, errors=[NotFound])
 async def get_discussion(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
     parley = services()
@@ -195,11 +240,12 @@ async def get_discussion(discussion_id: str) -> dict[str, Any]:
 
 
 @blueprint.get("/api/discussions/<discussion_id>/responses")
+@documented("A discussion's responses, oldest first", query=ResponsesQuery, response=ResponsePage, errors=[NotFound])
 async def list_responses(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
-    after_text = request.args.get("after")
-    after = 0 if after_text in (None, "") else _response_id_arg(after_text)
-    limit = _limit_arg(request.args.get("limit"))
+    page = query_args(ResponsesQuery)
+    after = 0 if page.after is None else int(page.after)
+    limit = page.limit
     parley = services()
     # The log position *before* the read: a client that resumes from it misses nothing the
     # read did not already show (and sees at most a few events twice, deduplicated by id).
@@ -219,20 +265,6 @@ async def list_responses(discussion_id: str) -> dict[str, Any]:
     return {"responses": responses, "cursor": str(cursor)}
 
 
-def _response_id_arg(text: str) -> int:
-    if not text.isdigit() or len(text) > 18:
-        raise InvalidField("after: must be a response id")
-    return int(text)
-
-
-def _limit_arg(text: str | None) -> int:
-    if text in (None, ""):
-        return 50
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
-        raise InvalidField(f"limit: must be a whole number from 1 to {MAX_PAGE}")
-    return int(text)
-
-
 async def _mark_read(session: AsyncSession, user_id: str, discussion_id: str, response_id: int) -> None:
     follow = await session.get(Follow, (user_id, discussion_id))
     if follow is not None and follow.last_read_response_id < response_id:
@@ -241,6 +273,20 @@ async def _mark_read(session: AsyncSession, user_id: str, discussion_id: str, re
 
 
 @blueprint.post("/api/discussions/<discussion_id>/responses")
+@documented(
+    "Post a response",
+    description=(
+        "A repeated `client_id` from the same user answers the first response (200) and fires nothing. "
+        "`stances` maps proposition ids of this discussion to agree/disagree/pass; the author's latest "
+        "stance per proposition counts (an id that is unknown or of another discussion: 422 `unknown_proposition`)."
+    ),
+    body=NewResponse,
+    response=ResponseOut,
+    status=201,
+    also={200: ResponseOut},
+    errors=[NotFound, RateLimited, (InvalidField, "unknown_proposition")],
+    fires=["response_posted"],
+)
 async def post_response(discussion_id: str) -> tuple[dict[str, Any], int]:
     identity = await caller()
     new = await json_body(NewResponse)
@@ -329,6 +375,13 @@ async def _readable_response(
 
 
 @blueprint.patch("/api/responses/<response_id>")
+@documented(
+    "Edit a response (its author only)",
+    body=ResponseEdit,
+    response=ResponseOut,
+    errors=[Forbidden, NotFound, (Conflict, "response_deleted"), RateLimited],
+    fires=["response_edited"],
+)
 async def edit_response(response_id: str) -> dict[str, Any]:
     identity = await caller()
     edit = await json_body(ResponseEdit)
@@ -349,6 +402,13 @@ async def edit_response(response_id: str) -> dict[str, Any]:
 
 
 @blueprint.delete("/api/responses/<response_id>")
+@documented(
+    "Delete a response (its author or the discussion's creator)",
+    description="A soft delete: the response keeps its place with an empty body. Deleting twice is not an error.",
+    response=ResponseOut,
+    errors=[Forbidden, NotFound, RateLimited],
+    fires=["response_deleted"],
+)
 async def delete_response(response_id: str) -> dict[str, Any]:
     identity = await caller()
     await services().rate_limit.hit(identity.user_id)
@@ -368,6 +428,7 @@ async def delete_response(response_id: str) -> dict[str, Any]:
 
 
 @blueprint.put("/api/discussions/<discussion_id>/follow")
+@documented("Follow a discussion", response=FollowState, errors=[NotFound])
 async def follow(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
     async with services().db.session() as session:
@@ -385,6 +446,7 @@ async def follow(discussion_id: str) -> dict[str, Any]:
 
 
 @blueprint.delete("/api/discussions/<discussion_id>/follow")
+@documented("Stop following a discussion", response=FollowState, errors=[NotFound])
 async def unfollow(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
     async with services().db.session() as session:
@@ -397,6 +459,7 @@ async def unfollow(discussion_id: str) -> dict[str, Any]:
 
 
 @blueprint.get("/api/me/follows")
+@documented("The discussions the caller follows, with unread counts", response=list[Activity])
 async def my_follows() -> list[dict[str, Any]]:
     identity = await caller()
     async with services().db.session() as session:

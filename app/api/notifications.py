@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
-from quart import Blueprint, Response, current_app, request, send_from_directory
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from quart import Blueprint, Response, current_app, send_from_directory
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, delete, select, update
 
 from .. import topics
+from ..contract import documented
 from ..errors import InvalidField, NotFound
 from ..events import rfc3339
 from ..models import Notification, NotificationPreferences, PushSubscription, utcnow
@@ -22,7 +23,8 @@ from ..notifications import DEFAULT_PREFERENCES, notification_json
 from ..notify_worker import preferences_of
 from ..services import services
 from ..webpush import MAX_ENDPOINT_CHARS, InvalidSubscription, PushSender, validate_subscription
-from .common import caller, json_body
+from ..wire import NotificationOut, Shape
+from .common import caller, json_body, query_args
 
 blueprint = Blueprint("notifications", __name__)
 
@@ -66,27 +68,51 @@ class SubscriptionRef(StrictBody):
     endpoint: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ENDPOINT_CHARS)]
 
 
+class NotificationsQuery(BaseModel):
+    unread: bool = Field(default=False, description="only the unread ones")
+    limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
+
+
+class Preferences(Shape):
+    """What the user is notified of (FR-010); `push` also sends them as Web Push."""
+
+    replies: bool
+    mentions: bool
+    followed: bool
+    common_ground: bool
+    push: bool
+
+
+class ReadAll(Shape):
+    read: int = Field(ge=0, description="how many were unread")
+    ids: list[str]
+
+
+class VapidKey(Shape):
+    key: str = Field(description="the VAPID public key, base64url: `applicationServerKey` for pushManager.subscribe")
+
+
+class SubscriptionState(Shape):
+    endpoint: str
+    subscribed: bool
+
+
 def pusher() -> PushSender:
     value: PushSender = current_app.extensions["parley.push"]
     return value
 
 
 @blueprint.get("/api/notifications")
+@documented("The caller's notifications, newest first", query=NotificationsQuery, response=list[NotificationOut])
 async def list_notifications() -> list[dict[str, Any]]:
-    """Newest first. `?unread=true` for unread only, `?limit=` (1..200, default 50)."""
     identity = await caller()
-    unread = request.args.get("unread", "false").lower()
-    if unread not in ("true", "false", "1", "0"):
-        raise InvalidField("unread: must be true or false")
-    limit_text = request.args.get("limit") or str(DEFAULT_PAGE)
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
-        raise InvalidField(f"limit: must be a whole number from 1 to {MAX_PAGE}")
+    wanted = query_args(NotificationsQuery)
     query = select(Notification).where(Notification.user_id == identity.user_id)
-    if unread in ("true", "1"):
+    if wanted.unread:
         query = query.where(col(Notification.read_at).is_(None))
     async with services().db.session() as session:
         rows = await session.exec(
-            query.order_by(col(Notification.created_at).desc(), col(Notification.id)).limit(int(limit_text))
+            query.order_by(col(Notification.created_at).desc(), col(Notification.id)).limit(wanted.limit)
         )
         return [notification_json(n) for n in rows.all()]
 
@@ -102,6 +128,13 @@ async def _announce_read(user_id: str, ids: list[str], read_at: str) -> None:
 
 
 @blueprint.post("/api/notifications/<notification_id>/read")
+@documented(
+    "Mark one notification read",
+    description="Fires `notification_read` to the caller's other tabs and devices (only if it was unread).",
+    response=NotificationOut,
+    errors=[NotFound],
+    fires=["notification_read"],
+)
 async def read_one(notification_id: str) -> dict[str, Any]:
     identity = await caller()
     async with services().db.session() as session:
@@ -123,6 +156,7 @@ async def read_one(notification_id: str) -> dict[str, Any]:
 
 
 @blueprint.post("/api/notifications/read-all")
+@documented("Mark every notification read", response=ReadAll, fires=["notification_read"])
 async def read_all() -> dict[str, Any]:
     identity = await caller()
     now = utcnow()
@@ -140,6 +174,7 @@ async def read_all() -> dict[str, Any]:
 
 
 @blueprint.get("/api/notification-preferences")
+@documented("The caller's notification preferences", response=Preferences)
 async def get_preferences() -> dict[str, bool]:
     identity = await caller()
     async with services().db.session() as session:
@@ -147,6 +182,12 @@ async def get_preferences() -> dict[str, bool]:
 
 
 @blueprint.put("/api/notification-preferences")
+@documented(
+    "Change notification preferences",
+    description="Any subset of the keys; the others keep their value. An unknown key is refused (422).",
+    body=PreferencesUpdate,
+    response=Preferences,
+)
 async def put_preferences() -> dict[str, bool]:
     identity = await caller()
     change = await json_body(PreferencesUpdate)
@@ -174,12 +215,21 @@ async def put_preferences() -> dict[str, bool]:
 
 
 @blueprint.get("/api/push/vapid-public-key")
+@documented("The key a browser subscribes to Web Push with", response=VapidKey)
 async def vapid_key() -> dict[str, str]:
     await caller()
     return {"key": pusher().public_key}
 
 
 @blueprint.post("/api/push/subscriptions")
+@documented(
+    "Register a browser's Push API subscription",
+    description="201 when new, 200 when the endpoint was known (it now belongs to the caller, with these keys).",
+    body=NewSubscription,
+    response=SubscriptionState,
+    status=201,
+    also={200: SubscriptionState},
+)
 async def subscribe() -> tuple[dict[str, Any], int]:
     identity = await caller()
     new = await json_body(NewSubscription)
@@ -213,6 +263,7 @@ async def subscribe() -> tuple[dict[str, Any], int]:
 
 
 @blueprint.delete("/api/push/subscriptions")
+@documented("Remove a Push API subscription of the caller's", body=SubscriptionRef, response=SubscriptionState)
 async def unsubscribe() -> dict[str, Any]:
     identity = await caller()
     ref = await json_body(SubscriptionRef)
@@ -227,6 +278,7 @@ async def unsubscribe() -> dict[str, Any]:
 
 
 @blueprint.get("/sw.js")
+@documented("The page's service worker (Web Push)", media_type="text/javascript", auth=False, errors=[NotFound])
 async def service_worker() -> Response:
     """`static/sw.js` served from the root, so its scope can be the whole site: a worker's
     scope may not reach above its own path without this header."""

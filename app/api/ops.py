@@ -3,22 +3,41 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
 from quart import Blueprint, Response
 
+from ..contract import documented
 from ..services import services
+from ..wire import Shape
 
 blueprint = Blueprint("ops", __name__)
 log = logging.getLogger(__name__)
 
 
+class Health(Shape):
+    status: Literal["ok"]
+
+
+class Readiness(Shape):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, Literal["ok", "unreachable"]] = Field(description="`database`, `event_log`")
+
+
 @blueprint.get("/healthz")
+@documented("Alive", response=Health, auth=False)
 async def healthz() -> dict[str, Any]:
     return {"status": "ok"}
 
 
 @blueprint.get("/readyz")
+@documented(
+    "Ready: the database and the event log are reachable",
+    response=Readiness,
+    also={503: Readiness},
+    auth=False,
+)
 async def readyz() -> tuple[dict[str, Any], int]:
     parley = services()
     checks: dict[str, str] = {}
@@ -34,5 +53,12 @@ async def readyz() -> tuple[dict[str, Any], int]:
 
 
 @blueprint.get("/metrics")
+@documented(
+    "Prometheus metrics",
+    description="Connections by transport, events published and delivered, delivery latency, "
+    "dropped slow consumers, push attempts.",
+    media_type="text/plain",
+    auth=False,
+)
 async def metrics() -> Response:
     return Response(services().metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")

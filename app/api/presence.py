@@ -13,13 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint
 
 from ..access import readable_discussion
 from ..auth import Identity
+from ..contract import documented
+from ..errors import NotFound
 from ..presence import Status
 from ..services import services
+from ..wire import Shape, UserRef
 from .common import caller, json_body
 
 blueprint = Blueprint("presence", __name__)
@@ -35,12 +38,41 @@ class PresenceSignal(BaseModel):
     status: Status
 
 
+class TypingState(Shape):
+    discussion_id: str
+    typing: bool
+
+
+class PresenceState(Shape):
+    status: Status
+
+
+class Participant(Shape):
+    id: str
+    name: str
+    status: Status
+
+
+class PresenceSnapshot(Shape):
+    count: int = Field(ge=0)
+    participants: list[Participant]
+    typing: list[UserRef] = Field(description="who is typing now")
+
+
 async def _readable(identity: Identity, discussion_id: str) -> None:
     async with services().db.session() as session:
         await readable_discussion(session, identity, discussion_id)
 
 
 @blueprint.put("/api/discussions/<discussion_id>/typing")
+@documented(
+    "Say whether the caller is typing (clients without a WebSocket)",
+    description="Floods are throttled (one broadcast per user and discussion per 500 ms), never an error.",
+    body=TypingSignal,
+    response=TypingState,
+    errors=[NotFound],
+    fires=["typing_started", "typing_stopped"],
+)
 async def put_typing(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
     signal = await json_body(TypingSignal)
@@ -50,6 +82,12 @@ async def put_typing(discussion_id: str) -> dict[str, Any]:
 
 
 @blueprint.put("/api/presence")
+@documented(
+    "Set the caller's status on all their connections (page visible or hidden)",
+    body=PresenceSignal,
+    response=PresenceState,
+    fires=["presence_changed"],
+)
 async def put_presence() -> dict[str, Any]:
     identity = await caller()
     signal = await json_body(PresenceSignal)
@@ -58,6 +96,7 @@ async def put_presence() -> dict[str, Any]:
 
 
 @blueprint.get("/api/discussions/<discussion_id>/presence")
+@documented("Who is in a discussion now, and who is typing", response=PresenceSnapshot, errors=[NotFound])
 async def get_presence(discussion_id: str) -> dict[str, object]:
     identity = await caller()
     await _readable(identity, discussion_id)

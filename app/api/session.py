@@ -9,8 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from quart import Blueprint, Response, jsonify, request
 
 from ..auth import COOKIE_NAME, Identity, token_from
+from ..contract import documented
 from ..errors import Forbidden, NotFound, Unauthorized
 from ..services import services
+from ..wire import Shape, UserRef
 from .common import caller, json_body
 
 blueprint = Blueprint("session", __name__)
@@ -20,6 +22,20 @@ class DevLogin(BaseModel):
     model_config = ConfigDict(strict=True)
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
     roles: list[Annotated[str, StringConstraints(max_length=32)]] = Field(default_factory=list, max_length=8)
+
+
+class SessionOpened(Shape):
+    user: UserRef
+    expires_at: int = Field(description="the token's expiry, Unix seconds")
+
+
+class SignedOut(Shape):
+    signed_out: bool
+
+
+class DevToken(Shape):
+    token: str = Field(description="a JWT for `Authorization: Bearer`; the cookie is set too")
+    user: UserRef
 
 
 def _with_cookie(body: dict[str, Any], token: str, identity: Identity) -> Response:
@@ -37,6 +53,11 @@ def _with_cookie(body: dict[str, Any], token: str, identity: Identity) -> Respon
 
 
 @blueprint.post("/api/session")
+@documented(
+    "Exchange a bearer token for the `parley_token` cookie (browsers)",
+    description="The token must come as `Authorization: Bearer <jwt>` here; the cookie is not accepted.",
+    response=SessionOpened,
+)
 async def open_session() -> Response:
     header = request.headers.get("Authorization", "")
     token = token_from(request.headers, {})
@@ -47,6 +68,7 @@ async def open_session() -> Response:
 
 
 @blueprint.delete("/api/session")
+@documented("Clear the `parley_token` cookie", response=SignedOut, auth=False)
 async def close_session() -> Response:
     response = jsonify({"signed_out": True})
     response.delete_cookie(COOKIE_NAME, path="/")
@@ -58,6 +80,17 @@ def _user_id_for(name: str) -> str:
 
 
 @blueprint.post("/api/dev/login")
+@documented(
+    "Development login: a token and the cookie for any name",
+    description=(
+        "Only when `PARLEY_DEV_LOGIN=1`; otherwise 404. Grants only the `roles` that "
+        "`PARLEY_DEV_ROLES` allows (403 `role_not_allowed` for any other)."
+    ),
+    body=DevLogin,
+    response=DevToken,
+    errors=[NotFound, (Forbidden, "role_not_allowed")],
+    auth=False,
+)
 async def dev_login() -> Response:
     parley = services()
     if not parley.settings.dev_login or not parley.auth.can_issue:

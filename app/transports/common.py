@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, Field
+
 from ..api.common import caller
 from ..auth import Identity
-from ..errors import InvalidField
+from ..errors import InvalidField, NotFound
 from ..services import Services, services
 from ..session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
+
+# What opening any stream can answer besides 401 and 422 (`app.contract`).
+STREAM_ERRORS = (NotFound,)
+
+
+class StreamQuery(BaseModel):
+    """The query string of `/stream` and `/ws`."""
+
+    discussion: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_DISCUSSIONS_PER_CONNECTION,
+        description="a discussion to read (repeat for several); the caller's own notifications and the "
+        "broadcasts come anyway",
+    )
+    last_event_id: str | None = Field(
+        default=None, description="resume after this cursor (a page that stored it; browsers send `Last-Event-ID`)"
+    )
 
 
 async def authorized_session(discussion_ids: list[str]) -> tuple[Services, StreamSession]:

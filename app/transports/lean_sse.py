@@ -30,13 +30,14 @@ from urllib.parse import parse_qsl
 from redis.exceptions import RedisError
 from werkzeug.http import parse_cookie
 
+from ..api.common import parse_query
 from ..auth import token_from
 from ..errors import ApiError, Unauthorized
 from ..events import Event
 from ..hub import SlowConsumer
 from ..services import Services
 from ..session import StreamSession
-from .common import session_for
+from .common import StreamQuery, session_for
 from .lean_http import RequestHead, error_response
 from .sse import HEARTBEAT, PREAMBLE, SSE_HEADERS
 
@@ -228,17 +229,18 @@ class LeanStream(asyncio.Protocol):
             return "" if value is None else value.decode("latin-1")
 
         query = parse_qsl(request.query.decode("latin-1"), keep_blank_values=True)
+        # The same model as the Hypercorn path's `/stream` (and its OpenAPI description).
+        wanted = parse_query(StreamQuery, lambda wanted_name: [value for name, value in query if name == wanted_name])
         cookies = parse_cookie(header(b"cookie"))
         token = token_from({"Authorization": header(b"authorization")}, cookies)
         if token is None:
             raise Unauthorized("sign in: send a bearer token or the parley_token cookie", code="unauthenticated")
         identity = await parley.auth.verify(token)
         parley.users.remember_soon(identity)
-        discussion_ids = [value for name, value in query if name == "discussion"]
-        session = await session_for(parley, identity, discussion_ids)
+        session = await session_for(parley, identity, wanted.discussion)
         # Browsers send Last-Event-ID only on their own reconnects; a page that rebuilt its
         # EventSource passes its stored cursor in the query instead.
-        resume = header(b"last-event-id") or next((v for n, v in query if n == "last_event_id"), None)
+        resume = header(b"last-event-id") or wanted.last_event_id
         self._session = session
         self._counted = True
         self._streams.connections.inc()

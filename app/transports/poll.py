@@ -13,13 +13,17 @@ from __future__ import annotations
 import json
 import time
 
-from quart import Blueprint, Response, request
+from pydantic import BaseModel, Field
+from quart import Blueprint, Response
 
-from ..errors import InvalidField
+from ..api.common import query_args
+from ..contract import documented
+from ..event_schemas import AnyEvent
 from ..events import Event
 from ..hub import SlowConsumer
-from ..session import StreamSession
-from .common import authorized_session
+from ..session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
+from ..wire import Shape
+from .common import STREAM_ERRORS, authorized_session
 
 blueprint = Blueprint("poll", __name__)
 
@@ -28,26 +32,40 @@ DEFAULT_TIMEOUT_S = 25.0
 MAX_TIMEOUT_S = 30.0
 
 
-def _timeout_arg(text: str | None) -> float:
-    if text in (None, ""):
-        return DEFAULT_TIMEOUT_S
-    try:
-        value = float(text)
-    except ValueError:
-        raise InvalidField(f"timeout: seconds from 0 to {MAX_TIMEOUT_S:g}") from None
-    if not 0 <= value <= MAX_TIMEOUT_S:  # also refuses nan
-        raise InvalidField(f"timeout: seconds from 0 to {MAX_TIMEOUT_S:g}")
-    return value
+class PollQuery(BaseModel):
+    discussion: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_DISCUSSIONS_PER_CONNECTION,
+        description="a discussion to read (repeat for several)",
+    )
+    cursor: str | None = Field(default=None, description="the `cursor` of the previous answer; none: from now on")
+    timeout: float = Field(
+        default=DEFAULT_TIMEOUT_S, ge=0, le=MAX_TIMEOUT_S, allow_inf_nan=False, description="seconds to wait"
+    )
+
+
+class PollResult(Shape):
+    events: list[AnyEvent] = Field(description="oldest first; empty when `timeout` passed first")
+    cursor: str = Field(description="send it back as `cursor` on the next poll")
 
 
 @blueprint.get("/poll")
+@documented(
+    "Long-poll for events",
+    description="Answers as soon as there are events, or with none when `timeout` passes. Garbage or unknown "
+    "cursors yield a `sync_required` event, as on `/stream`.",
+    query=PollQuery,
+    response=PollResult,
+    errors=STREAM_ERRORS,
+)
 async def poll() -> Response:
-    timeout_s = _timeout_arg(request.args.get("timeout"))
-    parley, session = await authorized_session(request.args.getlist("discussion"))
+    wanted = query_args(PollQuery)
+    timeout_s = wanted.timeout
+    parley, session = await authorized_session(wanted.discussion)
     connections = parley.metrics.connections.labels(transport="poll")
     connections.inc()
     try:
-        cursor = request.args.get("cursor") or None
+        cursor = wanted.cursor
         events = await session.open(cursor)
         if not events:
             events = await _wait(session, timeout_s)

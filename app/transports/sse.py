@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator
 
 from quart import Blueprint, Response, request
 
+from ..api.common import query_args
+from ..contract import documented
 from ..hub import SlowConsumer
 from ..services import Services
 from ..session import StreamSession
-from .common import authorized_session
+from .common import STREAM_ERRORS, StreamQuery, authorized_session
 
 blueprint = Blueprint("sse", __name__)
 
@@ -33,11 +35,24 @@ SSE_HEADERS = {
 
 
 @blueprint.get("/stream")
+@documented(
+    "The event stream (Server-Sent Events)",
+    description="Each event is `id: <cursor>`, `event: <type>`, `data: <envelope>` (the `Event` schema). Starts "
+    "with a `retry:` line; a `:` comment heartbeat every `PARLEY_HEARTBEAT_S` seconds. A cursor that is unknown or "
+    "older than the retained log yields one `sync_required` event. An expired token ends the stream with "
+    "`auth_expired`.",
+    query=StreamQuery,
+    headers={"Last-Event-ID": "resume after this cursor (sent by browsers on their own reconnects)"},
+    media_type="text/event-stream",
+    errors=STREAM_ERRORS,
+    extensions={"x-stream-events": {"$ref": "#/components/schemas/Event"}},
+)
 async def stream() -> Response:
-    parley, session = await authorized_session(request.args.getlist("discussion"))
+    wanted = query_args(StreamQuery)
+    parley, session = await authorized_session(wanted.discussion)
     # Browsers send Last-Event-ID only on their own reconnects; a page that rebuilt its
     # EventSource passes its stored cursor in the query instead.
-    resume = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    resume = request.headers.get("Last-Event-ID") or wanted.last_event_id
     response = Response(sse_body(parley, session, resume), headers=SSE_HEADERS)
     response.timeout = None  # Quart's RESPONSE_TIMEOUT would end the stream after 60 s.
     return response

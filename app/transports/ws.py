@@ -30,20 +30,46 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError
 from quart import Blueprint, Response, jsonify, websocket
 
-from ..errors import ApiError
+from ..api.common import query_args
+from ..contract import documented
+from ..errors import ApiError, Forbidden
+from ..event_schemas import AnyEvent
 from ..events import Event
 from ..hub import SlowConsumer
-from ..presence import STATUSES
 from ..services import Services, services
 from ..session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
-from .common import authorized_session
+from .common import STREAM_ERRORS, StreamQuery, authorized_session
+from .ws_messages import (
+    CLIENT_MESSAGES,
+    AnyClientMessage,
+    AnyControl,
+    Auth,
+    AuthOk,
+    ClientMessage,
+    Heartbeat,
+    Hello,
+    MessageError,
+    Ping,
+    Pong,
+    Presence,
+    Resume,
+    Subscribe,
+    Subscribed,
+    Typing,
+    Unsubscribe,
+    Unsubscribed,
+)
 
 blueprint = Blueprint("ws", __name__)
 
 CLOSE_TOKEN_EXPIRED = 4001
 CLOSE_SLOW_CONSUMER = 4008
+HEARTBEAT = Heartbeat().text()
+# What the server sends: events, or control messages (which carry no `id`).
+AnyServerMessage: Any = AnyEvent | AnyControl
 
 
 class BadMessage(Exception):
@@ -71,15 +97,30 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
     return bool(netloc) and host is not None and netloc == host.strip().lower()
 
 
-def _control(kind: str, **fields: Any) -> str:
-    return json.dumps({"type": kind, **fields}, separators=(",", ":"))
-
-
 def _error(code: str, message: str) -> str:
-    return _control("error", code=code, message=message)
+    return MessageError(code=code, message=message).text()
 
 
 @blueprint.websocket("/ws")
+@documented(
+    "The WebSocket transport",
+    description="Upgrade to a WebSocket carrying the same envelopes as `/stream` (server -> client), plus "
+    "control messages without an `id`; the client sends typing, presence, subscribe/unsubscribe, auth, resume "
+    "and ping messages. The `Origin` must be the page's own (or in `PARLEY_ALLOWED_ORIGINS`). Refusals are plain "
+    "HTTP answers before the upgrade.",
+    query=StreamQuery,
+    response=None,
+    status=101,
+    errors=[*STREAM_ERRORS, (Forbidden, "forbidden_origin")],
+    messages={"client": AnyClientMessage, "server": AnyServerMessage},
+    extensions={
+        "x-websocket-close-codes": {
+            str(CLOSE_TOKEN_EXPIRED): "token expired: refresh with an `auth` message before that",
+            str(CLOSE_SLOW_CONSUMER): "fell too far behind: resume from your cursor on a new connection",
+            "1009": "message too big",
+        }
+    },
+)
 async def ws() -> Response | None:
     allowed = services().settings.allowed_origins
     if not origin_allowed(websocket.headers.get("Origin"), websocket.headers.get("Host"), allowed):
@@ -87,7 +128,8 @@ async def ws() -> Response | None:
         response.status_code = 403
         return response
     try:
-        parley, session = await authorized_session(websocket.args.getlist("discussion"))
+        wanted = query_args(StreamQuery)
+        parley, session = await authorized_session(wanted.discussion)
     except ApiError as error:
         response = jsonify(error.to_json())
         response.status_code = error.status
@@ -96,7 +138,7 @@ async def ws() -> Response | None:
     connections = parley.metrics.connections.labels(transport="ws")
     connections.inc()
     try:
-        await _serve(parley, session)
+        await _serve(parley, session, wanted.last_event_id)
     finally:
         session.close()
         connections.dec()
@@ -108,10 +150,10 @@ async def _send_events(events: list[Event]) -> None:
         await websocket.send(event.text)
 
 
-async def _serve(parley: Services, session: StreamSession) -> None:
+async def _serve(parley: Services, session: StreamSession, resume: str | None) -> None:
     heartbeat_s = parley.settings.heartbeat_s
-    await websocket.send(_control("hello", heartbeat_s=heartbeat_s))
-    await _send_events(await session.open(websocket.args.get("last_event_id")))
+    await websocket.send(Hello(heartbeat_s=heartbeat_s).text())
+    await _send_events(await session.open(resume))
     receiving: asyncio.Task[str | bytes] = asyncio.ensure_future(websocket.receive())
     try:
         while True:
@@ -136,7 +178,7 @@ async def _serve(parley: Services, session: StreamSession) -> None:
                 if events:
                     await _send_events(events)
                 elif receiving not in done:
-                    await websocket.send(_control("heartbeat"))
+                    await websocket.send(HEARTBEAT)
             if receiving in done:
                 message = receiving.result()
                 receiving = asyncio.ensure_future(websocket.receive())
@@ -159,64 +201,57 @@ async def _handle(parley: Services, session: StreamSession, raw: str | bytes) ->
         await _send_events(reply)
 
 
-def _parse(raw: str | bytes) -> dict[str, Any]:
+def _parse(raw: str | bytes) -> ClientMessage:
     try:
         message = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadMessage("malformed_json", "messages are JSON objects") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise BadMessage("malformed_message", 'a message is an object with a string "type"')
-    return message
+    model = CLIENT_MESSAGES.get(message["type"])
+    if model is None:
+        raise BadMessage("unknown_type", f"unknown message type {message['type'][:40]!r}")
+    try:
+        return model.model_validate(message)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "message"
+        raise BadMessage("invalid_field", f"{where}: {first['msg']}") from None
 
 
-def _string(message: dict[str, Any], name: str, max_chars: int = 8192) -> str:
-    value = message.get(name)
-    if not isinstance(value, str) or not value or len(value) > max_chars:
-        raise BadMessage("invalid_field", f"{name}: a non-empty string is required")
-    return value
-
-
-async def _dispatch(parley: Services, session: StreamSession, message: dict[str, Any]) -> str | list[Event]:
-    kind = message["type"]
-    if kind == "ping":
-        return _control("pong")
-    if kind == "typing":
-        typing = message.get("typing")
-        if not isinstance(typing, bool):
-            raise BadMessage("invalid_field", "typing: true or false")
+async def _dispatch(parley: Services, session: StreamSession, message: ClientMessage) -> str | list[Event]:
+    if isinstance(message, Ping):
+        return Pong().text()
+    if isinstance(message, Typing):
         try:
-            await session.set_typing(_string(message, "discussion_id", 200), typing)
+            await session.set_typing(message.discussion_id, message.typing)
         except ApiError as error:
             raise BadMessage(error.code, error.message) from None
         return []  # others see it as typing_started/typing_stopped; floods are throttled, silently
-    if kind == "presence":
-        status = message.get("status")
-        if status not in STATUSES:
-            raise BadMessage("invalid_field", f"status: one of {sorted(STATUSES)}")
-        await session.set_status(status)
+    if isinstance(message, Presence):
+        await session.set_status(message.status)
         return []
-    if kind == "resume":
-        return await session.resume(_string(message, "last_event_id", 200))
-    if kind == "auth":
+    if isinstance(message, Resume):
+        return await session.resume(message.last_event_id)
+    if isinstance(message, Auth):
         try:
-            identity = await parley.auth.verify(_string(message, "token"))
+            identity = await parley.auth.verify(message.token)
             session.refresh(identity)
         except ApiError as error:
             raise BadMessage(error.code, error.message) from None
         except ValueError as error:
             raise BadMessage("forbidden", str(error)) from None
-        return _control("auth_ok", expires_at=int(identity.expires_at))
-    if kind in ("subscribe", "unsubscribe"):
-        discussion_id = _string(message, "discussion_id", 200)
-        if kind == "unsubscribe":
-            session.remove_discussion(discussion_id)
-            return _control("unsubscribed", discussion_id=discussion_id)
-        if len(session.discussion_ids) >= MAX_DISCUSSIONS_PER_CONNECTION:
-            raise BadMessage("invalid_field", f"at most {MAX_DISCUSSIONS_PER_CONNECTION} discussions per connection")
-        try:
-            await parley.read_access.check(parley.db, session.identity, discussion_id)
-        except ApiError as error:
-            raise BadMessage(error.code, error.message) from None
-        session.add_discussion(discussion_id)
-        return _control("subscribed", discussion_id=discussion_id)
-    raise BadMessage("unknown_type", f"unknown message type {kind[:40]!r}")
+        return AuthOk(expires_at=int(identity.expires_at)).text()
+    if isinstance(message, Unsubscribe):
+        session.remove_discussion(message.discussion_id)
+        return Unsubscribed(discussion_id=message.discussion_id).text()
+    if not isinstance(message, Subscribe):
+        raise BadMessage("unknown_type", f"unknown message type {type(message).__name__!r}")
+    if len(session.discussion_ids) >= MAX_DISCUSSIONS_PER_CONNECTION:
+        raise BadMessage("invalid_field", f"at most {MAX_DISCUSSIONS_PER_CONNECTION} discussions per connection")
+    try:
+        await parley.read_access.check(parley.db, session.identity, message.discussion_id)
+    except ApiError as error:
+        raise BadMessage(error.code, error.message) from None
+    session.add_discussion(message.discussion_id)
+    return Subscribed(discussion_id=message.discussion_id).text()

@@ -1,0 +1,132 @@
+"""The WebSocket's own messages (API.md, Streams), as pydantic models.
+
+Client -> server messages are validated with these models (`CLIENT_MESSAGES[type]`), and the
+server's control messages are serialized from them, so the OpenAPI description of `/ws`
+(`x-websocket`) is the code's own. Events themselves are envelopes (`app.event_schemas`).
+Control messages carry no `id`: they never move a cursor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from ..presence import Status
+
+DiscussionId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class ClientMessage(BaseModel):
+    # Strict: `"typing": "yes"` is refused, not read as true. Unknown fields are ignored.
+    model_config = ConfigDict(strict=True)
+
+
+class Subscribe(ClientMessage):
+    """Start reading one more discussion (live events only: resume for what came before)."""
+
+    type: Literal["subscribe"]
+    discussion_id: DiscussionId
+
+
+class Unsubscribe(ClientMessage):
+    type: Literal["unsubscribe"]
+    discussion_id: DiscussionId
+
+
+class Typing(ClientMessage):
+    """Throttled, never an error; others see `typing_started` / `typing_stopped`."""
+
+    type: Literal["typing"]
+    discussion_id: DiscussionId
+    typing: bool
+
+
+class Presence(ClientMessage):
+    """This connection's status: page visible (`online`) or hidden (`away`)."""
+
+    type: Literal["presence"]
+    status: Status
+
+
+class Auth(ClientMessage):
+    """A fresh token for this connection, before the old one expires (close code 4001)."""
+
+    type: Literal["auth"]
+    token: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+
+
+class Resume(ClientMessage):
+    """Replay what came after this cursor (or `sync_required` when it is gone)."""
+
+    type: Literal["resume"]
+    last_event_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class Ping(ClientMessage):
+    type: Literal["ping"]
+
+
+CLIENT_MESSAGES: Mapping[str, type[ClientMessage]] = {
+    "subscribe": Subscribe,
+    "unsubscribe": Unsubscribe,
+    "typing": Typing,
+    "presence": Presence,
+    "auth": Auth,
+    "resume": Resume,
+    "ping": Ping,
+}
+AnyClientMessage: Any = Annotated[Union[tuple(CLIENT_MESSAGES.values())], Field(discriminator="type")]  # noqa: UP007
+
+
+class Control(BaseModel):
+    def text(self) -> str:
+        return self.model_dump_json()
+
+
+class Hello(Control):
+    """Sent once, first: how often to expect a message at least."""
+
+    type: Literal["hello"] = "hello"
+    heartbeat_s: float
+
+
+class Heartbeat(Control):
+    """When nothing else was sent for `heartbeat_s` (browsers cannot see WebSocket pings)."""
+
+    type: Literal["heartbeat"] = "heartbeat"
+
+
+class Subscribed(Control):
+    type: Literal["subscribed"] = "subscribed"
+    discussion_id: str
+
+
+class Unsubscribed(Control):
+    type: Literal["unsubscribed"] = "unsubscribed"
+    discussion_id: str
+
+
+class Pong(Control):
+    type: Literal["pong"] = "pong"
+
+
+class AuthOk(Control):
+    type: Literal["auth_ok"] = "auth_ok"
+    expires_at: int = Field(description="the new token's expiry, Unix seconds")
+
+
+class MessageError(Control):
+    """A message the server cannot act on; the connection stays usable."""
+
+    type: Literal["error"] = "error"
+    code: str = Field(
+        description="`malformed_json`, `malformed_message`, `unknown_type`, `invalid_field`, or an API error's "
+        "code (`not_found`, `invalid_token`, `token_expired`, `forbidden`)"
+    )
+    message: str
+
+
+CONTROL_MESSAGES = (Hello, Heartbeat, Subscribed, Unsubscribed, Pong, AuthOk, MessageError)
+AnyControl: Any = Annotated[Union[CONTROL_MESSAGES], Field(discriminator="type")]  # noqa: UP007
