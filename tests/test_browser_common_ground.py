@@ -320,6 +320,20 @@ async def test_an_update_waits_behind_the_pill_while_the_reader_uses_the_panel(
     await shown_version(page, fourth["version"])
     await expect(agree_count(page, safer)).to_have_text("60", timeout=WAIT_MS)
 
+    # A scroll inside the panel holds an update too; a while after the last scroll it goes in.
+    await page.set_viewport_size({"width": 1100, "height": 420})
+    body = page.locator("#cg-body")
+    await page.wait_for_function("(b) => b.scrollHeight > b.clientHeight", arg=await body.element_handle())
+    # The reader keeps scrolling (every 300 ms) until the update has arrived, then stops.
+    await body.evaluate("b => { window.__scroller = setInterval(() => { b.scrollTop = b.scrollTop ? 0 : 40; }, 300); }")
+    fifth = await update(70)
+    await expect(pill).to_be_visible(timeout=WAIT_MS)
+    await expect(agree_count(page, safer)).to_have_text("60")
+    await page.evaluate("clearInterval(window.__scroller)")
+    await shown_version(page, fifth["version"])
+    await expect(agree_count(page, safer)).to_have_text("70", timeout=WAIT_MS)
+    await expect(pill).to_be_hidden()
+
 
 async def test_a_proposition_added_in_one_browser_appears_in_another(browser: Browser, server: Server) -> None:
     discussion, _ = await discussion_with(server, "Four-day work week?", [])
