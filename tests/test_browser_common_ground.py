@@ -325,7 +325,10 @@ async def test_an_update_waits_behind_the_pill_while_the_reader_uses_the_panel(
     body = page.locator("#cg-body")
     await page.wait_for_function("(b) => b.scrollHeight > b.clientHeight", arg=await body.element_handle())
     # The reader keeps scrolling (every 300 ms) until the update has arrived, then stops.
-    await body.evaluate("b => { window.__scroller = setInterval(() => { b.scrollTop = b.scrollTop ? 0 : 40; }, 300); }")
+    await body.evaluate(
+        """b => { const scroll = () => { b.scrollTop = b.scrollTop ? 0 : 40; };
+                  scroll(); window.__scroller = setInterval(scroll, 300); }"""
+    )
     fifth = await update(70)
     await expect(pill).to_be_visible(timeout=WAIT_MS)
     await expect(agree_count(page, safer)).to_have_text("60")
