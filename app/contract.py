@@ -7,6 +7,8 @@
         response=DiscussionOut,      # what a success answers (pydantic model or type, e.g. list[X])
         status=201,
         errors=[NotFound, (Conflict, "response_deleted")],
+        roles=["admin"],             # who may call it (documented as `x-roles`; 403 implied)
+        fires=["response_posted"],   # event types a success publishes (`x-fires-events`)
     )
     async def create_discussion() -> ...: ...
 
@@ -17,7 +19,8 @@ the declaration), so its place among the route decorators does not matter.
 
 Errors are listed by class (its default `code`) or as `(class, "code")` for a specific code.
 What every caller can meet is added for you: 401 (`unauthenticated`, `invalid_token`,
-`token_expired`) unless `auth=False`; 400/413/422 for a `body`; 422 for a `query`; and, on
+`token_expired`) unless `auth=False`; 403 `forbidden` with `roles`; 400/413/422 for a `body`;
+422 for a `query`; and, on
 every route, `internal_error` (500) and `unavailable` (503, a backing service is unreachable).
 With `PARLEY_CHECK_RESPONSES=1`, every answer is checked against its declaration
 (`check_response`): tests turn it on so a handler that answers something undeclared fails.
@@ -34,7 +37,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from quart import Response, current_app, request
 
-from .errors import ApiError, BadRequest, InvalidField, PayloadTooLarge, Unauthorized, Unavailable
+from .errors import ApiError, BadRequest, Forbidden, InvalidField, PayloadTooLarge, Unauthorized, Unavailable
+from .events import EVENT_TYPES
 
 View = TypeVar("View", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
@@ -135,6 +139,10 @@ def describe(
     """A route's contract. `response`/`status`/`media_type`: the main success answer
     (`response=None` with the JSON media type: no body); `also`: other success statuses and
     their bodies (e.g. a 201 that is sometimes a 200)."""
+    roles, fires = tuple(roles), tuple(fires)
+    unknown = set(fires) - EVENT_TYPES
+    if unknown:
+        raise ValueError(f"fires: {sorted(unknown)} not in app.events.EVENT_TYPES")
     replies = [Reply(status, response, media_type)]
     replies += [Reply(other, schema, media_type) for other, schema in (also or {}).items()]
     implied: list[tuple[type[ApiError], str]] = []
@@ -144,6 +152,8 @@ def describe(
         implied += BODY_ERRORS
     if query is not None:
         implied += QUERY_ERRORS
+    if roles:
+        implied.append((Forbidden, Forbidden.code))
     return Operation(
         summary=summary,
         description=description,
@@ -153,8 +163,8 @@ def describe(
         headers=dict(headers or {}),
         errors=tuple(dict.fromkeys([*_error_pairs(implied), *_error_pairs(errors)])),
         auth=auth,
-        roles=tuple(roles),
-        fires=tuple(fires),
+        roles=roles,
+        fires=fires,
         messages=dict(messages or {}),
         extensions=dict(extensions or {}),
     )
@@ -230,7 +240,8 @@ async def enforce_contract(response: Response) -> Response:
     view = current_app.view_functions.get(request.endpoint or "")
     operation = operation_of(view)
     content_type = response.content_type or ""
-    if operation is None or response.status_code == 304:
+    # HEAD and OPTIONS are answered by the framework for every route; 304 has no body.
+    if operation is None or request.method in ("HEAD", "OPTIONS") or response.status_code == 304:
         return response
     data = json.loads(await response.get_data()) if content_type.startswith(JSON) else None
     problem = check_response(operation, response.status_code, content_type, data)

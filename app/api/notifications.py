@@ -49,18 +49,23 @@ class PreferencesUpdate(StrictBody):
     push: bool = True
 
 
-Key = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Base64Url = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+={0,2}$")]
+Endpoint = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_ENDPOINT_CHARS, pattern=r"^https?://[^/?#\s]+"),
+    Field(description="the push service's URL (https; http and loopback only with PARLEY_PUSH_ALLOW_INSECURE)"),
+]
 
 
 class SubscriptionKeys(StrictBody):
-    p256dh: Key
-    auth: Key
+    p256dh: Base64Url = Field(description="the browser's P-256 public key, uncompressed (65 bytes), base64url")
+    auth: Base64Url = Field(description="the 16-byte auth secret, base64url")
 
 
 class NewSubscription(BaseModel):
     # A browser's PushSubscription.toJSON() also has `expirationTime`: accept and ignore it.
     model_config = ConfigDict(strict=True, extra="ignore")
-    endpoint: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ENDPOINT_CHARS)]
+    endpoint: Endpoint
     keys: SubscriptionKeys
 
 

@@ -46,21 +46,21 @@ from .ws_messages import (
     CLIENT_MESSAGES,
     AnyClientMessage,
     AnyControl,
-    Auth,
+    AuthMessage,
     AuthOk,
     ClientMessage,
     Heartbeat,
     Hello,
     MessageError,
-    Ping,
+    PingMessage,
     Pong,
-    Presence,
-    Resume,
-    Subscribe,
+    PresenceMessage,
+    ResumeMessage,
     Subscribed,
-    Typing,
-    Unsubscribe,
+    SubscribeMessage,
+    TypingMessage,
     Unsubscribed,
+    UnsubscribeMessage,
 )
 
 blueprint = Blueprint("ws", __name__)
@@ -220,20 +220,20 @@ def _parse(raw: str | bytes) -> ClientMessage:
 
 
 async def _dispatch(parley: Services, session: StreamSession, message: ClientMessage) -> str | list[Event]:
-    if isinstance(message, Ping):
+    if isinstance(message, PingMessage):
         return Pong().text()
-    if isinstance(message, Typing):
+    if isinstance(message, TypingMessage):
         try:
             await session.set_typing(message.discussion_id, message.typing)
         except ApiError as error:
             raise BadMessage(error.code, error.message) from None
         return []  # others see it as typing_started/typing_stopped; floods are throttled, silently
-    if isinstance(message, Presence):
+    if isinstance(message, PresenceMessage):
         await session.set_status(message.status)
         return []
-    if isinstance(message, Resume):
+    if isinstance(message, ResumeMessage):
         return await session.resume(message.last_event_id)
-    if isinstance(message, Auth):
+    if isinstance(message, AuthMessage):
         try:
             identity = await parley.auth.verify(message.token)
             session.refresh(identity)
@@ -242,10 +242,10 @@ async def _dispatch(parley: Services, session: StreamSession, message: ClientMes
         except ValueError as error:
             raise BadMessage("forbidden", str(error)) from None
         return AuthOk(expires_at=int(identity.expires_at)).text()
-    if isinstance(message, Unsubscribe):
+    if isinstance(message, UnsubscribeMessage):
         session.remove_discussion(message.discussion_id)
         return Unsubscribed(discussion_id=message.discussion_id).text()
-    if not isinstance(message, Subscribe):
+    if not isinstance(message, SubscribeMessage):
         raise BadMessage("unknown_type", f"unknown message type {type(message).__name__!r}")
     if len(session.discussion_ids) >= MAX_DISCUSSIONS_PER_CONNECTION:
         raise BadMessage("invalid_field", f"at most {MAX_DISCUSSIONS_PER_CONNECTION} discussions per connection")

@@ -23,19 +23,19 @@ class ClientMessage(BaseModel):
     model_config = ConfigDict(strict=True)
 
 
-class Subscribe(ClientMessage):
+class SubscribeMessage(ClientMessage):
     """Start reading one more discussion (live events only: resume for what came before)."""
 
     type: Literal["subscribe"]
     discussion_id: DiscussionId
 
 
-class Unsubscribe(ClientMessage):
+class UnsubscribeMessage(ClientMessage):
     type: Literal["unsubscribe"]
     discussion_id: DiscussionId
 
 
-class Typing(ClientMessage):
+class TypingMessage(ClientMessage):
     """Throttled, never an error; others see `typing_started` / `typing_stopped`."""
 
     type: Literal["typing"]
@@ -43,39 +43,39 @@ class Typing(ClientMessage):
     typing: bool
 
 
-class Presence(ClientMessage):
+class PresenceMessage(ClientMessage):
     """This connection's status: page visible (`online`) or hidden (`away`)."""
 
     type: Literal["presence"]
     status: Status
 
 
-class Auth(ClientMessage):
+class AuthMessage(ClientMessage):
     """A fresh token for this connection, before the old one expires (close code 4001)."""
 
     type: Literal["auth"]
     token: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
 
 
-class Resume(ClientMessage):
+class ResumeMessage(ClientMessage):
     """Replay what came after this cursor (or `sync_required` when it is gone)."""
 
     type: Literal["resume"]
     last_event_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
-class Ping(ClientMessage):
+class PingMessage(ClientMessage):
     type: Literal["ping"]
 
 
 CLIENT_MESSAGES: Mapping[str, type[ClientMessage]] = {
-    "subscribe": Subscribe,
-    "unsubscribe": Unsubscribe,
-    "typing": Typing,
-    "presence": Presence,
-    "auth": Auth,
-    "resume": Resume,
-    "ping": Ping,
+    "subscribe": SubscribeMessage,
+    "unsubscribe": UnsubscribeMessage,
+    "typing": TypingMessage,
+    "presence": PresenceMessage,
+    "auth": AuthMessage,
+    "resume": ResumeMessage,
+    "ping": PingMessage,
 }
 AnyClientMessage: Any = Annotated[Union[tuple(CLIENT_MESSAGES.values())], Field(discriminator="type")]  # noqa: UP007
 
