@@ -441,6 +441,7 @@ function wireCommonGround(discussionId) {
       input.addEventListener("input", () => input.setCustomValidity(""), { once: true });
     }
   });
+  for (const control of form.elements) control.disabled = false;
 }
 
 // --- presence and typing (FR-017..021, FR-033) ---------------------------------------------
@@ -573,6 +574,7 @@ function wireThread(discussionId) {
     state.outbox.post(discussionId, body, Object.keys(stances).length ? { stances } : {});
     state.panel.clearDraft();
   });
+  for (const control of composer.elements) control.disabled = false;
   state.outbox.addEventListener("change", (event) => showOutboxItem(event.detail));
 }
 

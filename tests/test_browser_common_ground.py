@@ -455,7 +455,8 @@ async def test_the_sidebar_lists_public_discussions_and_yours_made_through_the_a
 
     # Responding makes a discussion hers too.
     await listed.locator("a").click()
-    await expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+    await page.wait_for_url(f"**/d/{public['id']}")
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=WAIT_MS)
     await page.fill("#composer textarea", "Parks, with a few loading bays.")
     await page.click("#composer button")
     await expect(page.locator("#thread .body", has_text="Parks, with a few loading bays.")).to_have_count(
