@@ -459,9 +459,9 @@ async def test_the_sidebar_lists_public_discussions_and_yours_made_through_the_a
     await expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=WAIT_MS)
     await page.fill("#composer textarea", "Parks, with a few loading bays.")
     await page.click("#composer button")
-    await expect(page.locator("#thread .body", has_text="Parks, with a few loading bays.")).to_have_count(
-        1, timeout=WAIT_MS
-    )
+    await expect(
+        page.locator("#thread .response:not(.pending) .body", has_text="Parks, with a few loading bays.")
+    ).to_have_count(1, timeout=WAIT_MS)
     await page.goto("/")
     await expect(page.locator("#discussions li", has_text="Parks or parking?")).to_have_count(1, timeout=WAIT_MS)
     await expect(
