@@ -1,7 +1,10 @@
 // The discussion page: sign-in, the discussion list, a live thread and its composer.
 // URL options for testing and diagnosis: ?transport=sse|ws|poll forces a transport;
-// ?backoff=<ms> and ?backoff_max=<ms> shorten the reconnection delays (1 s doubling to 30 s).
+// ?backoff=<ms> and ?backoff_max=<ms> shorten the reconnection delays (1 s doubling to 30 s);
+// ?broadcast_hide=<ms> shortens how long an info or warning broadcast stays (20 s).
 
+import { Broadcasts } from "/static/broadcasts.js";
+import { CommonGroundPanel } from "/static/common_ground.js";
 import { Notifications } from "/static/notifications.js";
 import { Outbox, ParleyClient, STATE } from "/static/parley.js";
 import { ActivitySignals, PresenceView, TypingSignals } from "/static/presence.js";
@@ -10,6 +13,7 @@ const RENDER_EVERY_MS = 500; // FR-005: bursts coalesce into one render per half
 const BURST_THRESHOLD = 25; // more new responses than this while reading: a banner, not a flood
 const AT_BOTTOM_PX = 48;
 const PAGE = 200;
+const LIST_REFRESH_MS = 60_000; // the sidebar's lists: re-read this often while the page is visible
 
 const $ = (selector) => document.querySelector(selector);
 const params = new URLSearchParams(location.search);
@@ -29,6 +33,10 @@ const state = {
   presence: null, // PresenceView of the open discussion
   typing: null, // TypingSignals for the composer
   notes: new Notifications({ onChange: () => renderNotifications() }),
+  broadcasts: new Broadcasts(document.querySelector("#broadcasts"), {
+    autoHideMs: Number(params.get("broadcast_hide")) || undefined,
+  }),
+  panel: null, // CommonGroundPanel of the open discussion
 };
 
 // --- small helpers ---------------------------------------------------------------------------
@@ -112,27 +120,70 @@ function showMe() {
 
 // --- the discussion list ---------------------------------------------------------------------
 
+/** The list body of GET /api/discussions, whichever way the server wraps it. */
+const discussionsOf = (body) => (Array.isArray(body) ? body : body?.discussions || []);
+
+function discussionItem(discussion, { unread = 0, meta = "" } = {}) {
+  const item = document.createElement("li");
+  item.dataset.id = discussion.id;
+  const link = document.createElement("a");
+  link.href = `/d/${encodeURIComponent(discussion.id)}`;
+  const title = document.createElement("span");
+  title.className = "discussion-name";
+  title.textContent = discussion.title;
+  link.append(title);
+  if (meta) {
+    const detail = document.createElement("span");
+    detail.className = "discussion-meta";
+    detail.textContent = meta;
+    link.append(detail);
+  }
+  if (discussion.id === state.discussionId) item.classList.add("current");
+  item.append(link);
+  if (unread > 0 && discussion.id !== state.discussionId) {
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.textContent = unread;
+    item.append(badge);
+  }
+  return item;
+}
+
+function people(count) {
+  return `${count} participant${count === 1 ? "" : "s"}`;
+}
+
+/** "Your discussions": those the server says you created, joined or responded to (so ones made
+ * through the API appear too), plus any you follow; unread counts come from the follows. */
 async function loadDiscussions() {
-  const follows = await api("/api/me/follows");
-  const list = $("#discussions");
-  list.replaceChildren(
-    ...follows.map((follow) => {
-      const item = document.createElement("li");
-      const link = document.createElement("a");
-      link.href = `/d/${encodeURIComponent(follow.discussion_id)}`;
-      link.textContent = follow.title;
-      if (follow.discussion_id === state.discussionId) item.classList.add("current");
-      item.append(link);
-      if (follow.unread_count > 0 && follow.discussion_id !== state.discussionId) {
-        const badge = document.createElement("span");
-        badge.className = "badge";
-        badge.textContent = follow.unread_count;
-        item.append(badge);
-      }
-      return item;
-    }),
+  const [mine, follows] = await Promise.all([
+    api("/api/discussions?scope=mine&limit=50").then(discussionsOf).catch(() => []),
+    api("/api/me/follows").catch(() => []),
+  ]);
+  const unread = new Map(follows.map((follow) => [follow.discussion_id, follow.unread_count]));
+  const listed = new Set(mine.map((discussion) => discussion.id));
+  const followedOnly = follows
+    .filter((follow) => !listed.has(follow.discussion_id))
+    .map((follow) => ({ id: follow.discussion_id, title: follow.title }));
+  const all = [...mine, ...followedOnly];
+  $("#discussions").replaceChildren(
+    ...all.map((discussion) => discussionItem(discussion, { unread: unread.get(discussion.id) || 0 })),
   );
-  $("#discussions-empty").hidden = follows.length > 0;
+  $("#discussions-empty").hidden = all.length > 0;
+}
+
+/** "Public discussions": recent public discussions with their participant counts. */
+async function loadPublicDiscussions() {
+  const recent = await api("/api/discussions?scope=public&limit=50").then(discussionsOf).catch(() => []);
+  $("#public-discussions").replaceChildren(
+    ...recent.map((discussion) => discussionItem(discussion, { meta: people(discussion.participant_count ?? 0) })),
+  );
+  $("#public-empty").hidden = recent.length > 0;
+}
+
+function loadLists() {
+  loadDiscussions();
+  loadPublicDiscussions();
 }
 
 function wireNewDiscussion() {
@@ -315,12 +366,82 @@ async function openDiscussion(discussionId) {
   // every half minute keeps the list and count right.
   setInterval(() => { if (!document.hidden) loadPresence(discussionId); }, 25_000 + Math.random() * 10_000);
   $("#discussion").hidden = false;
+  state.panel = new CommonGroundPanel($("#common-ground"), { onStance: showStanceDraft });
   const { responses, cursor } = await fetchAll(discussionId);
-  for (const response of responses) upsert(response, false);
+  for (const response of responses) {
+    upsert(response, false);
+    if (response.author.id === state.me?.id) state.panel.recordStances(response.stances);
+  }
+  // Read after the responses' cursor was taken: an update this read misses is replayed from it.
+  await loadAnalysis(discussionId);
   $("#thread-empty").hidden = responses.length > 0;
   scrollToBottom();
   wireThread(discussionId);
+  wireCommonGround(discussionId);
   return cursor;
+}
+
+// --- common ground (FR-012..016) ------------------------------------------------------------
+
+/** The current analysis over REST: on open (shown at once) and after sync_required (offered,
+ * so it animates, or waits behind the pill while the reader is busy with the panel). */
+async function loadAnalysis(discussionId, { offer = false } = {}) {
+  const analysis = await api(`/api/discussions/${encodeURIComponent(discussionId)}/analysis`).catch(() => null);
+  if (!analysis || !state.panel) return;
+  if (offer) state.panel.offer(analysis);
+  else state.panel.show(analysis);
+}
+
+function handleAnalysisEvent(envelope) {
+  if (envelope.type === "analysis_refreshing") state.panel?.refreshing(envelope.payload?.version);
+  else if (envelope.type === "analysis_updated") state.panel?.offer(envelope.payload);
+  else if (envelope.type === "proposition_added") state.panel?.addProposition(envelope.payload.proposition);
+}
+
+/** Stances picked in the panel ride on the next response; the line above the composer says so. */
+function showStanceDraft(stances) {
+  const count = Object.keys(stances).length;
+  $("#stance-draft").hidden = count === 0;
+  $("#stance-draft-text").textContent =
+    `${count} stance${count === 1 ? "" : "s"} will be sent with your response`;
+  $("#composer textarea").placeholder = count ? "Say why…" : "Share your view…";
+}
+
+function wireCommonGround(discussionId) {
+  const panel = $("#common-ground");
+  const toggle = $("#cg-toggle");
+  // Phone width: the panel folds into its head above the thread (style.css); this opens it.
+  toggle.addEventListener("click", () => {
+    const open = panel.classList.toggle("expanded");
+    toggle.setAttribute("aria-expanded", String(open));
+    toggle.textContent = open ? "Hide" : "Show";
+  });
+  $("#stance-clear").addEventListener("click", () => {
+    state.panel.draft.clear();
+    state.panel.paintStances();
+    showStanceDraft({});
+  });
+  const form = $("#new-proposition");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const input = form.querySelector("input");
+    const text = input.value.trim();
+    if (!text) return;
+    try {
+      const proposition = await api(`/api/discussions/${encodeURIComponent(discussionId)}/propositions`, {
+        method: "POST",
+        body: JSON.stringify({ text }),
+      });
+      input.value = "";
+      input.setCustomValidity("");
+      state.panel.addProposition(proposition);
+    } catch (error) {
+      input.setCustomValidity(error.message);
+      input.reportValidity();
+      input.addEventListener("input", () => input.setCustomValidity(""), { once: true });
+    }
+  });
+  for (const control of form.elements) control.disabled = false;
 }
 
 // --- presence and typing (FR-017..021, FR-033) ---------------------------------------------
@@ -392,7 +513,11 @@ function renderNotifications() {
 
 function wireNotifications() {
   $("#bell").addEventListener("click", () => {
-    $("#notifications").hidden = !$("#notifications").hidden;
+    const popover = $("#notifications");
+    popover.hidden = !popover.hidden;
+    // Just under the bell, wherever the header's wrapping put it.
+    const bell = $("#bell").getBoundingClientRect();
+    popover.style.top = `${bell.bottom - $(".main").getBoundingClientRect().top + 8}px`;
   });
   $("#read-all").addEventListener("click", () => state.notes.markAllRead());
   // Permission is asked only after this click (browsers block unprompted requests).
@@ -445,8 +570,11 @@ function wireThread(discussionId) {
     if (!body) return;
     textarea.value = "";
     state.typing.posted(); // the server stops the indicator when the response is posted
-    state.outbox.post(discussionId, body);
+    const stances = state.panel.draftStances;
+    state.outbox.post(discussionId, body, Object.keys(stances).length ? { stances } : {});
+    state.panel.clearDraft();
   });
+  for (const control of composer.elements) control.disabled = false;
   state.outbox.addEventListener("change", (event) => showOutboxItem(event.detail));
 }
 
@@ -457,6 +585,8 @@ function showOutboxItem(item) {
     element?.remove();
     upsert(item.response, true);
     scrollToBottom();
+    // Responding makes a discussion one of yours: list it now rather than at the next refresh.
+    if (!$(`#discussions li[data-id="${CSS.escape(item.discussionId)}"]`)) loadDiscussions();
     return;
   }
   if (!element) {
@@ -552,15 +682,25 @@ function connect(discussionId, cursor) {
       if (envelope.type.startsWith("response_")) {
         state.pending.push(envelope);
         scheduleRender();
+        const response = envelope.payload.response;
+        if (envelope.type === "response_posted" && response?.author.id === state.me?.id) {
+          state.panel?.recordStances(response.stances);
+        }
       }
+      if (envelope.type.startsWith("analysis_") || envelope.type === "proposition_added") handleAnalysisEvent(envelope);
       state.presence?.handleEvent(envelope);
     }
     state.notes.receive(envelope);
+    state.broadcasts.receive(envelope);
   });
   client.addEventListener("sync", () => {
     resync();
     state.notes.load();
-    if (discussionId) loadPresence(discussionId); // presence is never replayed: take a snapshot
+    state.broadcasts.load();
+    if (discussionId) {
+      loadPresence(discussionId); // presence is never replayed: take a snapshot
+      loadAnalysis(discussionId, { offer: true });
+    }
   });
   // Visible or hidden, and any interaction: presence status (and no idle closing while active).
   new ActivitySignals({
@@ -583,7 +723,10 @@ async function main() {
   await ensureSignedIn();
   showMe();
   wireNotifications();
-  loadDiscussions();
+  state.broadcasts.load();
+  loadLists();
+  setInterval(() => { if (!document.hidden) loadLists(); }, LIST_REFRESH_MS);
+  document.body.dataset.view = state.discussionId ? "discussion" : "home";
   let cursor = null;
   if (state.discussionId) cursor = await openDiscussion(state.discussionId);
   else $("#home").hidden = false;

@@ -22,10 +22,13 @@
 // 10 tries, then state "failed" (the page offers Refresh). Coming back online retries at once.
 // Page Visibility (FR-037): a hidden page stops the heartbeat watchdog; waking resumes and syncs.
 
+// Every event type the server sends (app/events.py EVENT_TYPES; tests/test_page_events.py keeps the
+// two lists equal): EventSource drops a named event that has no listener.
 const EVENT_TYPES = [
   "response_posted", "response_edited", "response_deleted", "analysis_refreshing", "analysis_updated",
   "typing_started", "typing_stopped", "user_joined", "user_left", "presence_changed", "notification",
-  "notification_read", "activity", "broadcast", "sync_required", "auth_expired",
+  "notification_read", "activity", "broadcast", "sync_required", "auth_expired", "session_idle",
+  "proposition_added",
 ];
 const CONTROL_TYPES = new Set(["hello", "heartbeat", "pong", "subscribed", "unsubscribed", "auth_ok", "error"]);
 const LOCK_NAME = "parley-connection";
