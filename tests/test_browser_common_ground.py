@@ -200,7 +200,7 @@ async def test_new_numbers_move_into_place_on_the_same_elements(browser: Browser
     )
     await shown_version(page, document["version"])
     await expect(agree_count(page, safer)).to_have_text("40", timeout=WAIT_MS)
-    await page.wait_for_function("window.__samples.at(-1).count === '40'")  # the last frames sampled too
+    await page.wait_for_function("() => window.__samples.at(-1).count === '40'")  # the last frames sampled too
     assert_tweened(await samples(page), 0, 40)
     assert await same_elements(page, safer)
 
@@ -293,7 +293,7 @@ async def test_an_update_waits_behind_the_pill_while_the_reader_uses_the_panel(
     await expect(pill).to_have_text("Analysis updated — show")
     held_from = len(await samples(page))
     # Long enough for the animation to have run had the update been applied (0.9 s).
-    await page.wait_for_function(f"window.__samples.length >= {held_from + 90}")
+    await page.wait_for_function(f"() => window.__samples.length >= {held_from + 90}")
     assert {sample["count"] for sample in await samples(page)} == {"10"}
     await expect(page.locator("#common-ground")).to_have_attribute("data-version", str(first["version"]))
 
@@ -303,7 +303,7 @@ async def test_an_update_waits_behind_the_pill_while_the_reader_uses_the_panel(
     await expect(pill).to_be_hidden()
     await shown_version(page, second["version"])
     await expect(agree_count(page, safer)).to_have_text("30")
-    await page.wait_for_function("window.__samples.at(-1).count === '30'")
+    await page.wait_for_function("() => window.__samples.at(-1).count === '30'")
     assert_tweened(await samples(page), 10, 30)
     assert await same_elements(page, safer)
 
@@ -391,7 +391,7 @@ async def test_broadcasts_show_as_banners_on_every_transport(browser: Browser, s
     await broadcast(server, "Maintenance at 22:00 UTC", "info")
     await broadcast(server, "Posting is paused: incident in progress", "critical")
     for page in pages:
-        await page.wait_for_function("window.__banners.length >= 2", timeout=WAIT_MS)
+        await page.wait_for_function("() => window.__banners.length >= 2", timeout=WAIT_MS)
         assert await page.evaluate("window.__banners") == [
             ["info", "Maintenance at 22:00 UTC"],
             ["critical", "Posting is paused: incident in progress"],
