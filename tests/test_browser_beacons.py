@@ -89,3 +89,20 @@ async def test_an_ordinary_reload_is_not_a_manual_one(browser: Browser, start_se
     # Sign-in page, the discussion, its reload: three pages, none reloaded after a loss.
     assert seen["parley_client_page_loads_total"] >= 2
     assert seen.get("parley_client_manual_reloads_total", 0) == 0
+
+
+async def test_asking_for_push_permission_is_reported(browser: Browser, start_server: Callable[..., Server]) -> None:
+    server = start_server(PARLEY_CHECK_RESPONSES="1")
+    discussion = await make_discussion(server)
+    context = await signed_in(browser, server, "Alice")
+    page = await open_discussion(context, discussion, beacon_every="300")
+    assert await page.evaluate("Notification.permission") == "default"
+    await page.click("#bell")
+    await page.click("#enable-push")
+    seen = await metrics_until(server, lambda m: m.get('parley_client_push_permission_total{outcome="asked"}', 0) >= 1)
+    assert seen['parley_client_push_permission_total{outcome="asked"}'] == 1
+    # Headless Chromium answers the prompt itself: denied.
+    assert await page.evaluate("Notification.permission") == "denied"
+    seen = await metrics_until(server, lambda m: m.get('parley_client_push_permission_total{outcome="denied"}', 0) >= 1)
+    assert seen['parley_client_push_permission_total{outcome="denied"}'] == 1
+    assert seen.get('parley_client_push_permission_total{outcome="granted"}', 0) == 0
