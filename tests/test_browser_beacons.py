@@ -106,3 +106,37 @@ async def test_asking_for_push_permission_is_reported(browser: Browser, start_se
     seen = await metrics_until(server, lambda m: m.get('parley_client_push_permission_total{outcome="denied"}', 0) >= 1)
     assert seen['parley_client_push_permission_total{outcome="denied"}'] == 1
     assert seen.get('parley_client_push_permission_total{outcome="granted"}', 0) == 0
+
+
+async def test_a_push_notification_click_is_reported_by_the_service_worker(
+    browser: Browser, start_server: Callable[..., Server]
+) -> None:
+    server = start_server(PARLEY_CHECK_RESPONSES="1")
+    context = await signed_in(browser, server, "Alice")
+    await context.grant_permissions(["notifications"], origin=server.url)
+    page = await context.new_page()
+    await page.goto("/healthz")  # any page of the origin
+    async with context.expect_event("serviceworker", timeout=WAIT_MS) as registered:
+        await page.evaluate(
+            """async () => {
+              await navigator.serviceWorker.register("/sw.js", { scope: "/" });
+              await navigator.serviceWorker.ready;
+            }"""
+        )
+    worker = await registered.value
+    # Headless Chromium cannot click a notification: show one and hand the worker a click on
+    # it, as the browser would (a synthetic event; `waitUntil` refuses those, after the handler
+    # has started its work).
+    await worker.evaluate(
+        """async () => {
+          await self.registration.showNotification("Carol replied to you", {
+            tag: "n-1", data: { id: "n-1", discussion_id: "d1", response_id: "7" },
+          });
+          const [notification] = await self.registration.getNotifications({ tag: "n-1" });
+          try {
+            self.dispatchEvent(new NotificationEvent("notificationclick", { notification }));
+          } catch { /* waitUntil on an untrusted event */ }
+        }"""
+    )
+    seen = await metrics_until(server, lambda m: m.get("parley_client_push_clicks_total", 0) >= 1)
+    assert seen["parley_client_push_clicks_total"] == 1
