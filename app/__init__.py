@@ -59,7 +59,18 @@ def create_app(settings: Settings | None = None) -> Quart:
     lock = EmbeddedLock(settings.data_dir) if settings.embedded else None
 
     from . import access_log, pages
-    from .api import account, analysis, broadcasts, discussions, notifications, ops, presence, reference, session
+    from .api import (
+        account,
+        analysis,
+        beacons,
+        broadcasts,
+        discussions,
+        notifications,
+        ops,
+        presence,
+        reference,
+        session,
+    )
     from .transports import poll, sse, ws
 
     blueprints = (
@@ -70,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         broadcasts,
         notifications,
         presence,
+        beacons,
         sse,
         ws,
         poll,

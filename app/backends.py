@@ -36,6 +36,7 @@ def make_limits(settings: Settings, log: EventLog) -> Limits:
             "typing": per_minute(settings.typing_limit_per_min),
             "presence": per_minute(settings.presence_limit_per_min),
             "ws_message": per_minute(settings.ws_user_messages_per_min),
+            "beacon": per_minute(settings.beacon_limit_per_min),
         },
     )
 

@@ -23,6 +23,8 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+# What people wait for in the page (client beacons): 5 s is SC-007's bound, so it is an edge.
+CLIENT_WAIT_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 class Metrics:
@@ -77,6 +79,48 @@ class Metrics:
             ["backend"],
             registry=r,
             multiprocess_mode="livemostrecent",
+        )
+
+        # Reported by the pages themselves (`POST /api/beacons`, app/api/beacons.py); label
+        # values come from fixed enums, never from the client's text.
+        self.client_page_loads = Counter(
+            "parley_client_page_loads", "Pages opened (the denominator of the manual-reload rate)", registry=r
+        )
+        self.client_reconnects = Counter(
+            "parley_client_reconnects",
+            "Connections lost and regained by a page, by whether within 5 s (SC-007)",
+            ["within_5s"],
+            registry=r,
+        )
+        self.client_reconnect_failures = Counter(
+            "parley_client_reconnect_failures", "Pages that gave up reconnecting (offered Refresh)", registry=r
+        )
+        self.client_reconnect_attempts = Counter(
+            "parley_client_reconnect_attempts", "Connection attempts pages made to reconnect", registry=r
+        )
+        self.client_reconnect_seconds = Histogram(
+            "parley_client_reconnect_seconds",
+            "From a page losing its connection to having it again",
+            buckets=CLIENT_WAIT_BUCKETS_S,
+            registry=r,
+        )
+        self.client_manual_reloads = Counter(
+            "parley_client_manual_reloads", "Pages reloaded by hand after losing their connection (SC-008)", registry=r
+        )
+        self.client_push_permission = Counter(
+            "parley_client_push_permission",
+            "Web Push permission prompts, by outcome: asked, granted, denied (SC-005)",
+            ["outcome"],
+            registry=r,
+        )
+        self.client_push_clicks = Counter(
+            "parley_client_push_clicks", "Push notifications clicked (SC-006)", registry=r
+        )
+        self.client_first_event_seconds = Histogram(
+            "parley_client_first_event_seconds",
+            "From a page's start to its first live event",
+            buckets=CLIENT_WAIT_BUCKETS_S,
+            registry=r,
         )
 
     def render(self) -> bytes:

@@ -126,7 +126,7 @@ class RedisRateLimiter:
         return int(wait_ms) / 1000
 
 
-Action = Literal["post", "discussion", "follow", "typing", "presence", "ws_message"]
+Action = Literal["post", "discussion", "follow", "typing", "presence", "ws_message", "beacon"]
 
 DESCRIPTIONS: Mapping[Action, str] = {
     "post": "responses posted, edited or deleted",
@@ -135,6 +135,7 @@ DESCRIPTIONS: Mapping[Action, str] = {
     "typing": "typing signals",
     "presence": "presence updates",
     "ws_message": "WebSocket messages",
+    "beacon": "beacon batches",
 }
 
 

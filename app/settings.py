@@ -102,6 +102,7 @@ class Settings:
     typing_limit_per_min: int = 120  # typing signals (REST and WebSocket), before the throttle
     presence_limit_per_min: int = 30  # status updates (REST and WebSocket)
     ws_user_messages_per_min: int = 600  # WebSocket messages of one user, all connections
+    beacon_limit_per_min: int = 20  # batches of client beacons (a page sends one per 30 s or so)
     # Per process (no round trip): one WebSocket connection's messages (past it: close 4029),
     # one user's open streams (SSE, WebSocket, long-poll; the next gets 429), and connection
     # attempts per client IP address (past it: 429 and close). 0 turns one off.
@@ -246,6 +247,7 @@ class Settings:
             typing_limit_per_min=_int(env, "PARLEY_TYPING_LIMIT_PER_MIN", 120, minimum=0),
             presence_limit_per_min=_int(env, "PARLEY_PRESENCE_LIMIT_PER_MIN", 30, minimum=0),
             ws_user_messages_per_min=_int(env, "PARLEY_WS_USER_MESSAGES_PER_MIN", 600, minimum=0),
+            beacon_limit_per_min=_int(env, "PARLEY_BEACON_LIMIT_PER_MIN", 20, minimum=0),
             ws_connection_messages_per_min=_int(env, "PARLEY_WS_CONNECTION_MESSAGES_PER_MIN", 240, minimum=0),
             max_streams_per_user=_int(env, "PARLEY_MAX_STREAMS_PER_USER", 20, minimum=0),
             connect_limit_per_min=_int(env, "PARLEY_CONNECT_LIMIT_PER_MIN", 1200, minimum=0),

@@ -1,8 +1,10 @@
 // The discussion page: sign-in, the discussion list, a live thread and its composer.
 // URL options for testing and diagnosis: ?transport=sse|ws|poll forces a transport;
 // ?backoff=<ms> and ?backoff_max=<ms> shorten the reconnection delays (1 s doubling to 30 s);
-// ?broadcast_hide=<ms> shortens how long an info or warning broadcast stays (20 s).
+// ?broadcast_hide=<ms> shortens how long an info or warning broadcast stays (20 s);
+// ?beacon_every=<ms> sends the page's beacons this often (30 s).
 
+import { beacons } from "/static/beacons.js";
 import { Broadcasts } from "/static/broadcasts.js";
 import { CommonGroundPanel } from "/static/common_ground.js";
 import { Notifications } from "/static/notifications.js";
@@ -672,6 +674,7 @@ function connect(discussionId, cursor) {
     backoffMaxMs: Math.max(50, backoffMax),
   });
   state.client = client;
+  beacons.watch(client);
   client.addEventListener("status", (event) => {
     showStatus(event.detail);
     if (event.detail.state === STATE.CONNECTED) state.outbox.flush();
@@ -721,6 +724,7 @@ async function main() {
   state.discussionId = match ? decodeURIComponent(match[1]) : null;
   wireNewDiscussion();
   await ensureSignedIn();
+  beacons.start({ flushEveryMs: Number(params.get("beacon_every")) || undefined });
   showMe();
   wireNotifications();
   state.broadcasts.load();

@@ -11,6 +11,8 @@
 // Every tab gets every notification event; `receive` keys them by notification id, so a
 // notification is shown once per tab however often it arrives (FR-011, at-least-once).
 
+import { beacons } from "/static/beacons.js";
+
 export class Notifications {
   constructor({ onChange = () => {}, fetchImpl = (...a) => fetch(...a) } = {}) {
     this.byId = new Map();
@@ -66,7 +68,11 @@ export class Notifications {
   // no user action caused.
   async enablePush() {
     if (!("serviceWorker" in navigator) || !("PushManager" in window)) return "unsupported";
+    const asking = Notification.permission === "default";
+    if (asking) beacons.record("push_permission", { outcome: "asked" });
     const permission = await Notification.requestPermission();
+    // "default" again: the prompt was dismissed, which is neither (SC-005 counts answers).
+    if (asking && permission !== "default") beacons.record("push_permission", { outcome: permission });
     if (permission !== "granted") return permission;
     const registration = await navigator.serviceWorker.register("/sw.js", { scope: "/" });
     const r = await this.fetch("/api/push/vapid-public-key", { credentials: "same-origin" });

@@ -46,6 +46,13 @@ self.addEventListener("notificationclick", (event) => {
   if (response) target.hash = `response-${response}`;
   event.waitUntil(
     (async () => {
+      // SC-006: counted by the server (app/api/beacons.py); a lost report must not stop the click.
+      fetch("/api/beacons", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ beacons: [{ kind: "push_click" }] }),
+      }).catch(() => null);
       const windows = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
       for (const client of windows) {
         // A Parley page is already open: bring it forward and let it navigate itself.

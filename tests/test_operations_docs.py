@@ -71,4 +71,4 @@ def test_every_metric_in_the_rules_and_the_dashboard_is_exported(start_server: C
 def test_the_alert_rules_are_valid_prometheus_rules() -> None:
     result = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 6 rules found" in result.stdout
+    assert "SUCCESS: 8 rules found" in result.stdout
