@@ -25,7 +25,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .. import analysis_store, topics
 from ..access import readable_discussion
-from ..auth import Identity
 from ..contract import documented
 from ..errors import Conflict, Forbidden, InvalidField, NotFound, RateLimited
 from ..events import rfc3339
@@ -33,7 +32,7 @@ from ..models import Proposition
 from ..roles import ANALYZER, require_role
 from ..services import services
 from ..wire import AnalysisDocument, PropositionOut, Shape
-from .common import caller, json_body
+from .common import caller, ensure_readable, json_body
 from .discussions import StrictBody
 
 blueprint = Blueprint("analysis", __name__)
@@ -95,11 +94,6 @@ def proposition_json(proposition: Proposition) -> dict[str, Any]:
         "created_by": proposition.created_by,
         "created_at": rfc3339(proposition.created_at),
     }
-
-
-async def _readable(identity: Identity, discussion_id: str) -> None:
-    async with services().db.session() as session:
-        await readable_discussion(session, identity, discussion_id)
 
 
 @blueprint.post("/api/discussions/<discussion_id>/propositions")
@@ -188,7 +182,7 @@ async def post_analysis(discussion_id: str) -> tuple[dict[str, Any], int]:
     require_role(identity, ANALYZER)
     incoming = await json_body(ExternalAnalysis)
     parley = services()
-    await _readable(identity, discussion_id)
+    await ensure_readable(identity, discussion_id)
     _check_consistent(incoming)
 
     async def build(session: AsyncSession, previous: dict[str, Any] | None) -> dict[str, Any]:

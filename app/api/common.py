@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar, get_origin
 from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints, ValidationError
 from quart import g, has_websocket_context, request, websocket
 
+from ..access import readable_discussion
 from ..auth import Identity, token_from
 from ..errors import BadRequest, Forbidden, InvalidField, NotFound, PayloadTooLarge, Unauthorized
 from ..services import services
@@ -160,3 +161,10 @@ async def refuse_unstorable_url() -> None:
             refuse_unstorable(value, name)
     for name, value in incoming.args.items(multi=True):
         refuse_unstorable(value, name)
+
+
+async def ensure_readable(identity: Identity, discussion_id: str) -> None:
+    """404 unless the caller may read the discussion (`access.readable_discussion`), for
+    handlers that need nothing else from the database."""
+    async with services().db.session() as session:
+        await readable_discussion(session, identity, discussion_id)

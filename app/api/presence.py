@@ -18,14 +18,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint
 
-from ..access import readable_discussion
-from ..auth import Identity
 from ..contract import documented
 from ..errors import NotFound, RateLimited
 from ..presence import Status
 from ..services import services
 from ..wire import Shape, UserRef
-from .common import caller, json_body
+from .common import caller, ensure_readable, json_body
 
 blueprint = Blueprint("presence", __name__)
 
@@ -61,11 +59,6 @@ class PresenceSnapshot(Shape):
     typing: list[UserRef] = Field(description="who is typing now")
 
 
-async def _readable(identity: Identity, discussion_id: str) -> None:
-    async with services().db.session() as session:
-        await readable_discussion(session, identity, discussion_id)
-
-
 @blueprint.put("/api/discussions/<discussion_id>/typing")
 @documented(
     "Say whether the caller is typing (clients without a WebSocket)",
@@ -79,7 +72,7 @@ async def put_typing(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
     signal = await json_body(TypingSignal)
     await services().rate_limit.hit(identity.user_id, "typing")
-    await _readable(identity, discussion_id)
+    await ensure_readable(identity, discussion_id)
     await services().presence.typing(discussion_id, identity, signal.typing)
     return {"discussion_id": discussion_id, "typing": signal.typing}
 
@@ -104,6 +97,6 @@ async def put_presence() -> dict[str, Any]:
 @documented("Who is in a discussion now, and who is typing", response=PresenceSnapshot, errors=[NotFound])
 async def get_presence(discussion_id: str) -> dict[str, object]:
     identity = await caller()
-    await _readable(identity, discussion_id)
+    await ensure_readable(identity, discussion_id)
     snapshot = await services().presence.snapshot(discussion_id)
     return snapshot.as_json()
