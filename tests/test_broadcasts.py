@@ -6,6 +6,7 @@ by the running server as by the in-process app (tests/test_common_ground_rest.py
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -79,6 +80,12 @@ async def test_a_broadcast_reaches_every_transport_on_every_server(servers: tupl
         assert envelope["user"]["id"] == "root"
     # The refused broadcast is in no stream: the first broadcast each one saw was the admin's.
     assert {envelope["payload"]["message"] for envelope in got} == {"Maintenance at noon"}
+    # Who broadcast is audited (issue 16); the refused attempt is not.
+    with sqlite3.connect(first.workdir / "parley.db") as db:
+        audited = db.execute(
+            "SELECT actor_id, action, target FROM audit_log WHERE action = 'broadcast.send'"
+        ).fetchall()
+    assert audited == [("root", "broadcast.send", f"broadcast:{sent['id']}")]
 
 
 async def test_active_broadcasts_are_listed_until_they_expire(servers: tuple[Server, Server]) -> None:

@@ -19,7 +19,7 @@ from pydantic import ConfigDict, Field, StringConstraints
 from quart import Blueprint
 from sqlmodel import col, delete, select
 
-from .. import topics
+from .. import audit, topics
 from ..contract import documented
 from ..errors import Forbidden
 from ..events import rfc3339
@@ -92,6 +92,7 @@ async def post_broadcast() -> tuple[dict[str, Any], int]:
         await session.commit()
     body = broadcast_json(broadcast)
     await parley.publish(topics.BROADCAST, "broadcast", discussion_id=None, user=identity.public, payload=body)
+    await audit.record(identity.user_id, "broadcast.send", f"broadcast:{broadcast.id}", {"level": broadcast.level})
     return body, 201
 
 
