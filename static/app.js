@@ -114,6 +114,7 @@ function showMe() {
   $("#me-name").textContent = state.me.name;
   avatar($("#me-avatar"), state.me);
   $("#sign-out").onclick = async () => {
+    state.client?.signOut(); // closes the streams of every tab of this browser
     await api("/api/session", { method: "DELETE" }).catch(() => null);
     localStorage.removeItem("parley.me");
     location.href = "/";
@@ -651,15 +652,35 @@ function showStatus(status) {
       banner.hidden = false;
       break;
     }
+    case STATE.PAUSED:
+      // FR-035: closed after a long inactivity, on purpose; nothing is wrong, so no alert.
+      text.textContent = "Paused — click or press a key to resume";
+      banner.hidden = true;
+      break;
     case STATE.FAILED:
-      text.textContent = status.reason === "auth_expired" ? "Signed out" : "Disconnected";
+      text.textContent = ["auth_expired", "signed_out"].includes(status.reason) ? "Signed out" : "Disconnected";
       bannerText.textContent =
         status.reason === "auth_expired"
           ? "Your session ended. Refresh to sign in again."
-          : `Could not reconnect after ${status.attempt} tries.`;
+          : status.reason === "signed_out"
+            ? "You signed out. Refresh to sign in again."
+            : `Could not reconnect after ${status.attempt} tries.`;
       banner.hidden = false;
       break;
   }
+}
+
+/** NFR-013: a fresh token (and cookie) before the old one expires. An embedding platform defines
+ * `window.parleyRefreshToken()` resolving to a JWT; under the development login the page signs in
+ * again under the same name. */
+async function refreshToken() {
+  if (typeof window.parleyRefreshToken === "function") {
+    const token = await window.parleyRefreshToken();
+    await api("/api/session", { method: "POST", headers: { Authorization: `Bearer ${token}` } });
+    return token;
+  }
+  const body = await api("/api/dev/login", { method: "POST", body: JSON.stringify({ name: state.me.name }) });
+  return body.token;
 }
 
 function connect(discussionId, cursor) {
@@ -672,8 +693,10 @@ function connect(discussionId, cursor) {
     transport,
     backoffBaseMs: Math.max(50, backoff),
     backoffMaxMs: Math.max(50, backoffMax),
+    refreshToken,
   });
   state.client = client;
+  window.parleyClient = client; // for diagnosis from the console, and the browser tests
   beacons.watch(client);
   client.addEventListener("status", (event) => {
     showStatus(event.detail);
