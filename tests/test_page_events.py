@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from app.events import EVENT_TYPES
+from app.log.events import EVENT_TYPES
 
 from .support import ROOT
 
