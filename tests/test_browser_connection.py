@@ -242,19 +242,23 @@ SET_VISIBILITY = """hidden => {
 
 @pytest.mark.parametrize("transport", ["sse", "ws"])
 async def test_a_hidden_then_frozen_page_resumes_without_loss(browser: Browser, server: Server, transport: str) -> None:
-    """Hidden (the deadline pauses), then frozen like a sleeping device (no timer, no task runs)
-    for longer than the sleep gap; events posted meanwhile all show once on wake."""
+    """Hidden (the deadline pauses), then frozen like a sleeping device (the debugger halts its
+    script: no timer, no handler runs; this headless Chromium ignores lifecycle freezing) for
+    longer than the sleep gap (10 s); events posted meanwhile all show once on wake."""
     discussion = await make_discussion(server)
     context = await signed_in_at(browser, server.url, "Alice")
     page = await open_page(context, discussion, f"transport={transport}")
     cdp = await context.new_cdp_session(page)
+    await cdp.send("Debugger.enable")
     await page.evaluate(SET_VISIBILITY, True)
-    await cdp.send("Page.setWebLifecycleState", {"state": "frozen"})
+    await page.evaluate("() => { window.ticks = 0; setInterval(() => window.ticks++, 1000); }")
+    await cdp.send("Debugger.pause")
     bodies = [f"While asleep {i}" for i in range(6)]
     for body in bodies:
         await post(server, discussion, "Bob", body)
         await asyncio.sleep(2)
-    await cdp.send("Page.setWebLifecycleState", {"state": "active"})
+    await cdp.send("Debugger.resume")
+    assert await page.evaluate("() => window.ticks") <= 3, "the page was frozen"
     await page.evaluate(SET_VISIBILITY, False)
     for body in bodies:
         await expect(response(page, body)).to_have_count(1, timeout=WAIT_MS)
