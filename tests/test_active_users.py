@@ -1,8 +1,10 @@
-"""`RedisActiveUsers` across processes, on a real redis-server: each process's set of connected
-users, and the sorted set of live processes, as another process sees them.
+"""Active users (app/core/active_users.py): one contract run against both backends (the hub
+alone, and Redis on a `RedisConnection`), then `RedisActiveUsers` across processes on a real
+redis-server: each process's set of connected users, and the sorted set of live processes, as
+another process sees them.
 
 Each "process" is a real `Hub` (on the embedded event log; only its subscriptions matter here)
-with its own `RedisActiveUsers`, whose `run()` refresh loop runs as a real task. Changes reach
+with its own active users, whose `run()` refresh loop runs as a real task. Changes reach
 the other process at the next refresh (every REFRESH_S): tests poll with a bounded deadline.
 """
 
@@ -16,9 +18,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis.asyncio as redis
 
-from app.core.active_users import REFRESH_S, TTL_MS, RedisActiveUsers
+from app.core.active_users import ActiveUsers
+from app.core.active_users_memory import LocalActiveUsers
+from app.core.active_users_redis import REFRESH_S, TTL_MS, RedisActiveUsers
 from app.core.hub import Hub
 from app.infra.metrics import Metrics
+from app.infra.redis_connection import RedisConnection
 from app.infra.redis_keys import RedisKeys
 from app.log import topics
 from app.log.eventlog_memory import MemoryEventLog
@@ -31,7 +36,7 @@ def new_hub() -> Hub:
 
 
 @contextlib.asynccontextmanager
-async def running(active: RedisActiveUsers) -> AsyncIterator[None]:
+async def running(active: ActiveUsers) -> AsyncIterator[None]:
     task = asyncio.get_running_loop().create_task(active.run())
     try:
         yield
@@ -51,20 +56,67 @@ async def eventually(check: Callable[[], Awaitable[object]], want: object) -> ob
         await asyncio.sleep(0.05)
 
 
+@pytest.fixture(params=["memory", "redis"])
+def active_users_of(request: pytest.FixtureRequest) -> Callable[[Hub], ActiveUsers]:
+    """Builds the active users of one process (its hub) on one backend."""
+    if request.param == "memory":
+        return LocalActiveUsers
+    connection: RedisConnection = request.getfixturevalue("redis_connection")
+    keys = RedisKeys(request.getfixturevalue("redis_prefix"))
+    return lambda hub: RedisActiveUsers(hub, connection, keys)
+
+
+# The contract: what one process sees of its own connections.
+
+
+async def test_a_user_connected_here_is_active_at_once_and_not_after_leaving(
+    active_users_of: Callable[[Hub], ActiveUsers],
+) -> None:
+    hub = new_hub()
+    active = active_users_of(hub)
+    assert not await active.is_user_active("alice")
+    alice = hub.subscribe([topics.user("alice"), topics.discussion("d1")], max_buffered=10)
+    try:
+        async with running(active):
+            assert await active.is_user_active("alice")  # before any refresh
+            assert not await active.is_user_active("bob")
+            hub.unsubscribe(alice)
+            assert await eventually(lambda: active.is_user_active("alice"), False) is False
+    finally:
+        hub.unsubscribe(alice)
+
+
+async def test_run_stops_when_cancelled(active_users_of: Callable[[Hub], ActiveUsers]) -> None:
+    hub = new_hub()
+    active = active_users_of(hub)
+    subscription = hub.subscribe([topics.user("alice")], max_buffered=10)
+    try:
+        task = asyncio.get_running_loop().create_task(active.run())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        await asyncio.wait({task}, timeout=DEADLINE_S)
+        assert task.done()
+        assert await active.is_user_active("alice")  # its own hub still answers
+    finally:
+        hub.unsubscribe(subscription)
+
+
+# Redis: what other processes see.
+
+
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[redis.Redis]:
-    made = redis.Redis.from_url(redis_url)
-    yield made
-    await made.aclose()
+def client(redis_connection: RedisConnection) -> redis.Redis:
+    return redis_connection.client
 
 
 async def test_a_user_connected_to_one_process_is_active_as_seen_from_another(
-    redis_url: str, redis_prefix: str, client: redis.Redis
+    redis_connection: RedisConnection, redis_prefix: str, client: redis.Redis
 ) -> None:
     keys = RedisKeys(redis_prefix)
     hub = new_hub()
-    process = RedisActiveUsers(hub, redis_url, keys)
-    observer = RedisActiveUsers(new_hub(), redis_url, keys)  # another process: nobody connected to it
+    # Two processes (each has its own process id), on one connection here.
+    process = RedisActiveUsers(hub, redis_connection, keys)
+    observer = RedisActiveUsers(new_hub(), redis_connection, keys)  # nobody connected to it
 
     async def seen() -> tuple[bool, bool, bool]:
         return (
@@ -106,14 +158,14 @@ async def test_a_user_connected_to_one_process_is_active_as_seen_from_another(
 
 
 async def test_a_process_that_stops_refreshing_is_not_asked(
-    redis_url: str, redis_prefix: str, client: redis.Redis
+    redis_connection: RedisConnection, redis_prefix: str, client: redis.Redis
 ) -> None:
     """A process that died without cleaning up: its set is ignored once its time in the list
     of live processes has passed, and everything it left expires."""
     keys = RedisKeys(redis_prefix)
     hub = new_hub()
-    process = RedisActiveUsers(hub, redis_url, keys)
-    observer = RedisActiveUsers(new_hub(), redis_url, keys)
+    process = RedisActiveUsers(hub, redis_connection, keys)
+    observer = RedisActiveUsers(new_hub(), redis_connection, keys)
     subscription = hub.subscribe([topics.user("dave")], max_buffered=10)
     try:
         async with running(observer):
@@ -121,8 +173,7 @@ async def test_a_process_that_stops_refreshing_is_not_asked(
                 assert await eventually(lambda: observer.is_user_active("dave"), True) is True
             assert await observer.is_user_active("dave") is False
             # What a process killed mid-refresh leaves behind: its set, listed until a moment ago.
-            seconds, micros = await client.time()
-            now_ms = seconds * 1000 + micros // 1000
+            now_ms = await redis_connection.server_time_ms()
             await client.sadd(keys.active_users("ghost"), "dave")
             await client.pexpire(keys.active_users("ghost"), TTL_MS)
             await client.zadd(keys.active_processes, {"ghost": now_ms - 1})
