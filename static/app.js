@@ -7,6 +7,7 @@
 import { beacons } from "/static/beacons.js";
 import { Broadcasts } from "/static/broadcasts.js";
 import { CommonGroundPanel } from "/static/common_ground.js";
+import { FollowedList } from "/static/followed.js";
 import { Notifications } from "/static/notifications.js";
 import { Outbox, ParleyClient, STATE } from "/static/parley.js";
 import { ActivitySignals, PresenceView, TypingSignals } from "/static/presence.js";
@@ -162,16 +163,25 @@ async function loadDiscussions() {
     api("/api/discussions?scope=mine&limit=50").then(discussionsOf).catch(() => []),
     api("/api/me/follows").catch(() => []),
   ]);
-  const unread = new Map(follows.map((follow) => [follow.discussion_id, follow.unread_count]));
+  const followed = new Map(follows.map((follow) => [follow.discussion_id, follow]));
   const listed = new Set(mine.map((discussion) => discussion.id));
   const followedOnly = follows
     .filter((follow) => !listed.has(follow.discussion_id))
-    .map((follow) => ({ id: follow.discussion_id, title: follow.title }));
-  const all = [...mine, ...followedOnly];
-  $("#discussions").replaceChildren(
-    ...all.map((discussion) => discussionItem(discussion, { unread: unread.get(discussion.id) || 0 })),
+    .map((follow) => ({ id: follow.discussion_id, title: follow.title, last_activity_at: follow.last_activity_at }));
+  yourDiscussions().replace(
+    [...mine, ...followedOnly].map((discussion) => ({
+      discussion,
+      unread: followed.get(discussion.id)?.unread_count || 0,
+      lastActivityAt: followed.get(discussion.id)?.last_activity_at || discussion.last_activity_at,
+    })),
   );
-  $("#discussions-empty").hidden = all.length > 0;
+}
+
+/** "Your discussions", updated live by `activity` events (FR-008; static/followed.js). */
+let followedList = null;
+function yourDiscussions() {
+  followedList ??= new FollowedList($("#discussions"), { makeItem: discussionItem, empty: $("#discussions-empty") });
+  return followedList;
 }
 
 /** "Public discussions": recent public discussions with their participant counts. */
@@ -693,6 +703,7 @@ function connect(discussionId, cursor) {
       if (envelope.type.startsWith("analysis_") || envelope.type === "proposition_added") handleAnalysisEvent(envelope);
       state.presence?.handleEvent(envelope);
     }
+    if (envelope.type === "activity") yourDiscussions().apply(envelope.payload);
     state.notes.receive(envelope);
     state.broadcasts.receive(envelope);
   });

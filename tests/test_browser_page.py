@@ -1,0 +1,95 @@
+"""The page's promises of issue 14, in real Chromium against real server processes.
+
+- FR-008: `activity` events keep "Your discussions" live (unread count, newest first).
+- Offline post: the outbox survives a reload and each post is stored once (by `client_id`).
+- A push click with no window open lands on `/?discussion=<id>`: the page opens that discussion.
+- FR-034, FR-004, FR-005: typing and presence shown to others, the arrival animation, and the
+  500 ms render batching (counted as DOM mutation batches, not inferred from the banner).
+
+Helpers (sign-in, posting over REST) are those of tests/test_browser.py; waits are upper bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from .support import Server, bearer
+from .test_browser import WAIT_MS, as_user, make_discussion, open_discussion, post, response, signed_in, stored_bodies
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def server(start_server: Callable[..., Server]) -> Server:
+    return start_server(PARLEY_HEARTBEAT_S="2")
+
+
+async def follow(server: Server, discussion: str, name: str) -> None:
+    async with httpx.AsyncClient() as client:
+        r = await client.put(f"{server.url}/api/discussions/{discussion}/follow", headers=bearer(as_user(name)))
+    assert r.status_code == 200, r.text
+
+
+async def home(browser: Browser, server: Server, name: str) -> Page:
+    context = await signed_in(browser, server, name)
+    page = await context.new_page()
+    await page.goto("/")
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+    return page
+
+
+def listed(page: Page, discussion: str) -> object:
+    return page.locator(f'#discussions li[data-id="{discussion}"]')
+
+
+async def order(page: Page) -> list[str]:
+    return list(await page.locator("#discussions li").evaluate_all("items => items.map((li) => li.dataset.id)"))
+
+
+async def until(read: Callable[[], Awaitable[T]], wanted: T, timeout_s: float = WAIT_MS / 1000) -> T:
+    """What `read` returns once it equals `wanted`, or its last value after `timeout_s`."""
+    value = await read()
+    async with asyncio.timeout(timeout_s):
+        while value != wanted:
+            await asyncio.sleep(0.05)
+            value = await read()
+    return value
+
+
+# --- FR-008: the followed list, live --------------------------------------------------------
+
+
+async def test_activity_updates_the_followed_list_without_a_reload(browser: Browser, server: Server) -> None:
+    trees, rivers = await make_discussion(server, "Trees"), await make_discussion(server, "Rivers")
+    await follow(server, trees, "Alice")
+    await follow(server, rivers, "Alice")
+    page = await home(browser, server, "Alice")
+    await expect(page.locator("#discussions li")).to_have_count(2)
+    await page.evaluate("window.notReloaded = true")
+
+    await post(server, trees, "Bob", "Plant more oaks")
+    await expect(listed(page, trees).locator(".badge")).to_have_text("1", timeout=WAIT_MS)
+    assert (await order(page))[0] == trees
+    await post(server, trees, "Bob", "And limes")
+    await expect(listed(page, trees).locator(".badge")).to_have_text("2", timeout=WAIT_MS)
+
+    await post(server, rivers, "Carol", "Clean the banks")
+    await expect(listed(page, rivers).locator(".badge")).to_have_text("1", timeout=WAIT_MS)
+    assert await until(lambda: order(page), [rivers, trees]) == [rivers, trees]
+
+    # Followed after the page loaded: the first activity adds it to the list, at the top.
+    lakes = await make_discussion(server, "Lakes")
+    await follow(server, lakes, "Alice")
+    await post(server, lakes, "Bob", "Swimming allowed?")
+    await expect(listed(page, lakes)).to_have_text("Lakes1", timeout=WAIT_MS)
+    assert await order(page) == [lakes, rivers, trees]
+    assert await page.evaluate("window.notReloaded") is True
