@@ -730,9 +730,32 @@ function connect(discussionId, cursor) {
 
 // --- start -----------------------------------------------------------------------------------
 
-async function main() {
+/** The discussion this page shows: `/d/<id>`, or `/?discussion=<id>`, which a push click
+ * opens when no Parley window is open (static/sw.js); that one moves to `/d/<id>` in place, so
+ * the address bar, a reload and a shared link all show the discussion. */
+function discussionFromUrl() {
   const match = /^\/d\/([^/]+)\/?$/.exec(location.pathname);
-  state.discussionId = match ? decodeURIComponent(match[1]) : null;
+  if (match) return decodeURIComponent(match[1]);
+  const named = location.pathname === "/" ? params.get("discussion") : null;
+  if (!named) return null;
+  const rest = new URLSearchParams(params);
+  rest.delete("discussion");
+  const query = rest.toString();
+  history.replaceState(null, "", `/d/${encodeURIComponent(named)}${query ? `?${query}` : ""}${location.hash}`);
+  return named;
+}
+
+/** `#response-<id>` (a notification's link): bring that response into view and mark it. */
+function showLinkedResponse() {
+  const match = /^#response-(\d+)$/.exec(location.hash);
+  const item = match && state.responses.get(match[1]);
+  if (!item) return;
+  item.scrollIntoView({ block: "center" });
+  item.classList.add("is-new", "linked");
+}
+
+async function main() {
+  state.discussionId = discussionFromUrl();
   wireNewDiscussion();
   await ensureSignedIn();
   beacons.start({ flushEveryMs: Number(params.get("beacon_every")) || undefined });
@@ -743,8 +766,12 @@ async function main() {
   setInterval(() => { if (!document.hidden) loadLists(); }, LIST_REFRESH_MS);
   document.body.dataset.view = state.discussionId ? "discussion" : "home";
   let cursor = null;
-  if (state.discussionId) cursor = await openDiscussion(state.discussionId);
-  else $("#home").hidden = false;
+  if (state.discussionId) {
+    cursor = await openDiscussion(state.discussionId);
+    showLinkedResponse();
+  } else {
+    $("#home").hidden = false;
+  }
   connect(state.discussionId && cursor !== null ? state.discussionId : null, cursor);
   document.body.dataset.ready = "true";
 }

@@ -12,6 +12,7 @@ Helpers (sign-in, posting over REST) are those of tests/test_browser.py; waits a
 from __future__ import annotations
 
 import asyncio
+import re
 import json
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -93,3 +94,31 @@ async def test_activity_updates_the_followed_list_without_a_reload(browser: Brow
     await expect(listed(page, lakes)).to_have_text("Lakes1", timeout=WAIT_MS)
     assert await order(page) == [lakes, rivers, trees]
     assert await page.evaluate("window.notReloaded") is True
+
+
+# --- a push click's address: /?discussion=<id> -----------------------------------------------
+
+
+async def test_the_page_opens_the_discussion_named_in_the_address(browser: Browser, server: Server) -> None:
+    """What a push click opens when no Parley window is open (static/sw.js)."""
+    discussion = await make_discussion(server, "Night buses")
+    first = await post(server, discussion, "Bob", "Run them hourly")
+    for i in range(30):
+        await post(server, discussion, "Bob", f"Filler {i}")
+    context = await signed_in(browser, server, "Alice")
+    page = await context.new_page()
+    await page.goto(f"/?discussion={discussion}&transport=ws#response-{first['id']}")
+    await expect(page.locator("#title")).to_have_text("Night buses", timeout=WAIT_MS)
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+    await expect(page.locator("#home")).to_be_hidden()
+    # The address is the discussion's own (a reload or a shared link shows it too), other
+    # options kept; the response the notification was about is in view and marked.
+    assert page.url == f"{server.url}/d/{discussion}?transport=ws#response-{first['id']}"
+    await expect(page.locator("#status")).to_have_attribute("data-transport", "ws")
+    linked = page.locator(f'#thread .response[data-id="{first["id"]}"]')
+    await expect(linked).to_have_class(re.compile(r"\blinked\b"))
+    await expect(linked).to_be_in_viewport()
+    await post(server, discussion, "Carol", "Live here too")
+    await expect(response(page, "Live here too")).to_be_visible(timeout=WAIT_MS)
+    await page.reload()
+    await expect(page.locator("#title")).to_have_text("Night buses", timeout=WAIT_MS)
