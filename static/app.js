@@ -592,6 +592,7 @@ function wireThread(discussionId) {
 
 /** Posts in the outbox show at the end of the thread: "Sending…", then the real response. */
 function showOutboxItem(item) {
+  if (item.discussionId !== state.discussionId) return; // restored after a reload, for another discussion
   let element = thread().querySelector(`[data-client-id="${item.clientId}"]`);
   if (item.state === "sent") {
     element?.remove();
@@ -772,6 +773,8 @@ async function main() {
   } else {
     $("#home").hidden = false;
   }
+  // Posts written before a reload and not sent yet (kept in localStorage): shown and sent now.
+  state.outbox.open(state.me?.id);
   connect(state.discussionId && cursor !== null ? state.discussionId : null, cursor);
   document.body.dataset.ready = "true";
 }

@@ -12,6 +12,7 @@ Helpers (sign-in, posting over REST) are those of tests/test_browser.py; waits a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import json
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,8 @@ from typing import TypeVar
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, Route, expect
+from playwright.async_api import Error as PlaywrightError
 
 from .support import Server, bearer
 from .test_browser import WAIT_MS, as_user, make_discussion, open_discussion, post, response, signed_in, stored_bodies
@@ -122,3 +124,78 @@ async def test_the_page_opens_the_discussion_named_in_the_address(browser: Brows
     await expect(response(page, "Live here too")).to_be_visible(timeout=WAIT_MS)
     await page.reload()
     await expect(page.locator("#title")).to_have_text("Night buses", timeout=WAIT_MS)
+
+
+# --- offline post: the outbox survives a reload ---------------------------------------------
+
+
+OUTBOX_KEYS = "() => Object.keys(localStorage).filter((key) => key.startsWith('parley.outbox.'))"
+
+
+async def test_an_offline_post_survives_a_reload_and_is_stored_once(browser: Browser, server: Server) -> None:
+    discussion = await make_discussion(server)
+    context = await signed_in(browser, server, "Alice")
+    page = await open_discussion(context, discussion)
+    await context.set_offline(True)
+    await page.fill("#composer textarea", "Written in the tunnel")
+    await page.click("#composer button")
+    await expect(page.locator(".response.pending .note")).to_have_text("Sending…")
+    assert len(await page.evaluate(OUTBOX_KEYS)) == 1
+
+    # Reloaded still offline: the browser shows its own error page; the tab's memory is gone.
+    with contextlib.suppress(PlaywrightError):
+        await page.reload()
+    assert await page.locator("#composer").count() == 0
+    await context.set_offline(False)
+    await page.goto(f"/d/{discussion}")
+    await expect(response(page, "Written in the tunnel")).to_be_visible(timeout=WAIT_MS)
+    await expect(page.locator(".response.pending")).to_have_count(0)
+    await page.wait_for_timeout(1000)  # room for a duplicate to show up, if there were one
+    await expect(response(page, "Written in the tunnel")).to_have_count(1)
+    assert await stored_bodies(server, discussion) == ["Written in the tunnel"]
+    assert await page.evaluate(OUTBOX_KEYS) == []
+
+
+async def test_a_post_whose_answer_was_lost_is_sent_again_after_a_reload_and_stored_once(
+    browser: Browser, server: Server
+) -> None:
+    """The server stored the post but the page never heard back (the connection dropped with the
+    answer in flight): after a reload the page sends it again, and the server's dedupe by
+    `client_id` returns the first response instead of storing a second."""
+    discussion = await make_discussion(server)
+    context = await signed_in(browser, server, "Alice")
+    page = await open_discussion(context, discussion)
+    reached: list[int] = []
+
+    async def lose_the_answer(route: Route) -> None:
+        if route.request.method != "POST":
+            await route.continue_()
+            return
+        if not reached:
+            answer = await route.fetch()  # the server stores it...
+            reached.append(answer.status)
+        await route.abort("connectionreset")  # ...and the page never hears back; nor of a retry
+
+    responses = f"**/api/discussions/{discussion}/responses"
+    await page.route(responses, lose_the_answer)
+    await page.fill("#composer textarea", "Said once")
+    await page.click("#composer button")
+    async with asyncio.timeout(WAIT_MS / 1000):
+        while not reached:
+            await asyncio.sleep(0.05)
+    assert reached[0] == 201
+    assert await stored_bodies(server, discussion) == ["Said once"]
+    await expect(page.locator(".response.pending .note")).to_have_text("Sending…")
+
+    await page.reload()
+    # Restored from localStorage and shown as sending (the route still loses every try)...
+    await expect(page.locator(".response.pending .note")).to_have_text("Sending…", timeout=WAIT_MS)
+    assert len(await page.evaluate(OUTBOX_KEYS)) == 1
+    # ...then the network works again: the retry gets the first response back.
+    await page.unroute(responses, lose_the_answer)
+    await expect(page.locator("#thread .response:not(.pending)")).to_have_count(1, timeout=WAIT_MS)
+    await expect(page.locator(".response.pending")).to_have_count(0, timeout=WAIT_MS)
+    await page.wait_for_timeout(1000)
+    await expect(response(page, "Said once")).to_have_count(1)
+    assert await stored_bodies(server, discussion) == ["Said once"]
+    assert await page.evaluate(OUTBOX_KEYS) == []
