@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import json
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
