@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-import app.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import app.domain.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from alembic import context
 
 config = context.config

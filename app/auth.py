@@ -23,9 +23,9 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OctKey
 
-from .errors import Unauthorized
-from .settings import Settings
-from .text import storable
+from app.errors import Unauthorized
+from app.settings import Settings
+from app.text import storable
 
 log = logging.getLogger(__name__)
 

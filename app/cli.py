@@ -17,8 +17,9 @@ from dataclasses import replace
 from hypercorn.config import Config
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import logs, migrate, startup
-from .settings import ConfigError, Settings
+from app import startup
+from app.infra import logs, migrate
+from app.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    from . import serving
+    from app import serving
 
     config = hypercorn_config(settings, settings.host, settings.workers)
     sockets = startup.bind(config, settings.host, settings.port)

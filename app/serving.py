@@ -42,13 +42,15 @@ from hypercorn.asyncio.lifespan import Lifespan
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import check_multiprocess_shutdown_event
 
-from . import create_app, hypercorn_fixes, logs, metrics, startup
-from .ratelimit import Rate
-from .services import Services
-from .settings import Settings
-from .transports import reason_phrase
-from .transports.lean_http import LeanServer, StoppingContext
-from .transports.lean_sse import LeanStreams
+from app import hypercorn_fixes, startup
+from app.core.services import Services
+from app.infra import logs, metrics
+from app.infra.ratelimit import Rate
+from app.main import create_app
+from app.settings import Settings
+from app.transports import reason_phrase
+from app.transports.lean_http import LeanServer, StoppingContext
+from app.transports.lean_sse import LeanStreams
 
 log = logging.getLogger(__name__)
 

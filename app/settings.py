@@ -94,7 +94,7 @@ class Settings:
     vapid_subject: str = "mailto:ops@parley.invalid"
     heartbeat_s: float = 30.0
     retention_s: int = 24 * 3600
-    # Per-user rate limits (app/ratelimit.py, GCRA: this many a minute, all at once at most);
+    # Per-user rate limits (app/infra/ratelimit.py, GCRA: this many a minute, all at once at most);
     # 0 turns one off. Shared by every process when REDIS_URL is set.
     rate_limit_per_min: int = 100  # responses posted, edited or deleted
     discussion_limit_per_min: int = 10
@@ -143,10 +143,10 @@ class Settings:
     # Test knob: a pause per event processed by the notification worker, so a test can kill
     # a worker mid-batch deterministically. 0 in production.
     notify_event_delay_ms: int = 0
-    # Test knob: check every REST answer against its route's declared contract (app/contract.py);
+    # Test knob: check every REST answer against its route's declared contract (app/web/contract.py);
     # one that breaks it becomes a 500 saying why. Off in production (it re-reads each body).
     check_responses: bool = False
-    # Presence (app/presence.py): a connection not refreshed for this long is gone (a killed
+    # Presence (app/presence/store.py): a connection not refreshed for this long is gone (a killed
     # server's users vanish after it); the refresh runs every third of it.
     presence_ttl_s: float = 45.0
     # A user's last connection lingers this long after closing, so a reload does not flap.
@@ -160,7 +160,7 @@ class Settings:
     # Roles the development login may hand out (PARLEY_DEV_ROLES, comma-separated): none by
     # default, so `POST /api/dev/login {"roles": ["admin"]}` is refused unless allowed here.
     dev_roles: frozenset[str] = frozenset()
-    # Common ground (app/common_ground.py, docs/COMMON_GROUND.md). A proposition is judged only
+    # Common ground (app/analysis/rules.py, docs/COMMON_GROUND.md). A proposition is judged only
     # once this many participants agreed or disagreed with it (passes do not count).
     cg_min_participants: int = 3
     # Agreement (agree / (agree + disagree)) at or above this: common ground.
@@ -168,7 +168,7 @@ class Settings:
     # Agreement within [low, high]: divisive (the room is split).
     cg_divisive_low: float = 0.35
     cg_divisive_high: float = 0.65
-    # Debounce (app/analysis_worker.py): a recomputation starts this long after the first
+    # Debounce (app/analysis/worker.py): a recomputation starts this long after the first
     # stance of a burst, and at least `cg_min_interval_ms` after the previous one started.
     cg_debounce_ms: int = 200
     cg_min_interval_ms: int = 1000
@@ -178,7 +178,7 @@ class Settings:
     cg_compute_delay_ms: int = 0
     # Operations (issue 16). One JSON access-log line per request: on unless development login is.
     access_log: bool = True
-    # Retention (app/retention.py): notifications older than this are deleted; a deleted
+    # Retention (app/domain/retention.py): notifications older than this are deleted; a deleted
     # response's words are erased this long after its deletion; the sweep runs this often.
     notification_retention_days: float = 90.0
     deleted_body_grace_days: float = 30.0

@@ -19,12 +19,12 @@ from hypercorn.config import Config, Sockets
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import migrate
-from .backends import make_event_log, make_presence_store
-from .db import Database
-from .eventlog import EventLog
-from .presence import PresenceStore
-from .settings import Settings, StartupError
+from app.core.backends import make_event_log, make_presence_store
+from app.infra import migrate
+from app.infra.db import Database
+from app.log.eventlog import EventLog
+from app.presence.store import PresenceStore
+from app.settings import Settings, StartupError
 
 # A backing service that has not answered by then is unreachable (a firewalled host would
 # otherwise hold start-up for the OS's minutes-long connect timeout).

@@ -27,8 +27,8 @@ import redis.asyncio as redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.presence import Connection, PresenceTimings  # noqa: E402
-from app.presence_redis import RedisPresenceStore  # noqa: E402
+from app.presence.store import Connection, PresenceTimings  # noqa: E402
+from app.presence.store_redis import RedisPresenceStore  # noqa: E402
 from tests.support import private_redis  # noqa: E402
 
 

@@ -4,7 +4,7 @@ Two ways in:
 - `--mode api` (default): `POST /api/discussions/{id}/responses` over a few keep-alive HTTP
   connections (httpx), as a user would; the send time therefore covers the whole API path
   (auth, validation, the SQLite write, the log append) as well as the fan-out.
-- `--mode redis`: straight into the log with `app.eventlog_redis.RedisEventLog.append` (the
+- `--mode redis`: straight into the log with `app.log.eventlog_redis.RedisEventLog.append` (the
   same Lua script the server uses), for rates the API path on one core cannot reach. The
   server's hub reads it from the firehose like any other event.
 
@@ -61,9 +61,9 @@ async def api_sender(url: str, connections: int) -> tuple[Send, Callable[[], Awa
 
 
 async def redis_sender(redis_url: str, prefix: str) -> tuple[Send, Callable[[], Awaitable[None]]]:
-    from app import topics
-    from app.eventlog_redis import RedisEventLog
-    from app.events import envelope_body
+    from app.log import topics
+    from app.log.eventlog_redis import RedisEventLog
+    from app.log.events import envelope_body
 
     log = RedisEventLog(redis_url, prefix=prefix, retention_s=24 * 3600)
     await log.open()

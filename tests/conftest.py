@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from app import migrate
+from app.infra import migrate
 
 from .support import Server, free_port, private_redis, server_env
 

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from sqlalchemy import event
 
-from app.db import Database
+from app.infra.db import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_JWT_SECRET = "test-secret-" + "x" * 40

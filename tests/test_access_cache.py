@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from app import migrate
-from app.access import ReadAccessCache
 from app.auth import Identity
-from app.db import Database
+from app.domain.access import ReadAccessCache
+from app.domain.models import Discussion, DiscussionMember, User
 from app.errors import NotFound
-from app.models import Discussion, DiscussionMember, User
+from app.infra import migrate
+from app.infra.db import Database
 
 from .support import statements_sent
 

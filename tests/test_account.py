@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.users import DELETED_USER_ID
+from app.domain.users import DELETED_USER_ID
 
 from .support import Server, bearer, sign
 from .test_stream import make_discussion, post

@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis.asyncio as redis
 
-from app import topics
-from app.active_users import REFRESH_S, TTL_MS, RedisActiveUsers
-from app.eventlog_memory import MemoryEventLog
-from app.hub import Hub
-from app.metrics import Metrics
-from app.redis_keys import RedisKeys
+from app.core.active_users import REFRESH_S, TTL_MS, RedisActiveUsers
+from app.core.hub import Hub
+from app.infra.metrics import Metrics
+from app.infra.redis_keys import RedisKeys
+from app.log import topics
+from app.log.eventlog_memory import MemoryEventLog
 
 DEADLINE_S = REFRESH_S * 3 + 2
 

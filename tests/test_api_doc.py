@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from quart import Quart
 
-from app import create_app
-from app.events import EVENT_TYPES
-from app.openapi import build
+from app.api.openapi import build
+from app.log.events import EVENT_TYPES
+from app.main import create_app
 from app.settings import Settings
 
 API_MD = Path(__file__).resolve().parent.parent / "docs" / "API.md"

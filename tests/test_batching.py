@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from app.batching import GroupCommit
+from app.infra.batching import GroupCommit
 
 WAIT_S = 5.0  # bound on every wait below; none is expected to come near it
 

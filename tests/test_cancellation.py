@@ -9,12 +9,12 @@ import asyncio
 
 import pytest
 
-from app.eventlog_memory import MemoryEventLog
-from app.hub import Hub
-from app.metrics import Metrics
-from app.presence import PresenceTimings
-from app.presence_memory import MemoryPresenceStore
-from app.presence_tracker import PresenceTracker
+from app.core.hub import Hub
+from app.core.presence_tracker import PresenceTracker
+from app.infra.metrics import Metrics
+from app.log.eventlog_memory import MemoryEventLog
+from app.presence.store import PresenceTimings
+from app.presence.store_memory import MemoryPresenceStore
 
 
 async def test_the_presence_loop_stops_when_woken_and_cancelled_together() -> None:

@@ -20,8 +20,8 @@ import httpx
 import pytest
 import redis.asyncio as redis
 
-from app.common_ground import Counts, PropositionText, Thresholds, document
-from app.redis_keys import RedisKeys
+from app.analysis.rules import Counts, PropositionText, Thresholds, document
+from app.infra.redis_keys import RedisKeys
 
 from .support import Server, SseEvent, SseReader, bearer, sign
 from .test_notifications import next_of, notification

@@ -17,9 +17,9 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 from sqlmodel import func, select
 
-from app import create_app
-from app.models import Analysis, Broadcast, Proposition, Response, Stance
-from app.services import Services
+from app.core.services import Services
+from app.domain.models import Analysis, Broadcast, Proposition, Response, Stance
+from app.main import create_app
 from app.settings import Settings
 
 from .support import TEST_JWT_SECRET, bearer, sign
@@ -38,7 +38,7 @@ async def app(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Q
         dev_login=True,
         data_dir=tmp_path / ".parley",
         dev_roles=frozenset({"analyzer"}),
-        # Every answer is checked against its route's declared contract (app/contract.py).
+        # Every answer is checked against its route's declared contract (app/web/contract.py).
         check_responses=True,
         # The analysis worker would store versions of its own while these tests count what
         # requests stored: here it waits 10 minutes (tests/test_common_ground.py runs it).

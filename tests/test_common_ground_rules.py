@@ -1,13 +1,13 @@
-"""The pure parts of common ground: the document (app/common_ground.py) and the debounce
-schedule (app/debounce.py), with the time passed in."""
+"""The pure parts of common ground: the document (app/analysis/rules.py) and the debounce
+schedule (app/analysis/debounce.py), with the time passed in."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.common_ground import Counts, PropositionText, Thresholds, document, empty_document
-from app.cursor import Position
-from app.debounce import DebounceSchedule
+from app.analysis.debounce import DebounceSchedule
+from app.analysis.rules import Counts, PropositionText, Thresholds, document, empty_document
+from app.log.cursor import Position
 from app.settings import ConfigError, Settings
 
 P = [

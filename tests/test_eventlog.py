@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from app.cursor import Cursor, InvalidCursor, Position
-from app.eventlog import CursorUnavailable, EventLog, LogGap
-from app.eventlog_memory import MemoryEventLog
-from app.eventlog_redis import RedisEventLog
-from app.events import Event, envelope_body
-from app.redis_keys import RedisKeys
+from app.infra.redis_keys import RedisKeys
+from app.log.cursor import Cursor, InvalidCursor, Position
+from app.log.eventlog import CursorUnavailable, EventLog, LogGap
+from app.log.eventlog_memory import MemoryEventLog
+from app.log.eventlog_redis import RedisEventLog
+from app.log.events import Event, envelope_body
 
 LogFactory = Callable[..., EventLog]
 

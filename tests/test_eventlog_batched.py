@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from app.cursor import Cursor, Position
-from app.eventlog import CursorUnavailable
-from app.eventlog_redis import RedisEventLog
-from app.events import Event
+from app.log.cursor import Cursor, Position
+from app.log.eventlog import CursorUnavailable
+from app.log.eventlog_redis import RedisEventLog
+from app.log.events import Event
 
 from .support import private_redis
 from .test_eventlog import append_all

@@ -7,8 +7,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.cursor import Cursor, InvalidCursor, Position
-from app.events import Event, envelope_body, sse_frame
+from app.log.cursor import Cursor, InvalidCursor, Position
+from app.log.events import Event, envelope_body, sse_frame
 
 epochs = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=32)
 numbers = st.integers(min_value=0, max_value=10**15 - 1)

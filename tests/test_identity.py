@@ -16,7 +16,7 @@ from joserfc.jwk import ECKey, OctKey, RSAKey
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
-from app import create_app
+from app.main import create_app
 from app.settings import Settings
 
 from .support import TEST_JWT_SECRET, bearer, sign

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.migrate import SCHEMA_HEAD
+from app.infra.migrate import SCHEMA_HEAD
 
 from .support import ROOT, free_port, wait_for_port
 
@@ -62,7 +62,7 @@ def test_the_cli_runs_on_runtime_dependencies_alone(venv: Path, tmp_path: Path) 
     python = venv / "bin" / "python"
     assert "serve" in run(venv / "bin" / "parley", "--help", cwd=tmp_path, env=clean_env())
     # What is installed is the package, with its page and migrations inside it ...
-    script = "import app.resources as r; print(r.STATIC_DIR, r.MIGRATIONS_DIR)"
+    script = "import app.infra.resources as r; print(r.STATIC_DIR, r.MIGRATIONS_DIR)"
     where = run(python, "-c", script, cwd=tmp_path, env=clean_env())
     static, migrations = (Path(p) for p in where.split())
     assert venv in static.parents and (static / "index.html").is_file()

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.cursor import Cursor
-from app.eventlog import CursorUnavailable, EventLog
-from app.eventlog_memory import MemoryEventLog
-from app.eventlog_redis import RedisEventLog
+from app.log.cursor import Cursor
+from app.log.eventlog import CursorUnavailable, EventLog
+from app.log.eventlog_memory import MemoryEventLog
+from app.log.eventlog_redis import RedisEventLog
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -1,12 +1,12 @@
-"""Per-key leases (app/lease.py: the analysis worker's per-discussion run lease), against
+"""Per-key leases (app/infra/lease.py: the analysis worker's per-discussion run lease), against
 real Redis; the embedded variant is one process, so its contract is simply "held while held"."""
 
 from __future__ import annotations
 
 import asyncio
 
-from app.lease import MemoryKeyedLease, RedisKeyedLease
-from app.redis_keys import RedisKeys
+from app.infra.lease import MemoryKeyedLease, RedisKeyedLease
+from app.infra.redis_keys import RedisKeys
 
 
 async def test_one_holder_per_key_and_a_stale_holder_learns_it_lost(redis_url: str, redis_prefix: str) -> None:

@@ -1,5 +1,5 @@
 """Metrics that add up across workers: with WEB_CONCURRENCY=2 one scrape, answered by either
-worker, shows what both did (app/metrics.py, multiprocess mode)."""
+worker, shows what both did (app/infra/metrics.py, multiprocess mode)."""
 
 from __future__ import annotations
 

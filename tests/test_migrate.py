@@ -7,7 +7,7 @@ from pathlib import Path
 
 from alembic.script import ScriptDirectory
 
-from app import migrate
+from app.infra import migrate
 
 
 def test_schema_head_is_alembics_head() -> None:

@@ -1,8 +1,8 @@
-"""The fan-out rules (`app.notifications`), pure: no server, no database."""
+"""The fan-out rules (`app.domain.notifications`), pure: no server, no database."""
 
 from __future__ import annotations
 
-from app.notifications import DEFAULT_PREFERENCES, Planned, excerpt, mentioned_names, plan, plan_common_ground
+from app.domain.notifications import DEFAULT_PREFERENCES, Planned, excerpt, mentioned_names, plan, plan_common_ground
 
 
 def test_mentions_are_parsed_like_names_not_like_addresses() -> None:

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app import topics
-from app.eventlog_redis import RedisEventLog
-from app.events import envelope_body
+from app.log import topics
+from app.log.eventlog_redis import RedisEventLog
+from app.log.events import envelope_body
 
 from .push_service import Browser, PushService
 from .support import Server, SseEvent, SseReader, bearer, json_headers, sign

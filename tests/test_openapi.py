@@ -20,12 +20,12 @@ from openapi_spec_validator import validate
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
-from app import create_app
-from app.contract import media_matches
-from app.event_schemas import EVENT_PAYLOADS
-from app.events import EVENT_TYPES
-from app.openapi import build, openapi_path, undocumented
+from app.api.openapi import build, openapi_path, undocumented
+from app.log.events import EVENT_TYPES
+from app.main import create_app
 from app.settings import Settings
+from app.web.contract import media_matches
+from app.web.event_schemas import EVENT_PAYLOADS
 
 from .push_service import Browser
 from .support import TEST_JWT_SECRET, bearer, sign

@@ -39,7 +39,7 @@ async def test_readiness_follows_redis_and_streams_recover(start_server: Callabl
         down = await wait_status(client, "/readyz", 503)
         assert down.json()["checks"]["event_log"] == "unreachable"
         assert (await client.get("/healthz")).status_code == 200
-        # A post is stored with its event in the outbox (app/outbox.py), relayed once the log is back:
+        # A post is stored with its event in the outbox (app/core/outbox.py), relayed once the log is back:
         # not a hang, not a 500, and not a 503 the client would retry.
         r = await client.post(f"/api/discussions/{discussion}/responses", json={"body": "x"}, headers=bearer(alice))
         assert r.status_code == 201, r.text

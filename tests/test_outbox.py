@@ -1,4 +1,4 @@
-"""The transactional outbox (app/outbox.py): a change committed while the event log refuses
+"""The transactional outbox (app/core/outbox.py): a change committed while the event log refuses
 appends still reaches every reader, once, when the log takes appends again.
 
 The fault is real: Redis's ACL takes XADD away from the servers' user (only append.lua uses

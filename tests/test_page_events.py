@@ -12,8 +12,8 @@ import re
 
 import pytest
 
-from app.events import EVENT_TYPES
-from app.notifications import NOTIFICATION_TYPES
+from app.domain.notifications import NOTIFICATION_TYPES
+from app.log.events import EVENT_TYPES
 from app.transports.ws_messages import CONTROL_MESSAGES
 
 from .support import ROOT

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from quart import Quart
 
-from app import create_app
 from app.auth import Identity
+from app.core.services import Services
+from app.core.session import StreamSession
 from app.errors import NotFound
-from app.events import Event
-from app.services import Services
-from app.session import StreamSession
+from app.log.events import Event
+from app.main import create_app
 from app.settings import Settings
 
 from .support import TEST_JWT_SECRET

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
-from app.presence import Connection, PresenceChange, PresenceStore, PresenceTimings
-from app.presence_memory import MemoryPresenceStore
-from app.presence_redis import RedisPresenceStore
-from app.redis_keys import RedisKeys
+from app.infra.redis_keys import RedisKeys
+from app.presence.store import Connection, PresenceChange, PresenceStore, PresenceTimings
+from app.presence.store_memory import MemoryPresenceStore
+from app.presence.store_redis import RedisPresenceStore
 
 TIMINGS = PresenceTimings(ttl_ms=10_000, grace_ms=2_000, typing_ttl_ms=5_000, throttle_ms=500)
 D = "disc"

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.push_target import RefusedTarget, push_client, refusal
+from app.notify.push_target import RefusedTarget, push_client, refusal
 
 from .push_service import Browser, PushService
 from .support import Server, bearer, sign

@@ -1,4 +1,4 @@
-"""The rate limiter contract (app/ratelimit.py), run against both implementations: in memory
+"""The rate limiter contract (app/infra/ratelimit.py), run against both implementations: in memory
 and in a real Redis. Fast: rates of a fraction of a second, no waiting for a calendar minute."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 import redis.asyncio as redis
 
 from app.errors import RateLimited
-from app.ratelimit import Limits, MemoryRateLimiter, Rate, RateLimiter, RedisRateLimiter
-from app.redis_keys import RedisKeys
+from app.infra.ratelimit import Limits, MemoryRateLimiter, Rate, RateLimiter, RedisRateLimiter
+from app.infra.redis_keys import RedisKeys
 
 from .support import free_port
 

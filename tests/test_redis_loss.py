@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from app.cursor import Cursor
-from app.eventlog import CursorUnavailable, LogGap
-from app.eventlog_redis import RedisEventLog
-from app.events import Event, envelope_body
+from app.log.cursor import Cursor
+from app.log.eventlog import CursorUnavailable, LogGap
+from app.log.eventlog_redis import RedisEventLog
+from app.log.events import Event, envelope_body
 
 from .support import RedisServer, Server, bearer, redis_server, sign
 from .test_stream import events, make_discussion, open_stream, post

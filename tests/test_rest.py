@@ -12,7 +12,7 @@ import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
-from app import create_app
+from app.main import create_app
 from app.settings import Settings
 
 from .support import TEST_JWT_SECRET, bearer, sign

@@ -13,9 +13,10 @@ import httpx
 import pytest
 from sqlmodel import col, select
 
-from app import migrate, retention
-from app.db import Database
-from app.models import Notification, Response, User, utcnow
+from app.domain import retention
+from app.domain.models import Notification, Response, User, utcnow
+from app.infra import migrate
+from app.infra.db import Database
 from app.settings import Settings
 
 from .support import Server, bearer, sign

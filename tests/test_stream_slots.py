@@ -1,4 +1,4 @@
-"""The per-user cap on open streams (app/stream_slots.py), in-process: taken when a session is
+"""The per-user cap on open streams (app/core/stream_slots.py), in-process: taken when a session is
 made, kept across a WebSocket `resume`, given back on close or when a session is collected
 without being closed (a Quart body that never started)."""
 
@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from quart import Quart
 
-from app import create_app
 from app.auth import Identity
-from app.services import Services
-from app.session import StreamSession
+from app.core.services import Services
+from app.core.session import StreamSession
+from app.core.stream_slots import TooManyStreams
+from app.main import create_app
 from app.settings import Settings
-from app.stream_slots import TooManyStreams
 
 from .support import TEST_JWT_SECRET
 

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from app import migrate
 from app.auth import Identity
-from app.db import Database
-from app.users import WRITE_BATCH, UserDirectory
+from app.domain.users import WRITE_BATCH, UserDirectory
+from app.infra import migrate
+from app.infra.db import Database
 
 from .support import statements_sent
 

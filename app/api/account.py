@@ -22,10 +22,11 @@ from quart import Blueprint, Response
 from sqlalchemy import delete, update
 from sqlmodel import col, select
 
-from .. import audit
-from ..contract import documented
-from ..events import rfc3339
-from ..models import (
+from app.api.discussions import response_json
+from app.api.notifications import Preferences
+from app.core.services import services
+from app.domain import audit
+from app.domain.models import (
     Discussion,
     DiscussionMember,
     Follow,
@@ -36,15 +37,14 @@ from ..models import (
     Stance,
     User,
 )
-from ..models import Response as StoredResponse
-from ..notifications import notification_json
-from ..notify_worker import preferences_of
-from ..services import services
-from ..users import DELETED_USER_ID, DELETED_USER_NAME
-from ..wire import NotificationOut, ResponseOut, Shape, Timestamp
-from .common import caller
-from .discussions import response_json
-from .notifications import Preferences
+from app.domain.models import Response as StoredResponse
+from app.domain.notifications import notification_json
+from app.domain.users import DELETED_USER_ID, DELETED_USER_NAME
+from app.log.events import rfc3339
+from app.notify.worker import preferences_of
+from app.web.contract import documented
+from app.web.requests import caller
+from app.web.wire import NotificationOut, ResponseOut, Shape, Timestamp
 
 blueprint = Blueprint("account", __name__)
 
@@ -198,5 +198,5 @@ async def delete_account() -> Response:
         await session.commit()
     parley.users.forget(user_id)
     parley.read_access.clear()
-    await audit.record(user_id, "account.delete", f"user:{user_id}")
+    await audit.record(services().db, user_id, "account.delete", f"user:{user_id}")
     return Response(status=204)

@@ -4,7 +4,7 @@
   201 `{"id","text","discussion_id","created_by","created_at"}`; fires `proposition_added`
   (the analysis worker then publishes a new version that lists it).
 - `GET /api/discussions/{id}/propositions`: `{"propositions": [...]}`, oldest first.
-- `GET /api/discussions/{id}/analysis`: the stored document (app/common_ground.py), version 0
+- `GET /api/discussions/{id}/analysis`: the stored document (app/analysis/rules.py), version 0
   with zero counts before the first computation.
 - `POST /api/discussions/{id}/analysis`: role `analyzer`; a document of the same shape, stored
   as the next version and published as `analysis_updated`.
@@ -23,17 +23,18 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .. import analysis_store, topics
-from ..access import readable_discussion
-from ..contract import documented
-from ..errors import Conflict, Forbidden, InvalidField, NotFound, RateLimited
-from ..events import rfc3339
-from ..models import Proposition
-from ..roles import ANALYZER, require_role
-from ..services import services
-from ..wire import AnalysisDocument, PropositionOut, Shape
-from .common import caller, ensure_readable, json_body
-from .discussions import StrictBody
+from app.analysis import store as analysis_store
+from app.api.discussions import StrictBody
+from app.core.services import services
+from app.domain.access import readable_discussion
+from app.domain.models import Proposition
+from app.domain.roles import ANALYZER, require_role
+from app.errors import Conflict, Forbidden, InvalidField, NotFound, RateLimited
+from app.log import topics
+from app.log.events import rfc3339
+from app.web.contract import documented
+from app.web.requests import caller, ensure_readable, json_body
+from app.web.wire import AnalysisDocument, PropositionOut, Shape
 
 blueprint = Blueprint("analysis", __name__)
 
@@ -66,7 +67,7 @@ class PropositionFigures(StrictBody):
 
 
 class ExternalAnalysis(StrictBody):
-    """The document of app/common_ground.py. `version`, `computed_at`, `source` and
+    """The document of app/analysis/rules.py. `version`, `computed_at`, `source` and
     `new_common_ground` are the server's to set: accepted (so a GET body can be echoed) and
     ignored. Unknown fields are refused (a misspelt `common_groud` must not vanish quietly)."""
 

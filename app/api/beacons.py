@@ -3,7 +3,7 @@
 `POST /api/beacons {"beacons": [...]}`: a batch of at most `MAX_BEACONS` entries, each one of a
 fixed set of kinds with bounded numbers (`static/beacons.js` sends them with
 `navigator.sendBeacon`, batched). Every entry becomes a counter or histogram observation in
-`app/metrics.py`; nothing is stored and no label value comes from the client's text, so a
+`app/infra/metrics.py`; nothing is stored and no label value comes from the client's text, so a
 scrape's size cannot grow with what clients send. A batch is all or nothing: one bad entry
 refuses it (422, before any metric moves). Limited per user (`PARLEY_BEACON_LIMIT_PER_MIN`).
 
@@ -23,11 +23,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response
 
-from ..contract import documented
-from ..errors import RateLimited
-from ..metrics import Metrics
-from ..services import services
-from .common import caller, json_body
+from app.core.services import services
+from app.errors import RateLimited
+from app.infra.metrics import Metrics
+from app.web.contract import documented
+from app.web.requests import caller, json_body
 
 blueprint = Blueprint("beacons", __name__)
 

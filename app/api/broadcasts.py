@@ -19,16 +19,17 @@ from pydantic import ConfigDict, Field, StringConstraints
 from quart import Blueprint
 from sqlmodel import col, delete, select
 
-from .. import audit, topics
-from ..contract import documented
-from ..errors import Forbidden
-from ..events import rfc3339
-from ..models import Broadcast, utcnow
-from ..roles import ADMIN, require_role
-from ..services import services
-from ..wire import BroadcastOut, Shape
-from .common import caller, json_body
-from .discussions import StrictBody
+from app.api.discussions import StrictBody
+from app.core.services import services
+from app.domain import audit
+from app.domain.models import Broadcast, utcnow
+from app.domain.roles import ADMIN, require_role
+from app.errors import Forbidden
+from app.log import topics
+from app.log.events import rfc3339
+from app.web.contract import documented
+from app.web.requests import caller, json_body
+from app.web.wire import BroadcastOut, Shape
 
 blueprint = Blueprint("broadcasts", __name__)
 
@@ -92,7 +93,9 @@ async def post_broadcast() -> tuple[dict[str, Any], int]:
         await session.commit()
     body = broadcast_json(broadcast)
     await parley.publish(topics.BROADCAST, "broadcast", discussion_id=None, user=identity.public, payload=body)
-    await audit.record(identity.user_id, "broadcast.send", f"broadcast:{broadcast.id}", {"level": broadcast.level})
+    await audit.record(
+        services().db, identity.user_id, "broadcast.send", f"broadcast:{broadcast.id}", {"level": broadcast.level}
+    )
     return body, 201
 
 

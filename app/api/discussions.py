@@ -15,16 +15,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .. import analysis_store, audit, outbox, topics
-from ..access import readable_discussion
-from ..auth import Identity
-from ..contract import documented
-from ..errors import Conflict, Forbidden, InvalidField, NotFound, RateLimited
-from ..events import rfc3339
-from ..models import Discussion, DiscussionMember, Follow, OutboxEntry, Proposition, Response, User, utcnow
-from ..services import services
-from ..wire import Activity, DiscussionOut, ResponseOut, Shape, Timestamp
-from .common import NumericId, PageSize, caller, json_body, numeric_id, numeric_id_in_path, query_args
+from app.analysis import store as analysis_store
+from app.auth import Identity
+from app.core import outbox
+from app.core.services import services
+from app.domain import audit
+from app.domain.access import readable_discussion
+from app.domain.models import Discussion, DiscussionMember, Follow, OutboxEntry, Proposition, Response, User, utcnow
+from app.errors import Conflict, Forbidden, InvalidField, NotFound, RateLimited
+from app.log import topics
+from app.log.events import rfc3339
+from app.web.contract import documented
+from app.web.requests import NumericId, PageSize, caller, json_body, numeric_id, numeric_id_in_path, query_args
+from app.web.wire import Activity, DiscussionOut, ResponseOut, Shape, Timestamp
 
 blueprint = Blueprint("discussions", __name__)
 log = logging.getLogger(__name__)
@@ -132,7 +135,7 @@ async def _author_name(session: AsyncSession, user_id: str) -> str:
 def _stage_response_event(
     session: AsyncSession, event_type: str, identity: Identity, payload_response: dict[str, Any]
 ) -> OutboxEntry:
-    """The response's event, in the same transaction as the change (app/outbox.py): relay it
+    """The response's event, in the same transaction as the change (app/core/outbox.py): relay it
     after the commit. Committed together, so the event cannot be lost between the two."""
     discussion_id = payload_response["discussion_id"]
     return outbox.stage(
@@ -161,7 +164,9 @@ async def create_discussion() -> tuple[dict[str, Any], int]:
             session.add(DiscussionMember(discussion_id=discussion.id, user_id=member))
         await session.commit()
     if new.members:
-        await audit.record(identity.user_id, "membership.set", f"discussion:{discussion.id}", {"members": new.members})
+        await audit.record(
+            services().db, identity.user_id, "membership.set", f"discussion:{discussion.id}", {"members": new.members}
+        )
     return discussion_json(discussion), 201
 
 
@@ -415,7 +420,11 @@ async def edit_response(response_id: str) -> dict[str, Any]:
         await session.commit()
     await outbox.relay(services(), event)
     await audit.record(
-        identity.user_id, "response.edit", f"response:{body['id']}", {"discussion": body["discussion_id"]}
+        services().db,
+        identity.user_id,
+        "response.edit",
+        f"response:{body['id']}",
+        {"discussion": body["discussion_id"]},
     )
     return body
 
@@ -444,7 +453,9 @@ async def delete_response(response_id: str) -> dict[str, Any]:
         event = _stage_response_event(session, "response_deleted", identity, body)
         await session.commit()
     await outbox.relay(services(), event)
-    await audit.record(identity.user_id, "response.delete", f"response:{body['id']}", _deletion_details(body))
+    await audit.record(
+        services().db, identity.user_id, "response.delete", f"response:{body['id']}", _deletion_details(body)
+    )
     return body
 
 

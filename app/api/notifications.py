@@ -14,18 +14,18 @@ from quart import Blueprint, Response, current_app, send_from_directory
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, delete, select, update
 
-from .. import topics
-from ..contract import documented
-from ..errors import InvalidField, NotFound, Unavailable
-from ..events import rfc3339
-from ..models import Notification, NotificationPreferences, PushSubscription, utcnow
-from ..notifications import DEFAULT_PREFERENCES, notification_json
-from ..notify_worker import preferences_of
-from ..push_target import RefusedTarget, UnresolvableTarget, check_endpoint
-from ..services import services
-from ..webpush import MAX_ENDPOINT_CHARS, InvalidSubscription, PushSender, validate_subscription
-from ..wire import NotificationOut, Shape
-from .common import PageSize, caller, json_body, query_args
+from app.core.services import services
+from app.domain.models import Notification, NotificationPreferences, PushSubscription, utcnow
+from app.domain.notifications import DEFAULT_PREFERENCES, notification_json
+from app.errors import InvalidField, NotFound, Unavailable
+from app.log import topics
+from app.log.events import rfc3339
+from app.notify.push_target import RefusedTarget, UnresolvableTarget, check_endpoint
+from app.notify.webpush import MAX_ENDPOINT_CHARS, InvalidSubscription, PushSender, validate_subscription
+from app.notify.worker import preferences_of
+from app.web.contract import documented
+from app.web.requests import PageSize, caller, json_body, query_args
+from app.web.wire import NotificationOut, Shape
 
 blueprint = Blueprint("notifications", __name__)
 

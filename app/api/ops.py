@@ -9,9 +9,9 @@ from typing import Any, Literal
 from pydantic import Field
 from quart import Blueprint, Response
 
-from ..contract import documented
-from ..services import services
-from ..wire import Shape
+from app.core.services import services
+from app.web.contract import documented
+from app.web.wire import Shape
 
 blueprint = Blueprint("ops", __name__)
 log = logging.getLogger(__name__)

@@ -18,12 +18,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint
 
-from ..contract import documented
-from ..errors import NotFound, RateLimited
-from ..presence import Status
-from ..services import services
-from ..wire import Shape, UserRef
-from .common import caller, ensure_readable, json_body
+from app.core.services import services
+from app.errors import NotFound, RateLimited
+from app.presence.store import Status
+from app.web.contract import documented
+from app.web.requests import caller, ensure_readable, json_body
+from app.web.wire import Shape, UserRef
 
 blueprint = Blueprint("presence", __name__)
 

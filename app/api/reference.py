@@ -1,6 +1,6 @@
 """The API's own description: `GET /openapi.json` and a readable page of it at `GET /docs`.
 
-Both are built once per app from the routes' declarations (`app.openapi`), on first request.
+Both are built once per app from the routes' declarations (`app.api.openapi`), on first request.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from typing import Any
 
 from quart import Blueprint, Response, current_app, jsonify
 
-from ..contract import documented
-from ..http_security import policy_with_inline_style
-from ..openapi import build
-from ..openapi_page import STYLE, render
+from app.api.openapi import build
+from app.api.openapi_page import STYLE, render
+from app.web.contract import documented
+from app.web.http_security import policy_with_inline_style
 
 blueprint = Blueprint("reference", __name__)
 

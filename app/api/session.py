@@ -8,12 +8,12 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from quart import Blueprint, Response, jsonify, request
 
-from ..auth import COOKIE_NAME, Identity, token_from
-from ..contract import documented
-from ..errors import Forbidden, NotFound, Unauthorized
-from ..services import services
-from ..wire import Shape, UserRef
-from .common import caller, json_body
+from app.auth import COOKIE_NAME, Identity, token_from
+from app.core.services import services
+from app.errors import Forbidden, NotFound, Unauthorized
+from app.web.contract import documented
+from app.web.requests import caller, json_body
+from app.web.wire import Shape, UserRef
 
 blueprint = Blueprint("session", __name__)
 

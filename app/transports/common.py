@@ -6,18 +6,18 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from ..api.common import caller, refuse_unstorable
-from ..auth import Identity
-from ..errors import InvalidField, NotFound
-from ..services import Services, services
-from ..session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
-from ..stream_slots import TooManyStreams
+from app.auth import Identity
+from app.core.services import Services, services
+from app.core.session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
+from app.core.stream_slots import TooManyStreams
+from app.errors import InvalidField, NotFound
+from app.web.requests import caller, refuse_unstorable
 
 # A backing service unreachable for now (Redis, the database, a socket): a client should come
 # back later, and every transport must tell it so in a way it acts on (see `sse.retry_later`).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (RedisError, OperationalError, InterfaceError, OSError)
 
-# What opening any stream can answer besides 401 and 422 (`app.contract`).
+# What opening any stream can answer besides 401 and 422 (`app.web.contract`).
 STREAM_ERRORS = (NotFound, TooManyStreams)
 
 

@@ -41,7 +41,7 @@ from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
 
-from ..ratelimit import MemoryRateLimiter, Rate, retry_after_s
+from app.infra.ratelimit import MemoryRateLimiter, Rate, retry_after_s
 
 log = logging.getLogger(__name__)
 

@@ -29,16 +29,16 @@ from urllib.parse import parse_qsl
 
 from werkzeug.http import parse_cookie
 
-from ..api.common import parse_query
-from ..auth import token_from
-from ..errors import ApiError, Unauthorized
-from ..events import Event
-from ..hub import SlowConsumer
-from ..services import Services
-from ..session import StreamSession
-from .common import TRANSIENT_ERRORS, StreamQuery, session_for
-from .lean_http import RequestHead, error_response
-from .sse import HEARTBEAT, PREAMBLE, SSE_HEADERS, retry_later
+from app.auth import token_from
+from app.core.hub import SlowConsumer
+from app.core.services import Services
+from app.core.session import StreamSession
+from app.errors import ApiError, Unauthorized
+from app.log.events import Event
+from app.transports.common import TRANSIENT_ERRORS, StreamQuery, session_for
+from app.transports.lean_http import RequestHead, error_response
+from app.transports.sse import HEARTBEAT, PREAMBLE, SSE_HEADERS, retry_later
+from app.web.requests import parse_query
 
 log = logging.getLogger(__name__)
 

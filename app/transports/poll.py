@@ -16,14 +16,14 @@ import time
 from pydantic import BaseModel, Field
 from quart import Blueprint, Response
 
-from ..api.common import query_args
-from ..contract import documented
-from ..event_schemas import AnyEvent
-from ..events import Event
-from ..hub import SlowConsumer
-from ..session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
-from ..wire import Shape
-from .common import STREAM_ERRORS, authorized_session
+from app.core.hub import SlowConsumer
+from app.core.session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
+from app.log.events import Event
+from app.transports.common import STREAM_ERRORS, authorized_session
+from app.web.contract import documented
+from app.web.event_schemas import AnyEvent
+from app.web.requests import query_args
+from app.web.wire import Shape
 
 blueprint = Blueprint("poll", __name__)
 

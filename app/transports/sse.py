@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator
 
 from quart import Blueprint, Response, request
 
-from ..api.common import query_args
-from ..contract import documented
-from ..hub import SlowConsumer
-from ..services import Services
-from ..session import StreamSession
-from .common import STREAM_ERRORS, TRANSIENT_ERRORS, StreamQuery, authorized_session
+from app.core.hub import SlowConsumer
+from app.core.services import Services
+from app.core.session import StreamSession
+from app.transports.common import STREAM_ERRORS, TRANSIENT_ERRORS, StreamQuery, authorized_session
+from app.web.contract import documented
+from app.web.requests import query_args
 
 blueprint = Blueprint("sse", __name__)
 log = logging.getLogger(__name__)

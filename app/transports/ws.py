@@ -39,19 +39,16 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 from quart import Blueprint, Response, jsonify, websocket
 
-from ..api.common import query_args
-from ..contract import documented
-from ..errors import ApiError, Forbidden, RateLimited
-from ..event_schemas import AnyEvent
-from ..events import Event
-from ..hub import SlowConsumer
-from ..ratelimit import MemoryRateLimiter, Rate
-from ..services import Services, services
-from ..session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
-from ..stream_slots import TooManyStreams
-from ..text import unstorable_text
-from .common import STREAM_ERRORS, TRANSIENT_ERRORS, StreamQuery, authorized_session
-from .ws_messages import (
+from app.core.hub import SlowConsumer
+from app.core.services import Services, services
+from app.core.session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
+from app.core.stream_slots import TooManyStreams
+from app.errors import ApiError, Forbidden, RateLimited
+from app.infra.ratelimit import MemoryRateLimiter, Rate
+from app.log.events import Event
+from app.text import unstorable_text
+from app.transports.common import STREAM_ERRORS, TRANSIENT_ERRORS, StreamQuery, authorized_session
+from app.transports.ws_messages import (
     CLIENT_MESSAGES,
     AnyClientMessage,
     AnyControl,
@@ -71,6 +68,9 @@ from .ws_messages import (
     Unsubscribed,
     UnsubscribeMessage,
 )
+from app.web.contract import documented
+from app.web.event_schemas import AnyEvent
+from app.web.requests import query_args
 
 blueprint = Blueprint("ws", __name__)
 

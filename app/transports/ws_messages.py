@@ -2,7 +2,7 @@
 
 Client -> server messages are validated with these models (`CLIENT_MESSAGES[type]`), and the
 server's control messages are serialized from them, so the OpenAPI description of `/ws`
-(`x-websocket`) is the code's own. Events themselves are envelopes (`app.event_schemas`).
+(`x-websocket`) is the code's own. Events themselves are envelopes (`app.web.event_schemas`).
 Control messages carry no `id`: they never move a cursor.
 """
 
@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from ..presence import Status
+from app.presence.store import Status
 
 DiscussionId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 

@@ -1,0 +1,298 @@
+"""The analysis worker: recomputes a discussion's common ground after stances change, off the
+request path, and publishes it (`analysis_refreshing`, then `analysis_updated`).
+
+Design, and why:
+- *Fed by the event log.* A response carrying stances appends `response_posted`, a new
+  proposition `proposition_added`; this worker reads the log's journal after its checkpoint
+  (as the notification worker does), so a post on any server is seen, once, by one reader.
+- *One reader per cluster.* Every process runs this task; only the holder of the `analysis`
+  lease (`app.infra.lease`, in-process when embedded) reads the journal and schedules runs. The
+  checkpoint it saves never passes a change no finished run has covered (`DebounceSchedule.
+  floor`), so a holder that dies loses nothing: its successor re-reads from there.
+- *Debounced per discussion, single-flight* (`app.analysis.debounce`): a burst of stances costs about
+  one run per `cg_min_interval_ms` plus one final run that sees the last of them, and a
+  discussion is never computed twice at once by this process.
+- *Never two at once across servers*: each run also holds a per-discussion lease
+  (`RedisKeyedLease`, key `lease:analysis-run:<id>`) that expires after `cg_lease_s`. A former
+  holder still finishing a run (it stalled, lost the reader lease, and a new holder took over)
+  keeps its key, and the new holder waits for it. A run is cancelled once `RUN_BUDGET` of
+  `cg_lease_s` has passed (a run that stalled past its lease, by SIGSTOP or a long pause, is
+  cancelled at its next await when it wakes), and it checks that its key is still its own
+  just before storing (`still_held`, which never takes a free key): it publishes nothing
+  after losing its key. The version compare-and-set keeps the stored data right regardless.
+- *From scratch*: each run counts the discussion's stances in one GROUP BY and builds the
+  whole document (`app.analysis.rules`); the result cannot drift from the data.
+- *Stored, then published*: `app.analysis.store.save` gives it the next version; the document
+  is `analysis_updated`'s payload, and the notification worker turns its `new_common_ground`
+  into `common_ground` notifications for followers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.analysis import store as analysis_store
+from app.analysis.debounce import DebounceSchedule
+from app.analysis.rules import Thresholds, document
+from app.cancellation import raise_if_cancelling, stop_if_cancelled
+from app.core.services import Services
+from app.infra.lease import KeyedLease, Lease, MemoryKeyedLease, MemoryLease, RedisKeyedLease, RedisLease
+from app.infra.redis_keys import RedisKeys
+from app.log import topics
+from app.log.cursor import Cursor, InvalidCursor
+from app.log.eventlog import CursorUnavailable
+from app.log.events import Event
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "analysis"
+RUN_LEASE_NAME = "analysis-run"
+BATCH_LIMIT = 500
+READ_WAIT_S = 1.0
+MAX_BACKOFF_S = 5.0
+# Discussions computed at once by the holder.
+CONCURRENCY = 4
+# The holder stops reading the journal while this many discussions wait for a run (each
+# entry is small; this bounds the schedule when the database cannot keep up).
+MAX_PENDING = 10_000
+# A run must finish within this share of the run lease, so the lease never lapses under it.
+RUN_BUDGET = 0.8
+# A run whose discussion's key another process holds is tried again after this.
+BUSY_RETRY_S = 0.25
+_DISCUSSION_PREFIX = topics.discussion("")
+# A response without stances is encoded with `"stances":{}` (response_json): skip it unparsed.
+# (Inside a body the quotes would be escaped, so the text cannot occur there.)
+_NO_STANCES = b'"stances":{}'
+
+
+def discussion_to_analyse(event: Event) -> str | None:
+    """The discussion whose analysis this journal event may change, if any."""
+    if not event.topic.startswith(_DISCUSSION_PREFIX):
+        return None
+    discussion_id = event.topic[len(_DISCUSSION_PREFIX) :]
+    if event.type == "proposition_added":
+        return discussion_id
+    if event.type != "response_posted" or _NO_STANCES in event.envelope:
+        return None
+    stances = (event.as_dict().get("payload") or {}).get("response", {}).get("stances")
+    return discussion_id if stances else None
+
+
+class AnalysisWorker:
+    def __init__(
+        self,
+        parley: Services,
+        lease: Lease,
+        run_lease: KeyedLease,
+        *,
+        thresholds: Thresholds,
+        debounce_s: float,
+        min_interval_s: float,
+        lease_s: float,
+        compute_delay_s: float = 0.0,
+    ) -> None:
+        self._parley = parley
+        self._lease = lease
+        self._run_lease = run_lease
+        self._thresholds = thresholds
+        self._lease_s = lease_s
+        self._compute_delay_s = compute_delay_s
+        self._schedule = DebounceSchedule(debounce_s=debounce_s, min_interval_s=min_interval_s, retry_s=BUSY_RETRY_S)
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._cursor: Cursor | None = None  # where the holder has read the journal to
+
+    async def start_cursor(self) -> None:
+        """Before serving: a cluster's first checkpoint is the head of the log."""
+        await self._lease.initialise(str(await self._parley.log.head()))
+
+    async def run(self) -> None:
+        """Owned by the app; cancelled on shutdown (the lease is then released at once)."""
+        try:
+            async with asyncio.TaskGroup() as runs:
+                runs.create_task(self._read_loop(), name="analysis-reader")
+                await self._dispatch_loop(runs)
+        finally:
+            try:
+                await self._lease.release()
+            except Exception:  # Redis gone at shutdown: the lease simply expires
+                log.warning("analysis worker: could not release the lease")
+            finally:
+                await self._lease.close()
+                await self._run_lease.close()
+
+    # -- reading the journal (holder only) ----------------------------------------------
+
+    async def _read_loop(self) -> None:
+        backoff_s = 0.1
+        while True:
+            raise_if_cancelling()
+            try:
+                if not await self._lease.hold():
+                    if self._cursor is not None:
+                        log.warning("analysis worker: lease lost; the new holder goes on from the checkpoint")
+                        self._cursor = None
+                        self._schedule.clear()
+                    await asyncio.sleep(self._lease_s / 3)
+                    continue
+                if self._cursor is None:
+                    self._cursor = await self._checkpoint()
+                    log.info("analysis worker: this process holds the lease, from %s", self._cursor)
+                if len(self._schedule) >= MAX_PENDING:
+                    await asyncio.sleep(BUSY_RETRY_S)  # let the runs catch up before reading more
+                else:
+                    await self._read_batch(self._cursor)
+                await self._save_checkpoint()
+                backoff_s = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                stop_if_cancelled(error)
+                log.exception("analysis worker: reading failed; retrying in %.1fs", backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+
+    async def _checkpoint(self) -> Cursor:
+        text = await self._lease.checkpoint()
+        if text is not None:
+            try:
+                return Cursor.parse(text)
+            except InvalidCursor:
+                log.warning("analysis worker: unreadable checkpoint %r; starting from the head", text)
+        return await self._parley.log.head()
+
+    async def _read_batch(self, cursor: Cursor) -> None:
+        try:
+            events = await self._parley.log.read_journal(cursor, BATCH_LIMIT, READ_WAIT_S)
+        except CursorUnavailable as unavailable:
+            # Older than the retention window or another epoch: what was there is gone.
+            log.warning("analysis worker: checkpoint %s unusable (%s); skipping to the head", cursor, unavailable)
+            self._cursor = await self._parley.log.head()
+            return
+        before = cursor.position
+        now = time.monotonic()
+        for event in events:
+            discussion_id = discussion_to_analyse(event)
+            if discussion_id is not None:
+                self._schedule.mark(discussion_id, before, now)
+            before = event.position
+        if events:
+            self._cursor = Cursor(cursor.epoch, before)
+            self._wake.set()
+
+    async def _save_checkpoint(self) -> None:
+        if self._cursor is None:
+            return
+        floor = self._schedule.floor()
+        position = self._cursor.position if floor is None else min(floor, self._cursor.position)
+        if not await self._lease.save(str(Cursor(self._cursor.epoch, position))):
+            log.warning("analysis worker: lease lost before saving the checkpoint")
+
+    # -- running recomputations ---------------------------------------------------------
+
+    async def _dispatch_loop(self, runs: asyncio.TaskGroup) -> None:
+        while True:
+            raise_if_cancelling()
+            now = time.monotonic()
+            self._schedule.prune(now)
+            await self._slots.acquire()
+            discussion_id = self._schedule.take_due(now)
+            if discussion_id is not None:
+                runs.create_task(self._run(discussion_id), name=f"analysis-run-{discussion_id}")
+                continue
+            self._slots.release()
+            due = self._schedule.next_due()
+            self._wake.clear()
+            timeout = READ_WAIT_S if due is None else max(0.0, due - now)
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _run(self, discussion_id: str) -> None:
+        ok = False
+        try:
+            if await self._run_lease.acquire(discussion_id):
+                try:
+                    async with asyncio.timeout(self._lease_s * RUN_BUDGET):
+                        ok = await self._recompute(discussion_id)
+                finally:
+                    await self._run_lease.release(discussion_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            stop_if_cancelled(error)
+            log.exception("analysis worker: recomputing %s failed; it will be retried", discussion_id)
+        finally:
+            self._schedule.finished(discussion_id, time.monotonic(), ok=ok)
+            self._slots.release()
+            self._wake.set()
+
+    async def _recompute(self, discussion_id: str) -> bool:
+        """One run: announce, count from scratch, store the next version, publish it."""
+        parley = self._parley
+        started = time.perf_counter()
+        replacing = await analysis_store.current_version(parley.db, discussion_id)
+        topic = topics.discussion(discussion_id)
+        await parley.publish(
+            topic, "analysis_refreshing", discussion_id=discussion_id, user=None, payload={"version": replacing}
+        )
+        if self._compute_delay_s:
+            await asyncio.sleep(self._compute_delay_s)
+
+        async def build(session: AsyncSession, previous: dict[str, Any] | None) -> dict[str, Any]:
+            participants, counts = await analysis_store.tally(session, discussion_id)
+            return document(
+                version=0,  # `save` sets version and computed_at
+                computed_at=None,
+                source="computed",
+                participants=participants,
+                propositions=await analysis_store.propositions_of(session, discussion_id),
+                counts=counts,
+                thresholds=self._thresholds,
+                previous_common_ground=(previous or {}).get("common_ground", []),
+            )
+
+        # Still ours? (A run that stalled past its lease must not publish beside its successor.)
+        if not await self._run_lease.still_held(discussion_id):
+            log.warning("analysis worker: lost the run lease of %s; not publishing", discussion_id)
+            return False
+        stored = await analysis_store.save(parley.db, discussion_id, "computed", build)
+        await parley.publish(topic, "analysis_updated", discussion_id=discussion_id, user=None, payload=stored)
+        parley.metrics.analysis_runs.inc()
+        parley.metrics.analysis_seconds.observe(time.perf_counter() - started)
+        return True
+
+
+async def start_analysis(parley: Services, spawn: Callable[[Coroutine[Any, Any, None], str], None]) -> None:
+    """Build the analysis worker for `create_app` and hand its task to `spawn`."""
+    settings = parley.settings
+    lease: Lease
+    run_lease: KeyedLease
+    if settings.redis_url is None:
+        lease, run_lease = MemoryLease(), MemoryKeyedLease()
+    else:
+        keys = RedisKeys(settings.redis_prefix)
+        lease = RedisLease(
+            settings.redis_url, keys, LEASE_NAME, lease_s=settings.cg_lease_s, checkpoint_ttl_s=settings.retention_s
+        )
+        run_lease = RedisKeyedLease(settings.redis_url, keys, RUN_LEASE_NAME, lease_s=settings.cg_lease_s)
+    worker = AnalysisWorker(
+        parley,
+        lease,
+        run_lease,
+        thresholds=Thresholds.from_settings(settings),
+        debounce_s=settings.cg_debounce_ms / 1000,
+        min_interval_s=settings.cg_min_interval_ms / 1000,
+        lease_s=settings.cg_lease_s,
+        compute_delay_s=settings.cg_compute_delay_ms / 1000,
+    )
+    await worker.start_cursor()
+    spawn(worker.run(), "analysis-worker")

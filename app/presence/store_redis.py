@@ -1,0 +1,167 @@
+"""Presence on Redis, shared by every process and server (contract: `app.presence.store`).
+
+Layout (keys from `app.infra.redis_keys`): per discussion a sorted set of connections scored by their
+expiry, a hash of who each connection is and its status, a hash of per-user counts, and a sorted
+set + hash for typing. `lua/presence.lua` performs every change atomically and decides the
+events it causes, so of several processes racing (two sweeps of the same expired entry), exactly
+one emits. Each write PEXPIREs the discussion's keys past the newest entry's expiry: a server that
+dies leaves entries that the next sweep (or read) removes, and keys that vanish on their own.
+Times come from Redis `TIME` unless a test passes `now_ms`: one clock for all servers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as redis
+
+from app.infra.redis_keys import RedisKeys
+from app.infra.redis_options import resilient
+from app.presence.store import (
+    MAX_CONNECTIONS_PER_DISCUSSION,
+    SWEEP_BATCH,
+    Connection,
+    Participant,
+    PresenceChange,
+    PresenceTimings,
+    Snapshot,
+    Status,
+)
+
+_PRESENCE_LUA = resources.files("app").joinpath("lua/presence.lua").read_text()
+POOL_SIZE = 20
+POOL_WAIT_S = 10.0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _changes(flat: list[Any]) -> list[PresenceChange]:
+    items = [_text(v) for v in flat]
+    return [PresenceChange(items[i], items[i + 1], items[i + 2], items[i + 3] or None) for i in range(0, len(items), 4)]
+
+
+class RedisPresenceStore:
+    def __init__(self, url: str, *, prefix: str, timings: PresenceTimings) -> None:
+        self.timings = timings
+        self._keys = RedisKeys(prefix)
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S, **resilient())
+        self._client: redis.Redis = redis.Redis(connection_pool=pool)
+        self._script = self._client.register_script(_PRESENCE_LUA)
+        t = timings
+        # Keys outlive their newest entry, whichever kind it is.
+        self._key_ttl_ms = 2 * max(t.ttl_ms, t.typing_ttl_ms) + t.grace_ms + t.throttle_ms
+
+    async def open(self) -> None:
+        await self._client.ping()
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _run(
+        self,
+        op: str,
+        discussion_id: str,
+        args: Sequence[str | int],
+        now_ms: int | None,
+        extra_keys: Sequence[str] = (),
+        grace_ms: int | None = None,
+        pipe: redis.client.Pipeline | None = None,
+    ) -> Any:
+        """Run one op of presence.lua on one discussion (queued on `pipe` if given)."""
+        t = self.timings
+        return await self._script(
+            keys=[*self._keys.presence(discussion_id), *extra_keys],
+            args=[
+                op,
+                "" if now_ms is None else now_ms,
+                t.ttl_ms,
+                t.grace_ms if grace_ms is None else grace_ms,
+                t.typing_ttl_ms,
+                t.throttle_ms,
+                self._key_ttl_ms,
+                MAX_CONNECTIONS_PER_DISCUSSION,
+                *args,
+            ],
+            client=pipe,
+        )
+
+    async def touch(
+        self, discussion_id: str, connections: Sequence[Connection], *, now_ms: int | None = None
+    ) -> list[PresenceChange]:
+        if not connections:
+            return []
+        args: list[str | int] = [discussion_id]
+        for c in connections:
+            args += [c.conn_id, c.user_id, c.name, c.status]
+        index_keys = [self._keys.presence_user(c.user_id) for c in connections]
+        return _changes(await self._run("touch", discussion_id, args, now_ms, index_keys))
+
+    async def leave(self, discussion_id: str, conn_id: str, *, now_ms: int | None = None) -> list[PresenceChange]:
+        return await self.leave_many(discussion_id, [conn_id], now_ms=now_ms)
+
+    async def leave_many(
+        self, discussion_id: str, conn_ids: Sequence[str], *, now_ms: int | None = None, grace_ms: int | None = None
+    ) -> list[PresenceChange]:
+        if not conn_ids:
+            return []
+        return _changes(await self._run("leave", discussion_id, list(conn_ids), now_ms, grace_ms=grace_ms))
+
+    async def set_status(
+        self, discussion_id: str, user_id: str, status: Status, *, conn_id: str | None = None, now_ms: int | None = None
+    ) -> list[PresenceChange]:
+        return _changes(await self._run("status", discussion_id, [user_id, status, conn_id or ""], now_ms))
+
+    async def user_discussions(self, user_id: str, *, now_ms: int | None = None) -> list[str]:
+        if now_ms is None:
+            seconds, micros = await self._client.time()
+            now_ms = seconds * 1000 + micros // 1000
+        found: list[bytes] = await self._client.zrangebyscore(  # type: ignore[assignment]
+            self._keys.presence_user(user_id), f"({now_ms}", "+inf"
+        )
+        return [_text(d) for d in found]
+
+    async def typing(
+        self, discussion_id: str, user_id: str, name: str, typing: bool, *, now_ms: int | None = None
+    ) -> list[PresenceChange]:
+        return _changes(await self._run("typing", discussion_id, [user_id, name, "1" if typing else "0"], now_ms))
+
+    async def stop_typing(self, discussion_id: str, user_id: str, *, now_ms: int | None = None) -> list[PresenceChange]:
+        return _changes(await self._run("stop_typing", discussion_id, [user_id], now_ms))
+
+    async def sweep(self, discussion_id: str, *, now_ms: int | None = None) -> list[PresenceChange]:
+        return _changes(await self._run("sweep", discussion_id, [SWEEP_BATCH], now_ms))
+
+    async def sweep_many(
+        self, discussion_ids: Sequence[str], *, now_ms: int | None = None
+    ) -> dict[str, list[PresenceChange]]:
+        if not discussion_ids:
+            return {}
+        async with self._client.pipeline(transaction=False) as pipe:
+            for discussion_id in discussion_ids:
+                await self._run("sweep", discussion_id, [SWEEP_BATCH], now_ms, pipe=pipe)
+            results = await pipe.execute()
+        return {d: _changes(result) for d, result in zip(discussion_ids, results, strict=True)}
+
+    async def snapshot(self, discussion_id: str, *, now_ms: int | None = None) -> Snapshot:
+        people, typers = await self._run("snapshot", discussion_id, [], now_ms)
+        p = [_text(v) for v in people]
+        t = [_text(v) for v in typers]
+        participants = [Participant(p[i], p[i + 1], p[i + 2]) for i in range(0, len(p), 3)]
+        typing = [(t[i], t[i + 1]) for i in range(0, len(t), 2)]
+        participants.sort(key=lambda x: (x.name, x.user_id))
+        typing.sort(key=lambda x: (x[1], x[0]))
+        return Snapshot(participants, typing)
+
+    async def mark_active(self, user_id: str, *, now_ms: int | None = None) -> None:
+        if now_ms is None:
+            seconds, micros = await self._client.time()
+            now_ms = seconds * 1000 + micros // 1000
+        await self._client.set(self._keys.presence_active(user_id), now_ms, px=self.timings.idle_ms)
+
+    async def last_active_ms(self, user_id: str) -> int | None:
+        value = await self._client.get(self._keys.presence_active(user_id))
+        return None if value is None else int(value)
