@@ -1,19 +1,20 @@
-"""Is a user connected anywhere right now? Decides in-app only versus Web Push (FR-009).
+"""Is a user active anywhere right now? Decides in-app only versus Web Push too (FR-009).
 
-Presence (online/away) is being built separately; until it lands, "active" means "holds at
-least one stream connection" (any transport), which is what the hub of each process knows
-for its own connections. `ActiveUsers` is the tiny protocol the notification worker needs;
-the presence work can replace these implementations with one that also counts "away".
+A user is active while they hold at least one stream connection (any transport, any process)
+whose presence status is `online`. A user whose every connection is `away` (every tab hidden,
+on every device) is inactive, so a notification reaches them as a push as well as in-app.
+Each process knows its own connections' statuses (`LocalActivity`, the presence tracker);
+`ActiveUsers` is the tiny protocol the notification worker needs.
 
-- `LocalActiveUsers`: the embedded default, one process: ask the hub.
-- `RedisActiveUsers`: every process keeps one expiring Redis set of the users connected to it,
+- `LocalActiveUsers`: the embedded default, one process: ask the tracker.
+- `RedisActiveUsers`: every process keeps one expiring Redis set of the users active on it,
   sending only the changes every `REFRESH_S` (one round trip, however many users: at 20,000
   connections a key per user cost a command per user every refresh), and lists itself in a
-  sorted set of live processes. It answers from its own hub first, then asks every live
+  sorted set of live processes. It answers from its own process first, then asks every live
   process's set. Conservative in both directions by at most `REFRESH_S`..`TTL_MS`: a user who
-  just left still counts as active for a few seconds (no push for that short while; the
-  notification is in-app and in the REST list), and a user who just connected to another
-  process may get one push as well.
+  just left or went away still counts as active for a few seconds (no push for that short
+  while; the notification is in-app and in the REST list), and a user who just connected to, or
+  came back on, another process may get one push as well.
 """
 
 from __future__ import annotations
@@ -28,16 +29,21 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from app.cancellation import raise_if_cancelling, stop_if_cancelled
-from app.core.hub import Hub
 from app.infra.redis_keys import RedisKeys
 from app.infra.redis_options import resilient
-from app.log import topics
 
 log = logging.getLogger(__name__)
 
 REFRESH_S = 2.0
 TTL_MS = 6_000
-_USER_TOPIC_PREFIX = topics.user("")
+
+
+class LocalActivity(Protocol):
+    """This process's connections (app/core/presence_tracker.py: `PresenceTracker`)."""
+
+    def online_users(self) -> set[str]: ...
+
+    def is_online_here(self, user_id: str) -> bool: ...
 
 
 class ActiveUsers(Protocol):
@@ -47,26 +53,26 @@ class ActiveUsers(Protocol):
 
 
 class LocalActiveUsers:
-    def __init__(self, hub: Hub) -> None:
-        self._hub = hub
+    def __init__(self, local: LocalActivity) -> None:
+        self._local = local
 
     async def is_user_active(self, user_id: str) -> bool:
-        return self._hub.has_subscribers(topics.user(user_id))
+        return self._local.is_online_here(user_id)
 
     async def run(self) -> None:
         return None
 
 
 class RedisActiveUsers:
-    def __init__(self, hub: Hub, url: str, keys: RedisKeys) -> None:
-        self._hub = hub
+    def __init__(self, local: LocalActivity, url: str, keys: RedisKeys) -> None:
+        self._local = local
         self._client: redis.Redis = redis.Redis.from_url(url, **resilient())
         self._keys = keys
         self._process_id = secrets.token_hex(6)
         self._written: set[str] = set()  # what our set in Redis holds, as far as we know
 
     async def is_user_active(self, user_id: str) -> bool:
-        if self._hub.has_subscribers(topics.user(user_id)):
+        if self._local.is_online_here(user_id):
             return True
         try:
             seconds, micros = await self._client.time()
@@ -81,13 +87,10 @@ class RedisActiveUsers:
         except RedisError:
             return False  # unknown: prefer sending a push over losing one
 
-    def _local_users(self) -> set[str]:
-        return {t[len(_USER_TOPIC_PREFIX) :] for t in self._hub.subscribed_topics() if t.startswith(_USER_TOPIC_PREFIX)}
-
     async def _refresh(self) -> None:
         """Send only what changed since the last refresh, then extend the set's life: one
         round trip per refresh however many users this process holds."""
-        users = self._local_users()
+        users = self._local.online_users()
         key = self._keys.active_users(self._process_id)
         joined, left = users - self._written, self._written - users
         seconds, micros = await self._client.time()

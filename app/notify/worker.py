@@ -556,10 +556,10 @@ async def start_notifications(
     active: ActiveUsers
     lease: Lease
     if settings.redis_url is None:
-        active, lease = LocalActiveUsers(parley.hub), MemoryLease()
+        active, lease = LocalActiveUsers(parley.presence), MemoryLease()
     else:
         keys = RedisKeys(settings.redis_prefix)
-        active = RedisActiveUsers(parley.hub, settings.redis_url, keys)
+        active = RedisActiveUsers(parley.presence, settings.redis_url, keys)
         lease = RedisLease(
             settings.redis_url, keys, LEASE_NAME, lease_s=settings.notify_lease_s, checkpoint_ttl_s=settings.retention_s
         )
