@@ -11,6 +11,7 @@ import { FollowedList } from "/static/followed.js";
 import { Notifications } from "/static/notifications.js";
 import { Outbox, ParleyClient, STATE } from "/static/parley.js";
 import { ActivitySignals, PresenceView, TypingSignals } from "/static/presence.js";
+import { TabPresence } from "/static/tab_presence.js";
 
 const RENDER_EVERY_MS = 500; // FR-005: bursts coalesce into one render per half second
 const BURST_THRESHOLD = 25; // more new responses than this while reading: a banner, not a flood
@@ -718,12 +719,10 @@ function connect(discussionId, cursor) {
     }
   });
   // Visible or hidden, and any interaction: presence status (and no idle closing while active).
-  new ActivitySignals({
-    send: (status) => {
-      if (client.isLeader && client.transport?.name === "ws") client.send({ type: "presence", status });
-      else api("/api/presence", { method: "PUT", body: JSON.stringify({ status }) }).catch(() => null);
-    },
-  }).start();
+  // The leader tab sends one status for all tabs: away only when every tab is (FR-009).
+  const tabPresence = new TabPresence(client);
+  tabPresence.start();
+  new ActivitySignals({ send: (status, force) => tabPresence.set(status, force) }).start();
   $("#refresh").addEventListener("click", () => location.reload());
   showStatus(client.status);
   client.start();

@@ -548,8 +548,7 @@ export class ParleyClient extends EventTarget {
   onVisibility() {
     if (!this.isLeader) return;
     this.transport?.pause?.(document.hidden);
-    // This connection's presence: away while hidden (the server aggregates a user's tabs and devices).
-    this.transport?.send({ type: "presence", status: document.hidden ? "away" : "online" });
+    // Presence (away while hidden) is the page's, for all its tabs at once: static/tab_presence.js.
     // Back in view: catch up whatever a throttled background tab may have missed. (A dead
     // connection has already scheduled its own retry; nothing else to do here.)
     if (!document.hidden && this.transport?.name === "ws" && this.cursor) {

@@ -22,8 +22,10 @@ import pytest
 from playwright.async_api import Browser, Page, Route, expect
 from playwright.async_api import Error as PlaywrightError
 
+from .push_service import PushService
 from .support import Server, bearer
 from .test_browser import WAIT_MS, as_user, make_discussion, open_discussion, post, response, signed_in, stored_bodies
+from .test_push_when_away import push_state
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -57,11 +59,15 @@ async def order(page: Page) -> list[str]:
     return list(await page.locator("#discussions li").evaluate_all("items => items.map((li) => li.dataset.id)"))
 
 
-async def until(read: Callable[[], Awaitable[T]], wanted: T, timeout_s: float = WAIT_MS / 1000) -> T:
-    """What `read` returns once it equals `wanted`, or its last value after `timeout_s`."""
+async def until(
+    read: Callable[[], Awaitable[T]], wanted: T, timeout_s: float = WAIT_MS / 1000, *, changed_from: T | None = None
+) -> T:
+    """What `read` returns once it equals `wanted` (or, with `changed_from`, once it differs
+    from that); raises TimeoutError after `timeout_s`."""
+    done = (lambda v: v != changed_from) if changed_from is not None else (lambda v: v == wanted)
     value = await read()
     async with asyncio.timeout(timeout_s):
-        while value != wanted:
+        while not done(value):
             await asyncio.sleep(0.05)
             value = await read()
     return value
@@ -198,3 +204,80 @@ async def test_a_post_whose_answer_was_lost_is_sent_again_after_a_reload_and_sto
     await expect(response(page, "Said once")).to_have_count(1)
     assert await stored_bodies(server, discussion) == ["Said once"]
     assert await page.evaluate(OUTBOX_KEYS) == []
+
+
+# --- FR-009: every tab hidden means a push --------------------------------------------------
+
+# Headless Chromium reports every page as visible, whatever is done to its window (minimizing it
+# through the DevTools protocol changes nothing), so a tab is hidden the way the browser tells
+# the page: `document.visibilityState` says "hidden" and `visibilitychange` fires.
+HIDE = """(hidden) => {
+  Object.defineProperty(document, "visibilityState", { configurable: true, get: () => hidden ? "hidden" : "visible" });
+  Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+async def presence_of(server: Server, discussion: str, user_id: str) -> str | None:
+    async with httpx.AsyncClient() as client:
+        r = await client.get(f"{server.url}/api/discussions/{discussion}/presence", headers=bearer(as_user("Host")))
+    return next((p["status"] for p in r.json()["participants"] if p["id"] == user_id), None)
+
+
+async def test_a_push_reaches_the_user_when_every_tab_is_hidden(
+    browser: Browser, start_server: Callable[..., Server]
+) -> None:
+    server = start_server(PARLEY_HEARTBEAT_S="2", PARLEY_PUSH_ALLOW_INSECURE="1")
+    discussion = await make_discussion(server, "Bike lanes")
+    with PushService() as push_service:
+        laptop = push_service.browser("alice-laptop")
+        async with httpx.AsyncClient() as client:
+            r = await client.post(
+                server.url + "/api/push/subscriptions", json=laptop.subscription, headers=bearer(as_user("Alice"))
+            )
+        assert r.status_code == 201, r.text
+        context = await signed_in(browser, server, "Alice")
+        tabs = [await open_discussion(context, discussion) for _ in range(2)]
+        await expect(tabs[0].locator("#status")).to_have_attribute("data-transport", "ws", timeout=WAIT_MS)
+
+        async def mention(text: str) -> str:
+            """Bob mentions Alice; the id of her notification, once it is stored."""
+            before = await notification_ids(server)
+            await post(server, discussion, "Bob", f"@Alice {text}")
+            return (await until(lambda: notification_ids(server), None, changed_from=before))[0]
+
+        assert await until(lambda: presence_of(server, discussion, "dev-alice"), "online") == "online"
+        assert push_state(server, await mention("both tabs in view")) == "none"
+
+        # One tab hidden, the other in view: still online (the leader speaks for both tabs).
+        await tabs[1].evaluate(HIDE, True)
+        await tabs[1].wait_for_timeout(1000)  # room for a wrong "away" to arrive, if there were one
+        assert await presence_of(server, discussion, "dev-alice") == "online"
+        assert push_state(server, await mention("one tab hidden")) == "none"
+
+        # Every tab hidden: away everywhere, so the mention goes out as a push too.
+        await tabs[0].evaluate(HIDE, True)
+        assert await until(lambda: presence_of(server, discussion, "dev-alice"), "away") == "away"
+        away = await mention("every tab hidden")
+        assert push_state(server, away) != "none"
+        async with asyncio.timeout(WAIT_MS / 1000):
+            while not (push_service.received_by("alice-laptop") or push_service.errors):
+                await asyncio.sleep(0.05)
+        assert push_service.errors == []
+        [push] = push_service.received_by("alice-laptop")
+        assert push.payload["notification"]["id"] == away
+        # The notification is in-app as well, in both tabs.
+        for tab in tabs:
+            await expect(tab.locator("#bell-count")).to_have_text("3", timeout=WAIT_MS)
+
+        # A tab back in view: in-app only again.
+        await tabs[1].evaluate(HIDE, False)
+        assert await until(lambda: presence_of(server, discussion, "dev-alice"), "online") == "online"
+        assert push_state(server, await mention("back")) == "none"
+        assert len(push_service.received_by("alice-laptop")) == 1
+
+
+async def notification_ids(server: Server) -> list[str]:
+    async with httpx.AsyncClient() as client:
+        r = await client.get(server.url + "/api/notifications", headers=bearer(as_user("Alice")))
+    return [n["id"] for n in r.json()]
