@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -281,3 +282,111 @@ async def notification_ids(server: Server) -> list[str]:
     async with httpx.AsyncClient() as client:
         r = await client.get(server.url + "/api/notifications", headers=bearer(as_user("Alice")))
     return [n["id"] for n in r.json()]
+
+
+# --- FR-034, FR-004, FR-005 ----------------------------------------------------------------
+
+
+async def test_away_and_back_are_visible_to_others(browser: Browser, server: Server) -> None:
+    """FR-034: the other participants see when someone's page goes to the background and back,
+    and when they leave."""
+    discussion = await make_discussion(server)
+    alice = await open_discussion(await signed_in(browser, server, "Alice"), discussion)
+    bob = await open_discussion(await signed_in(browser, server, "Bob"), discussion)
+    face = bob.locator("#online .avatar[title^='Alice']")
+    await expect(face).to_have_attribute("title", "Alice (online)", timeout=WAIT_MS)
+    await expect(face).not_to_have_class(re.compile(r"\baway\b"))
+
+    await alice.evaluate(HIDE, True)
+    await expect(face).to_have_attribute("title", "Alice (away)", timeout=WAIT_MS)
+    await expect(face).to_have_class(re.compile(r"\baway\b"))
+    await alice.evaluate(HIDE, False)
+    await expect(face).to_have_attribute("title", "Alice (online)", timeout=WAIT_MS)
+
+    await alice.close()
+    await expect(face).to_have_count(0, timeout=WAIT_MS)  # after the leave grace period
+
+
+WATCH_ARRIVALS = """() => {
+  // Which responses start the arrival animation (FR-004), and every DOM mutation batch of the
+  // thread: a MutationObserver callback runs once per task that changed it, so each render is one.
+  window.animated = [];
+  document.querySelector("#thread").addEventListener("animationstart", (event) => {
+    const item = event.target.closest(".response");
+    if (item) window.animated.push({ text: item.querySelector(".body").textContent, name: event.animationName });
+  });
+  window.batches = [];
+  new MutationObserver((changes) => {
+    const added = changes.flatMap((change) => [...change.addedNodes]).filter((node) => node.matches?.(".response"));
+    if (added.length) window.batches.push({ at: performance.now(), added: added.length });
+  }).observe(document.querySelector("#thread"), { childList: true });
+}"""
+
+
+COUNT_RESPONSE_MESSAGES = """
+  // Counts the WebSocket messages that carry a response_posted event (each is one task).
+  window.responseMessages = 0;
+  window.WebSocket = class extends WebSocket {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (message) => {
+        if (String(message.data).includes('"type":"response_posted"')) window.responseMessages += 1;
+      });
+    }
+  };
+"""
+
+
+async def test_a_new_response_arrives_with_the_arrival_animation(browser: Browser, server: Server) -> None:
+    """FR-004: a response arriving live animates in (class `is-new`, animation `arrive`);
+    responses loaded with the page do not."""
+    discussion = await make_discussion(server)
+    await post(server, discussion, "Bob", "Already here")
+    page = await open_discussion(await signed_in(browser, server, "Alice"), discussion)
+    await page.evaluate(WATCH_ARRIVALS)
+    await expect(page.locator("#thread .response.is-new")).to_have_count(0)
+
+    await post(server, discussion, "Bob", "Just arrived")
+    arrived = page.locator("#thread .response", has_text="Just arrived")
+    await expect(arrived).to_have_class(re.compile(r"\bis-new\b"), timeout=WAIT_MS)
+    # The class goes when the animation ends, so a re-render never replays it.
+    await expect(arrived).not_to_have_class(re.compile(r"\bis-new\b"), timeout=WAIT_MS)
+    animated = await page.evaluate("window.animated")
+    assert {"text": "Just arrived", "name": "arrive"} in animated
+    assert all(entry["text"] != "Already here" for entry in animated)
+
+
+async def test_a_burst_is_rendered_in_batches_at_most_every_500_ms(browser: Browser, server: Server) -> None:
+    """FR-005: events arriving close together are rendered together, at most one render per
+    500 ms: 20 responses posted at once reach the page as 20 events (20 tasks) but change the
+    thread in a few batches, each at least 500 ms after the one before."""
+    discussion = await make_discussion(server)
+    context = await signed_in(browser, server, "Alice")
+    await context.add_init_script(COUNT_RESPONSE_MESSAGES)
+    page = await open_discussion(context, discussion)
+    await expect(page.locator("#status")).to_have_attribute("data-transport", "ws", timeout=WAIT_MS)
+    await page.evaluate(WATCH_ARRIVALS)
+    burst = [f"Burst {i}" for i in range(20)]
+    async with httpx.AsyncClient() as client:
+        await asyncio.gather(
+            *(
+                client.post(
+                    f"{server.url}/api/discussions/{discussion}/responses",
+                    json={"body": body},
+                    headers=bearer(as_user("Bob")),
+                )
+                for body in burst
+            )
+        )
+    await expect(page.locator("#thread .response")).to_have_count(20, timeout=WAIT_MS)
+    batches = await page.evaluate("window.batches")
+    # 20 messages, each its own task: rendered as they came, that would be about 20 batches.
+    assert await page.evaluate("window.responseMessages") == 20
+    assert sum(batch["added"] for batch in batches) == 20
+    assert len(batches) < 20, batches
+    # Renders start at least 500 ms apart; the observer sees each one when it ends, so the gaps
+    # it measures may be shorter by a render's length (tens of ms). Rendering event by event
+    # would give gaps of a few ms; 300 ms leaves room for a slow machine.
+    gaps = [later["at"] - earlier["at"] for earlier, later in itertools.pairwise(batches)]
+    assert all(gap >= 300 for gap in gaps), gaps
+    assert await page.locator("#thread .response .body").all_inner_texts() == await stored_bodies(server, discussion)
