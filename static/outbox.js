@@ -15,11 +15,13 @@
 // Other users' posts on a shared browser are never sent as this user (the key names the user).
 //
 // States: "sending" (queued or in flight), "sent", "failed" (after `failAfterMs` without success,
-// or refused by the server; "Retry" is the writer's decision). Two tabs of one user may both
-// restore a post and both send it: the server's dedupe by `client_id` stores it once.
+// kept for the writer's "Retry"; or refused by the server, then not kept past this page). Two
+// tabs of one user may both restore a post and both send it: the server's dedupe by `client_id`
+// stores it once.
 
 const PREFIX = "parley.outbox.";
 const MAX_STORED = 100; // per user; beyond, a post still goes out but would not survive a reload
+const MAX_AGE_MS = 7 * 24 * 3600_000; // a post unsent for a week is dropped, not sent that late
 
 export class Outbox extends EventTarget {
   constructor({ baseUrl = "", failAfterMs = 30000, retryEveryMs = 3000, storage = globalThis.localStorage } = {}) {
@@ -110,7 +112,7 @@ export class Outbox extends EventTarget {
       const body = await response.json().catch(() => ({}));
       item.state = "failed";
       item.error = body?.error?.message || `Refused (${response.status})`;
-      this.save(item);
+      this.forget(item); // refused, not lost: sending it again after a reload would fail again
       this.changed(item.clientId);
     }
   }
@@ -126,14 +128,19 @@ export class Outbox extends EventTarget {
     if (!this.storage) return [];
     const mine = `${PREFIX}${encodeURIComponent(this.owner ?? "")}.`;
     const items = [];
+    const stale = [];
     for (let i = 0; i < this.storage.length; i++) {
       const key = this.storage.key(i);
       if (!key?.startsWith(mine)) continue;
-      try {
-        const item = JSON.parse(this.storage.getItem(key));
-        if (item && typeof item.clientId === "string" && typeof item.body === "string") items.push(item);
-      } catch { /* a corrupt entry: ignored */ }
+      let item = null;
+      try { item = JSON.parse(this.storage.getItem(key)); } catch { /* corrupt: dropped below */ }
+      if (item && typeof item.clientId === "string" && typeof item.body === "string" && Date.now() - item.since < MAX_AGE_MS) {
+        items.push(item);
+      } else {
+        stale.push(key);
+      }
     }
+    for (const key of stale) this.storage.removeItem(key);
     return items.sort((a, b) => a.since - b.since);
   }
 

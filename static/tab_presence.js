@@ -39,8 +39,15 @@ export class TabPresence {
       this.reported = null; // a new connection starts online on the server: say it again
       this.report(false);
     });
-    addEventListener("pagehide", () => this.channel?.postMessage({ kind: "bye", tab: this.tabId }));
+    globalThis.addEventListener?.("pagehide", () => this.stop());
     this.timer = setInterval(() => this.say(false), this.repeatMs);
+  }
+
+  stop() {
+    clearInterval(this.timer);
+    this.channel?.postMessage({ kind: "bye", tab: this.tabId });
+    this.channel?.close();
+    this.channel = null;
   }
 
   /** This tab's status; `force` sends it even if unchanged (a sign of activity, FR-035). */
