@@ -15,6 +15,10 @@ Each process knows its own connections' statuses (`LocalActivity`, the presence 
   just left or went away still counts as active for a few seconds (no push for that short
   while; the notification is in-app and in the REST list), and a user who just connected to, or
   came back on, another process may get one push as well.
+
+A WebSocket carries its own connection's status. `PUT /api/presence` (SSE and long-poll pages)
+sets the statuses of the caller's connections on the process that answers it; connections on
+other processes keep theirs until their own next signal (PresenceTracker.set_user_status).
 """
 
 from __future__ import annotations
