@@ -1,11 +1,11 @@
 """Active users in Redis, across every process (contract: `app.core.active_users`).
 
-Every process keeps one expiring Redis set of the users connected to it, sending only the
+Every process keeps one expiring Redis set of the users active (online) on it, sending only the
 changes every `REFRESH_S` (one round trip, however many users: at 20,000 connections a key per
 user cost a command per user every refresh), and lists itself in a sorted set of live
-processes. It answers from its own hub first, then asks every live process's set.
-Conservative in both directions by at most `REFRESH_S`..`TTL_MS`: a user who just left still
-counts as active for a few seconds (no push for that short while; the notification is in-app
+processes. It answers from its own process first, then asks every live process's set.
+Conservative in both directions by at most `REFRESH_S`..`TTL_MS`: a user who just left or went
+away still counts as active for a few seconds (no push for that short while; the notification is in-app
 and in the REST list), and a user who just connected to another process may get one push as
 well.
 """
@@ -21,21 +21,19 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from app.cancellation import raise_if_cancelling, stop_if_cancelled
-from app.core.hub import Hub
+from app.core.active_users import LocalActivity
 from app.infra.redis_connection import RedisConnection
 from app.infra.redis_keys import RedisKeys
-from app.log import topics
 
 log = logging.getLogger(__name__)
 
 REFRESH_S = 2.0
 TTL_MS = 6_000
-_USER_TOPIC_PREFIX = topics.user("")
 
 
 class RedisActiveUsers:
-    def __init__(self, hub: Hub, connection: RedisConnection, keys: RedisKeys) -> None:
-        self._hub = hub
+    def __init__(self, local: LocalActivity, connection: RedisConnection, keys: RedisKeys) -> None:
+        self._local = local
         self._connection = connection
         self._client: redis.Redis = connection.client  # shared: closed by its owner
         self._keys = keys
@@ -43,7 +41,7 @@ class RedisActiveUsers:
         self._written: set[str] = set()  # what our set in Redis holds, as far as we know
 
     async def is_user_active(self, user_id: str) -> bool:
-        if self._hub.has_subscribers(topics.user(user_id)):
+        if self._local.is_online_here(user_id):
             return True
         try:
             now_ms = await self._connection.server_time_ms()
@@ -57,13 +55,10 @@ class RedisActiveUsers:
         except RedisError:
             return False  # unknown: prefer sending a push over losing one
 
-    def _local_users(self) -> set[str]:
-        return {t[len(_USER_TOPIC_PREFIX) :] for t in self._hub.subscribed_topics() if t.startswith(_USER_TOPIC_PREFIX)}
-
     async def _refresh(self) -> None:
         """Send only what changed since the last refresh, then extend the set's life: one
         round trip per refresh however many users this process holds."""
-        users = self._local_users()
+        users = self._local.online_users()
         key = self._keys.active_users(self._process_id)
         joined, left = users - self._written, self._written - users
         expires_ms = await self._connection.server_time_ms() + TTL_MS

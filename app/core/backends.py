@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.core.active_users import ActiveUsers
+from app.core.active_users import ActiveUsers, LocalActivity
 from app.core.active_users_memory import LocalActiveUsers
 from app.core.active_users_redis import RedisActiveUsers
 from app.core.embedded_lock import EmbeddedLock
-from app.core.hub import Hub
 from app.infra.lease import KeyedLease, Lease
 from app.infra.lease_memory import MemoryKeyedLease, MemoryLease
 from app.infra.lease_redis import RedisKeyedLease, RedisLease
@@ -63,11 +62,11 @@ class Backends:
             return MemoryKeyedLease()
         return RedisKeyedLease(self.redis, self._keys, name, lease_s=lease_s)
 
-    def active_users(self, hub: Hub) -> ActiveUsers:
-        """Who is connected anywhere; needs this process's hub (built after the log)."""
+    def active_users(self, local: LocalActivity) -> ActiveUsers:
+        """Who is active anywhere; needs this process's presence tracker (built after the log)."""
         if self.redis is None:
-            return LocalActiveUsers(hub)
-        return RedisActiveUsers(hub, self.redis, self._keys)
+            return LocalActiveUsers(local)
+        return RedisActiveUsers(local, self.redis, self._keys)
 
     @property
     def _keys(self) -> RedisKeys:

@@ -556,7 +556,7 @@ async def start_notifications(
         backoff_s=settings.push_backoff_s,
         allow_private=settings.push_allow_insecure,
     )
-    active = backends.active_users(parley.hub)
+    active = backends.active_users(parley.presence)
     lease = backends.lease(LEASE_NAME, lease_s=settings.notify_lease_s)
     worker = NotifyWorker(
         parley,
