@@ -190,3 +190,23 @@ async def test_the_other_process_learns_of_changes_through_the_log(
         ("alice", "membership.add", f"discussion:{secret}", {"user": "bob"}),
         ("alice", "membership.remove", f"discussion:{secret}", {"user": "bob"}),
     ]
+
+
+async def test_deleting_an_account_cuts_its_streams_from_the_private_discussions_it_read(
+    start_server: Callable[..., Server],
+) -> None:
+    server = start_server()
+    alice, bob = sign("alice"), sign("bob")
+    async with httpx.AsyncClient(timeout=WAIT_S) as client:
+        ours = await make_discussion(client, server, alice, visibility="private", members=["bob"])
+        bobs = await make_discussion(client, server, bob, visibility="private")
+        public = await make_discussion(client, server, alice)
+        async with open_stream(server, bob, [ours, bobs, public]) as stream:
+            assert (await client.delete(f"{server.url}/api/me", headers=bearer(bob))).status_code == 204
+            notices = [await next_sse(stream), await next_sse(stream)]
+            await post(client, server, alice, ours, "after the deletion")
+            await post(client, server, alice, public, "sentinel")
+            assert describe(await next_sse(stream)) == ("response_posted", public, "sentinel")
+    assert sorted((e["payload"]["discussion_id"], e["payload"]["reason"]) for e in notices) == sorted(
+        [(ours, "account_deleted"), (bobs, "account_deleted")]
+    )
