@@ -15,7 +15,7 @@ from quart import Blueprint, Response, current_app, send_from_directory
 from app.core.services import services
 from app.domain import inbox, preferences
 from app.domain.models import utcnow
-from app.domain.notifications import notification_json
+from app.domain.notifications import DEFAULT_PREFERENCES, notification_json
 from app.errors import InvalidField, NotFound, Unavailable
 from app.log import topics
 from app.log.events import rfc3339
@@ -39,13 +39,13 @@ class StrictBody(BaseModel):
 
 class PreferencesUpdate(StrictBody):
     """A PUT may name any subset of the keys; the others keep their value. Only the keys
-    sent are applied (`model_fields_set`); the defaults here are never written."""
+    sent are applied (`model_fields_set`); the defaults (a new user's) are never written."""
 
-    replies: bool = True
-    mentions: bool = True
-    followed: bool = False
-    common_ground: bool = True
-    push: bool = True
+    replies: bool = DEFAULT_PREFERENCES["replies"]
+    mentions: bool = DEFAULT_PREFERENCES["mentions"]
+    followed: bool = DEFAULT_PREFERENCES["followed"]
+    common_ground: bool = DEFAULT_PREFERENCES["common_ground"]
+    push: bool = DEFAULT_PREFERENCES["push"]
 
 
 Base64Url = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+={0,2}$")]

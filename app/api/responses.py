@@ -189,7 +189,7 @@ async def edit_response(response_id: str) -> dict[str, Any]:
         await session.commit()
     await outbox.relay(services(), event)
     await audit.record(
-        services().db, identity.user_id, "response.edit", f"response:{body['id']}", {"discussion": discussion_id(body)}
+        services().db, identity.user_id, "response.edit", f"response:{body['id']}", {"discussion": _discussion_of(body)}
     )
     return body
 
@@ -217,10 +217,10 @@ async def delete_response(response_id: str) -> dict[str, Any]:
         event = _stage_event(session, "response_deleted", identity, body)
         await session.commit()
     await outbox.relay(services(), event)
-    details = {"discussion": discussion_id(body), "author": body["author"]["id"]}
+    details = {"discussion": _discussion_of(body), "author": body["author"]["id"]}
     await audit.record(services().db, identity.user_id, "response.delete", f"response:{body['id']}", details)
     return body
 
 
-def discussion_id(body: dict[str, Any]) -> str:
+def _discussion_of(body: dict[str, Any]) -> str:
     return str(body["discussion_id"])
