@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from app import startup
 from app.analysis.worker import start_analysis
 from app.auth import Authenticator
+from app.core.access_watch import watch_access
 from app.core.backends import Backends
 from app.core.hub import Hub
 from app.core.outbox import OutboxRelay
@@ -64,11 +65,13 @@ def create_app(settings: Settings | None = None) -> Quart:
         beacons,
         broadcasts,
         discussions,
+        members,
         notifications,
         ops,
         pages,
         presence,
         reference,
+        responses,
         session,
     )
     from app.infra import access_log
@@ -78,6 +81,8 @@ def create_app(settings: Settings | None = None) -> Quart:
         ops,
         session,
         discussions,
+        responses,
+        members,
         analysis,
         broadcasts,
         notifications,
@@ -162,6 +167,7 @@ def create_app(settings: Settings | None = None) -> Quart:
             stream_slots=StreamSlots(settings.max_streams_per_user),
         )
         tracker.attach(parley.publish)
+        watch_access(hub, parley.read_access)  # membership changes, from every process
         spawn(hub.run(), "hub")
         spawn(tracker.run(), "presence")
         spawn(parley.users.run(), "users")

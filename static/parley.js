@@ -28,7 +28,7 @@ const EVENT_TYPES = [
   "response_posted", "response_edited", "response_deleted", "analysis_refreshing", "analysis_updated",
   "typing_started", "typing_stopped", "user_joined", "user_left", "presence_changed", "notification",
   "notification_read", "activity", "broadcast", "sync_required", "auth_expired", "session_idle",
-  "proposition_added",
+  "proposition_added", "access_granted", "access_revoked",
 ];
 const CONTROL_TYPES = new Set(["hello", "heartbeat", "pong", "subscribed", "unsubscribed", "auth_ok", "error"]);
 const LOCK_NAME = "parley-connection";
