@@ -40,7 +40,7 @@ const EVENT_TYPES = [
   "response_posted", "response_edited", "response_deleted", "analysis_refreshing", "analysis_updated",
   "typing_started", "typing_stopped", "user_joined", "user_left", "presence_changed", "notification",
   "notification_read", "activity", "broadcast", "sync_required", "auth_expired", "session_idle",
-  "proposition_added",
+  "proposition_added", "access_granted", "access_revoked",
 ];
 const CONTROL_TYPES = new Set(["hello", "heartbeat", "pong", "subscribed", "unsubscribed", "auth_ok", "error"]);
 const LOCK_NAME = "parley-connection";
@@ -645,8 +645,7 @@ export class ParleyClient extends EventTarget {
     if (!document.hidden) this.onActivity(); // the person is back: resume a paused connection
     if (!this.isLeader) return;
     this.transport?.pause?.(document.hidden);
-    // This connection's presence: away while hidden (the server aggregates a user's tabs and devices).
-    this.transport?.send({ type: "presence", status: document.hidden ? "away" : "online" });
+    // Presence (away while hidden) is the page's, for all its tabs at once: static/tab_presence.js.
     // Back in view: catch up whatever a throttled background tab may have missed. (A dead
     // connection has already scheduled its own retry; nothing else to do here.)
     if (!document.hidden && this.transport?.name === "ws" && this.cursor) {
@@ -759,82 +758,5 @@ export class ParleyClient extends EventTarget {
 
 // ---------------------------------------------------------------------------------------------
 
-/**
- * Posts that survive being offline (spec, Edge Cases). Each gets a `client_id`, so a retry of a
- * post that did reach the server returns the first response instead of a second one. States:
- * "sending" (queued or in flight), "sent", "failed" (after `failAfterMs` without success, or
- * refused by the server). Events: "change" with the item.
- */
-export class Outbox extends EventTarget {
-  constructor({ baseUrl = "", failAfterMs = 30000, retryEveryMs = 3000 } = {}) {
-    super();
-    this.base = baseUrl;
-    this.failAfterMs = failAfterMs;
-    this.items = new Map();
-    this.flushing = false;
-    addEventListener("online", () => this.flush());
-    this.timer = setInterval(() => this.flush(), retryEveryMs);
-  }
-
-  post(discussionId, body, extra = {}) {
-    const clientId = crypto.randomUUID();
-    const item = { clientId, discussionId, body, extra, state: "sending", since: Date.now(), response: null, error: null };
-    this.items.set(clientId, item);
-    this.changed(item);
-    this.flush();
-    return item;
-  }
-
-  retry(clientId) {
-    const item = this.items.get(clientId);
-    if (!item || item.state !== "failed") return;
-    Object.assign(item, { state: "sending", since: Date.now(), error: null });
-    this.changed(item);
-    this.flush();
-  }
-
-  changed(item) { this.dispatchEvent(new CustomEvent("change", { detail: item })); }
-
-  async flush() {
-    if (this.flushing) return;
-    this.flushing = true;
-    try {
-      for (const item of [...this.items.values()]) {
-        if (item.state !== "sending") continue;
-        if (navigator.onLine) await this.send(item);
-        if (item.state === "sending" && Date.now() - item.since > this.failAfterMs) {
-          item.state = "failed";
-          item.error = "Not sent: no connection";
-          this.changed(item);
-        }
-      }
-    } finally {
-      this.flushing = false;
-    }
-  }
-
-  async send(item) {
-    let response;
-    try {
-      response = await fetch(`${this.base}/api/discussions/${encodeURIComponent(item.discussionId)}/responses`, {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        credentials: "same-origin",
-        body: JSON.stringify({ body: item.body, client_id: item.clientId, ...item.extra }),
-      });
-    } catch {
-      return; // network: stays "sending"; the next flush retries
-    }
-    if (response.ok) {
-      item.state = "sent";
-      item.response = await response.json();
-      this.items.delete(item.clientId);
-      this.changed(item);
-    } else if (response.status >= 400 && response.status < 500 && response.status !== 408 && response.status !== 429) {
-      const body = await response.json().catch(() => ({}));
-      item.state = "failed";
-      item.error = body?.error?.message || `Refused (${response.status})`;
-      this.changed(item);
-    }
-  }
-}
+// Posts that survive being offline and a reload: static/outbox.js (issue 14).
+export { Outbox } from "./outbox.js";

@@ -46,7 +46,8 @@ from app.core.services import Services, services
 from app.core.session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
 from app.core.stream_slots import TooManyStreams
 from app.errors import ApiError, Forbidden, RateLimited
-from app.infra.ratelimit import MemoryRateLimiter, Rate
+from app.infra.ratelimit import Rate
+from app.infra.ratelimit_memory import MemoryRateLimiter
 from app.log.events import Event
 from app.text import unstorable_text
 from app.transports.common import STREAM_ERRORS, TRANSIENT_ERRORS, StreamQuery, authorized_session
