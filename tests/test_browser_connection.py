@@ -114,8 +114,11 @@ async def test_a_silent_drop_is_noticed_and_resumed_through_a_fresh_connection(
     discussion = await make_discussion(server)
     context = await signed_in_at(browser, proxy.url, "Alice")
     page = await open_page(context, discussion, f"transport={transport}")
-    assert len(proxy.streams(transport)) == 1
     await page.wait_for_timeout(500)
+    # Usually one; an SSE page that learns of a discussion after opening reopens once, from its
+    # cursor (parley.js `want`: SSE cannot add a topic in place), so count what is there before the drop.
+    opened = len(proxy.streams(transport))
+    assert opened >= 1
 
     dropped_at = proxy.blackhole_streams()  # no close, no reset, no offline event
     await post(server, discussion, "Bob", "Posted into the void")
@@ -127,7 +130,7 @@ async def test_a_silent_drop_is_noticed_and_resumed_through_a_fresh_connection(
     assert noticed_at - dropped_at <= DETECTION_BOUND_S + SLACK_S, log
 
     await expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
-    assert len(proxy.streams(transport)) == 2, "the page came back through a new connection"
+    assert len(proxy.streams(transport)) > opened, "the page came back through a new connection"
     await expect(response(page, "Posted into the void")).to_have_count(1, timeout=WAIT_MS)
     await post(server, discussion, "Bob", "And after")
     await expect(response(page, "And after")).to_have_count(1, timeout=WAIT_MS)
