@@ -1,0 +1,236 @@
+"""Notification worker throughput and lag under a steady stream of responses (issue 13, goal 4).
+
+    python bench/notify_throughput.py [--backend embedded|redis] [--rate 1000] [--seconds 10]
+                                      [--discussions 50] [--followers 10]
+
+Builds the real app (`create_app`, its `before_serving`: the real worker, log and database)
+in this process and feeds it `--rate` responses per second for `--seconds`, the way a post
+does: the `Response` rows are inserted and committed (a tick's worth in one transaction, with
+the discussions' last activity), then each `response_posted` is appended to the log. Every
+discussion has `--followers` followers (half of them opted in to `followed` notifications);
+every response replies to another user's response (a `reply` notification) and every other
+one mentions a third user (a `mention`). Followers get `activity` updates.
+
+Measured from the log itself, after the run: the lag of a response is the time from its
+`response_posted` to the `notification` events it caused (both positions carry the log's
+clock: this process's, or Redis `TIME`). Prints lag p50/p95/max over all notifications,
+notifications per second (stored notifications over the time from the first post to the
+last notification) and how many were expected. `--backend redis`: Redis (a private
+redis-server, or REDIS_URL) and PostgreSQL at 127.0.0.1:5432 (a fresh database, dropped after).
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from app.domain.models import Discussion, Follow, Notification, NotificationPreferences, Response, User
+from app.log import topics
+from app.log.cursor import Cursor
+from app.main import create_app
+from app.settings import Settings
+
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+TICK_S = 0.01
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+@contextlib.contextmanager
+def redis_url() -> Iterator[str]:
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    from tests.support import private_redis
+
+    with private_redis() as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    import asyncpg
+
+    from app.infra import migrate
+
+    name = f"parley_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    await asyncio.to_thread(migrate.upgrade, url)
+    try:
+        yield url
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+        try:
+            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def seed(parley: Any, discussions: int, followers: int) -> dict[str, int]:
+    """Users, discussions, follows and one parent response per discussion; returns the parents."""
+    async with parley.db.session() as session:
+        users = {"poster"} | {f"parent{d}" for d in range(discussions)} | {f"named{d}" for d in range(discussions)}
+        users |= {f"f{d}-{i}" for d in range(discussions) for i in range(followers)}
+        session.add_all(User(id=u, name=u) for u in sorted(users))
+        await session.flush()
+        for d in range(discussions):
+            session.add(Discussion(id=f"d{d}", title=f"bench {d}", visibility="public", created_by="poster"))
+        await session.flush()
+        for d in range(discussions):
+            for i in range(followers):
+                session.add(Follow(user_id=f"f{d}-{i}", discussion_id=f"d{d}"))
+                if i % 2:
+                    session.add(NotificationPreferences(user_id=f"f{d}-{i}", followed=True))
+        parents = [Response(discussion_id=f"d{d}", author_id=f"parent{d}", body="parent") for d in range(discussions)]
+        session.add_all(parents)
+        await session.commit()
+        return {p.discussion_id: int(p.id or 0) for p in parents}
+
+
+async def feed(parley: Any, parents: dict[str, int], rate: float, seconds: float) -> int:
+    """`rate` responses per second for `seconds`: each tick inserts what is due in one
+    transaction, then appends the events (as `outbox.relay` does after a post's commit)."""
+    from app.api.discussions import response_json
+
+    ids = sorted(parents)
+    total = int(rate * seconds)
+    sent = 0
+    started = time.perf_counter()
+    while sent < total:
+        due = min(total, int((time.perf_counter() - started) * rate) + 1) - sent
+        if due <= 0:
+            await asyncio.sleep(TICK_S)
+            continue
+        rows = []
+        for n in range(sent, sent + due):
+            d = ids[n % len(ids)]
+            body = f"@named{d[1:]} look at this, {n}" if n % 2 else f"a reply, {n}"
+            rows.append(Response(discussion_id=d, author_id="poster", body=body, parent_id=parents[d]))
+        async with parley.db.session() as session:
+            session.add_all(rows)
+            touched = {r.discussion_id for r in rows}
+            for discussion in (await session.exec(select(Discussion).where(col(Discussion.id).in_(touched)))).all():
+                discussion.last_activity_at = rows[-1].created_at
+                session.add(discussion)
+            await session.flush()  # the ids (RETURNING), read before the commit expires the rows
+            bodies = [response_json(row, "poster") for row in rows]
+            await session.commit()
+        for body in bodies:
+            await parley.publish(
+                topics.discussion(body["discussion_id"]),
+                "response_posted",
+                discussion_id=body["discussion_id"],
+                user={"id": "poster", "name": "poster"},
+                payload={"response": body},
+            )
+        sent += due
+        await asyncio.sleep(TICK_S)
+    return sent
+
+
+async def stored(parley: Any) -> int:
+    async with parley.db.session() as session:
+        query = select(func.count()).select_from(Notification).where(col(Notification.type).in_(["reply", "mention"]))
+        return int((await session.exec(query)).one())
+
+
+async def measure(parley: Any, start: Cursor, expected: int) -> None:
+    posted: dict[str, int] = {}
+    lags: list[float] = []
+    last_ms = first_ms = 0
+    cursor = start
+    while True:
+        events = await parley.log.read_journal(cursor, 5000, 0.0)
+        if not events:
+            break
+        for event in events:
+            if event.type == "response_posted":
+                body = event.as_dict()["payload"]["response"]
+                posted[body["id"]] = event.position.ms
+                first_ms = first_ms or event.position.ms
+            elif event.type == "notification":
+                notification = event.as_dict()["payload"]["notification"]
+                if notification["type"] in ("reply", "mention") and notification["response_id"] in posted:
+                    lags.append((event.position.ms - posted[notification["response_id"]]) / 1000)
+                    last_ms = event.position.ms
+        cursor = Cursor.parse(events[-1].cursor)
+    span_s = max(0.001, (last_ms - first_ms) / 1000)
+    print(f"  responses {len(posted)}   reply+mention notifications delivered {len(lags)} of {expected} expected")
+    if lags:
+        print(
+            f"  lag p50 {percentile(lags, 50):.3f} s   p95 {percentile(lags, 95):.3f} s   max {max(lags):.3f} s   "
+            f"notifications/s {len(lags) / span_s:.0f} (over {span_s:.1f} s)"
+        )
+
+
+async def run(args: argparse.Namespace, database_url: str, redis: str | None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"DATABASE_URL": database_url, "PARLEY_DATA_DIR": tmp, "PARLEY_RATE_LIMIT_PER_MIN": "0"}
+        if redis is not None:
+            env |= {"REDIS_URL": redis, "PARLEY_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}"}
+        app = create_app(Settings.from_env(env))
+        async with app.test_app():
+            parley = app.extensions["parley"]
+            parents = await seed(parley, args.discussions, args.followers)
+            start = await parley.log.head()
+            began = time.perf_counter()
+            sent = await feed(parley, parents, args.rate, args.seconds)
+            fed_s = time.perf_counter() - began
+            expected = sent + sent // 2  # a reply each, a mention every other
+            deadline = time.monotonic() + args.drain_s
+            while await stored(parley) < expected and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0)  # the last deliveries after their commit
+            print(
+                f"{args.backend}: {sent} responses in {fed_s:.1f} s ({sent / fed_s:.0f}/s offered), "
+                f"{args.discussions} discussions x {args.followers} followers"
+            )
+            await measure(parley, start, expected)
+            print(f"  reply+mention notifications stored {await stored(parley)}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=["embedded", "redis"], default="embedded")
+    parser.add_argument("--rate", type=float, default=1000)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--discussions", type=int, default=50)
+    parser.add_argument("--followers", type=int, default=10)
+    parser.add_argument("--drain-s", type=float, default=120, help="how long to wait for the worker after feeding")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    if args.backend == "embedded":
+        with tempfile.TemporaryDirectory() as tmp:
+            await run(args, f"sqlite+aiosqlite:///{tmp}/bench.db", None)
+    else:
+        with redis_url() as redis:
+            async with postgres_database() as database_url:
+                await run(args, database_url, redis)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
