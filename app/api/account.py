@@ -38,10 +38,9 @@ from app.domain.models import (
     User,
 )
 from app.domain.models import Response as StoredResponse
-from app.domain.notifications import notification_json
+from app.domain.notifications import notification_json, preferences_of
 from app.domain.users import DELETED_USER_ID, DELETED_USER_NAME
 from app.log.events import rfc3339
-from app.notify.worker import preferences_of
 from app.web.contract import documented
 from app.web.requests import caller
 from app.web.wire import NotificationOut, ResponseOut, Shape, Timestamp

@@ -16,13 +16,12 @@ from sqlmodel import col, delete, select, update
 
 from app.core.services import services
 from app.domain.models import Notification, NotificationPreferences, PushSubscription, utcnow
-from app.domain.notifications import DEFAULT_PREFERENCES, notification_json
+from app.domain.notifications import DEFAULT_PREFERENCES, notification_json, preferences_of
 from app.errors import InvalidField, NotFound, Unavailable
 from app.log import topics
 from app.log.events import rfc3339
 from app.notify.push_target import RefusedTarget, UnresolvableTarget, check_endpoint
 from app.notify.webpush import MAX_ENDPOINT_CHARS, InvalidSubscription, PushSender, validate_subscription
-from app.notify.worker import preferences_of
 from app.web.contract import documented
 from app.web.requests import PageSize, caller, json_body, query_args
 from app.web.wire import NotificationOut, Shape

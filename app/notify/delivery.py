@@ -1,0 +1,124 @@
+"""Delivering stored notifications: in-app on the user's topic, Web Push through the queue,
+and the followers' `activity` updates.
+
+Stored before delivered (NFR-009): what is published here was committed first, and
+`delivery_state` records it, so a batch handled again publishes only what was not published
+yet; the stable notification id lets clients drop the rare repeat (an event published just
+before a crash, before its state was written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import timedelta
+from functools import partial
+
+from app.core.services import Services
+from app.domain.models import Discussion, Notification, utcnow
+from app.domain.notifications import notification_json
+from app.log import topics
+from app.log.events import rfc3339
+from app.notify import store
+from app.notify.webpush import PushJob, PushSender
+
+# Appends in flight at once: each user's own notifications stay in order (one after another),
+# different users' go concurrently, so a Redis log is not paid one round trip at a time.
+PUBLISH_CONCURRENCY = 32
+# Pushes left "pending" by a crashed holder are sent again if they are younger than this.
+PUSH_REQUEUE_WINDOW = timedelta(hours=1)
+PUSH_REQUEUE_LIMIT = 1_000
+
+
+def push_job(notification: Notification) -> PushJob:
+    """What the service worker (static/sw.js) receives: enough to show and to open."""
+    return PushJob(
+        notification_id=notification.id,
+        user_id=notification.user_id,
+        payload={"notification": notification_json(notification)},
+        urgency="high" if notification.priority == "high" else "normal",
+    )
+
+
+async def per_user(work: dict[str, list[Callable[[], Awaitable[object]]]]) -> None:
+    """Run each user's calls in order, up to `PUBLISH_CONCURRENCY` users at once."""
+    slots = asyncio.Semaphore(PUBLISH_CONCURRENCY)
+
+    async def one(calls: list[Callable[[], Awaitable[object]]]) -> None:
+        async with slots:
+            for call in calls:
+                await call()
+
+    await asyncio.gather(*(one(calls) for calls in work.values()))
+
+
+class Delivery:
+    def __init__(self, parley: Services, pusher: PushSender) -> None:
+        self._parley = parley
+        self._pusher = pusher
+
+    async def notifications(self, notifications: Iterable[Notification]) -> None:
+        """Publish what is pending in-app, queue what is pending for Web Push, and record it."""
+        work: dict[str, list[Callable[[], Awaitable[object]]]] = {}
+        published: list[str] = []
+        for notification in notifications:
+            if notification.delivery_state == "pending":
+                work.setdefault(notification.user_id, []).append(partial(self._publish, notification))
+                published.append(notification.id)
+            if notification.push_state == "pending":
+                await self._pusher.enqueue(push_job(notification))
+        await per_user(work)
+        await store.mark_published(self._parley.db, published)
+
+    async def _publish(self, notification: Notification) -> None:
+        actor = None
+        if notification.actor_id is not None:
+            actor = {"id": notification.actor_id, "name": notification.actor_name or notification.actor_id}
+        await self._parley.publish(
+            topics.user(notification.user_id),
+            "notification",
+            discussion_id=notification.discussion_id,
+            user=actor,
+            payload={"notification": notification_json(notification)},
+        )
+
+    async def activity(self, activity: dict[str, set[str]], titles: dict[str, tuple[str, str]]) -> None:
+        """One `activity` update per follower and discussion for the whole batch (FR-008).
+        `titles`: discussion id -> (title, last activity). Not durable: an indicator, corrected
+        by the next one; REST (/api/me/follows) is the truth after a reconnect."""
+        if not activity:
+            return
+        counts = await store.unread_of_followers(self._parley.db, list(activity))
+        work: dict[str, list[Callable[[], Awaitable[object]]]] = {}
+        for (discussion_id, user_id), count in sorted(counts.items()):
+            if user_id in activity.get(discussion_id, ()) and discussion_id in titles:
+                title, last_activity_at = titles[discussion_id]
+                payload = {
+                    "discussion_id": discussion_id,
+                    "title": title,
+                    "unread_count": count,
+                    "last_activity_at": last_activity_at,
+                }
+                update = partial(
+                    self._parley.publish,
+                    topics.user(user_id),
+                    "activity",
+                    discussion_id=discussion_id,
+                    user=None,
+                    payload=payload,
+                    durable=False,
+                )
+                work.setdefault(user_id, []).append(update)
+        await per_user(work)
+
+    async def requeue_pending_pushes(self) -> None:
+        """Pushes a crashed holder had queued but not finished: send them (again)."""
+        for notification in await store.pending_pushes(
+            self._parley.db, utcnow() - PUSH_REQUEUE_WINDOW, PUSH_REQUEUE_LIMIT
+        ):
+            await self._pusher.enqueue(push_job(notification))
+
+
+def titles_of(discussions: Iterable[Discussion]) -> dict[str, tuple[str, str]]:
+    """What an `activity` update says of each discussion: its title and last activity."""
+    return {d.id: (d.title, rfc3339(d.last_activity_at)) for d in discussions}
