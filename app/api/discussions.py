@@ -21,6 +21,7 @@ from app.core import outbox
 from app.core.services import services
 from app.domain import audit
 from app.domain.access import readable_discussion
+from app.domain.follows import unread_counts
 from app.domain.models import Discussion, DiscussionMember, Follow, OutboxEntry, Proposition, Response, User, utcnow
 from app.errors import Conflict, Forbidden, InvalidField, NotFound, RateLimited
 from app.log import topics
@@ -507,22 +508,15 @@ async def my_follows() -> list[dict[str, Any]]:
             .where(Follow.user_id == identity.user_id)
             .order_by(col(Discussion.last_activity_at).desc())
         )
-        follows = []
-        for follow_row, discussion in rows.all():
-            unread = await session.exec(
-                select(func.count(col(Response.id))).where(
-                    Response.discussion_id == discussion.id,
-                    col(Response.id) > follow_row.last_read_response_id,
-                    Response.author_id != identity.user_id,
-                    col(Response.deleted).is_(False),
-                )
-            )
-            follows.append(
-                {
-                    "discussion_id": discussion.id,
-                    "title": discussion.title,
-                    "unread_count": unread.one(),
-                    "last_activity_at": rfc3339(discussion.last_activity_at),
-                }
-            )
+        followed = rows.all()
+        unread = await unread_counts(session, col(Follow.user_id) == identity.user_id)
+        follows = [
+            {
+                "discussion_id": discussion.id,
+                "title": discussion.title,
+                "unread_count": unread.get((discussion.id, identity.user_id), 0),
+                "last_activity_at": rfc3339(discussion.last_activity_at),
+            }
+            for _, discussion in followed
+        ]
     return follows
