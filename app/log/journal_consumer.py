@@ -1,21 +1,16 @@
-"""A journal consumer: the one reader per cluster that works through the log's journal in
-batches, resuming from a checkpoint (the notification and analysis workers are two).
+"""The one reader per cluster that works through the log's journal in batches from a
+checkpoint (the notification and analysis workers each run one).
 
-Design, and why:
-- *One holder per cluster.* Every process runs the loop; only the holder of a lease
-  (`app.infra.lease`: a Redis key with an expiry, renewed while working; in-process when
-  embedded) reads. A holder that loses the lease stops; the next one goes on from the saved
-  checkpoint. Chosen over Redis consumer groups so one code path serves both backends (the
-  embedded log has none) and the journal is read in global order.
-- *The checkpoint is saved after a batch is handled, and only by the lease holder*
-  (`Lease.save` checks both at once). A holder killed mid-batch (SIGKILL, OOM) saves nothing;
-  the next holder reads the whole batch again, so handlers are idempotent. The handler may
-  hold the checkpoint back (`JournalHandler.checkpoint`: the analysis keeps it before work
-  still scheduled).
-- *Renewed while a batch runs*, so a slow database does not let the lease lapse mid-batch; a
-  handler sees `lost` set if it did, and stops (the new holder redoes the batch).
-- *A batch that fails is retried from its start, then one event at a time*; an event that
-  keeps failing (`MAX_ATTEMPTS`) is skipped, logged, rather than blocking every later one.
+- *One holder per cluster*: every process runs the loop; only the holder of a lease
+  (`app.infra.lease`: a Redis key with an expiry; in-process when embedded) reads, and renews
+  it while a batch runs (a handler sees `lost` set if it lapsed, and stops). Chosen over Redis
+  consumer groups: one code path for both backends (the embedded log has none), and the
+  journal is read in global order.
+- *Checkpointed after the batch, by the holder only* (`Lease.save` checks both at once). A
+  holder killed mid-batch saves nothing; the next one reads the batch again, so handlers are
+  idempotent. `JournalHandler.checkpoint` may hold it back (the analysis: before scheduled work).
+- *A failing batch is retried, then one event at a time*; an event that keeps failing
+  (`MAX_ATTEMPTS`) is logged and skipped rather than blocking every later one.
 """
 
 from __future__ import annotations
@@ -42,8 +37,7 @@ class JournalHandler:
     """What a consumer does with the journal; override what applies."""
 
     async def handle(self, start: Cursor, events: list[Event], lost: asyncio.Event) -> bool:
-        """Handle one batch (`start`: the cursor it was read after). False if `lost` was set
-        before it finished: the batch is then not checkpointed (the new holder redoes it)."""
+        """One batch, read after `start`. False if `lost` was set first: not checkpointed."""
         raise NotImplementedError
 
     async def acquired(self) -> None:
@@ -82,9 +76,8 @@ class JournalConsumer:
         self._lease_s = lease_s
         self._batch_limit = batch_limit
         self._read_wait_s = read_wait_s
-        # After a batch that was not full, wait this long before reading the next: per batch
-        # a handler pays fixed costs (a checkpoint save, its queries), so under a steady stream
-        # one batch every `linger_s` costs far less than one per event.
+        # After a batch that was not full, wait this long before reading the next: a batch has
+        # fixed costs (queries, a save), so one batch per `linger_s` beats one per event.
         self._linger_s = linger_s
         self._on_lag = on_lag or (lambda _s: None)
         self._holding = False

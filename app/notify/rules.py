@@ -1,8 +1,8 @@
 """Who is notified of what, for a whole batch of journal events (FR-006..010, FR-014).
 
 The per-response rules (replies, mentions, followers, preferences) are pure functions in
-`app.domain.notifications`; this module reads the batch's events (`parse`), applies those
-rules to each with the facts the store read for the whole batch (`decide`), and holds the
+`app.domain.notifications`; this module applies those rules to each of a batch's events
+(`app.notify.items`) with the facts the store read for the whole batch (`decide`), and holds the
 two decisions that span events and users: at most one unread `activity` notification per
 follower and discussion, and whether a user gets a Web Push now (`should_push`).
 """
@@ -15,70 +15,9 @@ from typing import Any
 
 from app.core.active_users import ActiveUsers
 from app.domain.models import Discussion, utcnow
-from app.domain.notifications import Planned, excerpt, mentioned_names, plan, plan_common_ground, wants
-from app.log import topics
-from app.log.events import Event
+from app.domain.notifications import Planned, plan, plan_common_ground, wants
+from app.notify.items import CommonGround, Item, Posted
 from app.notify.store import Facts, Recipients
-
-_DISCUSSION_PREFIX = topics.discussion("")
-
-
-@dataclass(frozen=True, slots=True)
-class Posted:
-    """A `response_posted`: a reply, mentions, activity for followers."""
-
-    cursor: str
-    discussion_id: str
-    actor: dict[str, str]
-    response_id: int
-    parent_id: int | None
-    names: list[str]
-    excerpt: str
-
-
-@dataclass(frozen=True, slots=True)
-class CommonGround:
-    """An `analysis_updated` that lists significant new common ground (FR-014)."""
-
-    cursor: str
-    discussion_id: str
-    actor: dict[str, str]
-    excerpt: str
-
-
-Item = Posted | CommonGround
-
-
-def parse(event: Event) -> Item | None:
-    """What in this journal event may notify someone, if anything."""
-    if not event.topic.startswith(_DISCUSSION_PREFIX) or event.type not in ("response_posted", "analysis_updated"):
-        return None
-    envelope = event.as_dict()
-    discussion_id = event.topic[len(_DISCUSSION_PREFIX) :]
-    actor: dict[str, str] = envelope.get("user") or {}
-    payload = envelope.get("payload") or {}
-    if event.type == "response_posted":
-        response: dict[str, Any] = payload["response"]
-        body: str = response.get("body", "")
-        parent = response.get("parent_id")
-        parent_id = int(parent) if parent else None
-        return Posted(
-            event.cursor, discussion_id, actor, int(response["id"]), parent_id, mentioned_names(body), excerpt(body)
-        )
-    # The analysis lists new common ground as proposition ids (their text is in the document's
-    # `propositions`, app/analysis/rules.py) or as `{"id", "text"}` objects.
-    new = payload.get("new_common_ground")
-    if not new or not isinstance(new, list):
-        return None
-    first = new[0]
-    if isinstance(first, dict):
-        text = str(first.get("text", ""))
-    else:
-        texts = {p.get("id"): p.get("text") for p in payload.get("propositions") or [] if isinstance(p, dict)}
-        text = str(texts.get(first) or "")
-    return CommonGround(
-        event.cursor, discussion_id, actor, excerpt(text) if text else f"{len(new)} new point(s) of common ground"
-    )
 
 
 def can_read(discussion: Discussion, user_id: str, members: set[tuple[str, str]]) -> bool:

@@ -5,7 +5,7 @@ Fed by the event log, off the request path: a post appends `response_posted` and
 journal is read by `app.log.journal_consumer` (one lease holder per cluster, resuming from a
 checkpoint saved after each batch; a batch is handled again after a crash or a lost lease).
 Per batch, with a fixed number of queries whatever its size (issue 13: one per kind):
-1. `rules.parse` reads the events; `store.gather` reads the discussions, their followers, the
+1. `items.parse` reads the events; `store.gather` reads the discussions, their followers, the
    replied-to responses' authors and the mentioned names' users (and private members);
 2. `store.about` reads the concerned users' preferences, push subscriptions and unread
    `activity` notifications; `rules.decide` says who gets what;
@@ -31,6 +31,7 @@ from app.log.events import Event
 from app.log.journal_consumer import JournalConsumer, JournalHandler
 from app.notify import rules, store
 from app.notify.delivery import Delivery, titles_of
+from app.notify.items import Item, Posted, parse
 from app.notify.webpush import PushSender, load_vapid
 
 LEASE_NAME = "notify"
@@ -52,7 +53,7 @@ class NotifyHandler(JournalHandler):
         await self._delivery.requeue_pending_pushes()
 
     async def handle(self, start: Cursor, events: list[Event], lost: asyncio.Event) -> bool:
-        items = [item for item in map(rules.parse, events) if item is not None]
+        items = [item for item in map(parse, events) if item is not None]
         # With a test delay, one event at a time (so a test can stop the worker mid-batch).
         step = 1 if self._event_delay_s else max(1, len(items))
         activity: dict[str, set[str]] = {}
@@ -72,14 +73,14 @@ class NotifyHandler(JournalHandler):
         await self._delivery.activity(activity, titles)
         return True
 
-    async def _store(self, items: list[rules.Item], lost: asyncio.Event) -> tuple[rules.Decision | None, store.Facts]:
+    async def _store(self, items: list[Item], lost: asyncio.Event) -> tuple[rules.Decision | None, store.Facts]:
         """Store what `items` cause and deliver it; no decision if the lease was lost first."""
         db = self._parley.db
         facts = await store.gather(
             db,
             {item.discussion_id for item in items},
-            {i.parent_id for i in items if isinstance(i, rules.Posted) and i.parent_id is not None},
-            {name for i in items if isinstance(i, rules.Posted) for name in i.names},
+            {i.parent_id for i in items if isinstance(i, Posted) and i.parent_id is not None},
+            {name for i in items if isinstance(i, Posted) for name in i.names},
         )
         recipients = await store.about(db, rules.concerned(items, facts), list(facts.discussions))
         decision = rules.decide(items, facts, recipients)
