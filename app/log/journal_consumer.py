@@ -46,6 +46,9 @@ class JournalHandler:
     async def released(self) -> None:
         """This process has lost the lease (another one goes on from the checkpoint)."""
 
+    async def idle(self) -> None:
+        """A read found nothing new (the holder has caught up)."""
+
     def ready(self) -> bool:
         """False to pause reading (e.g. too much work queued)."""
         return True
@@ -175,6 +178,7 @@ class JournalConsumer:
             return 0
         if not events:
             self._on_lag(0.0)  # caught up
+            await self._handler.idle()
             await self._save(self._handler.checkpoint(start))
             return 0
         lost = asyncio.Event()

@@ -13,7 +13,7 @@ Per batch, with a fixed number of queries whatever its size (issue 13: one per k
    event, recipient, type), and commits: stored before delivered (NFR-009);
 4. `store.undelivered` finds what of the batch is still to publish or push (this run's rows or
    an earlier run's), `Delivery` publishes it, then sends one `activity` update per follower
-   and discussion for the whole batch.
+   and discussion for the whole batch (at most one a second per discussion: `Delivery`).
 """
 
 from __future__ import annotations
@@ -51,6 +51,12 @@ class NotifyHandler(JournalHandler):
 
     async def acquired(self) -> None:
         await self._delivery.requeue_pending_pushes()
+
+    async def released(self) -> None:
+        self._delivery.drop_activity()
+
+    async def idle(self) -> None:
+        await self._delivery.flush_activity()
 
     async def handle(self, start: Cursor, events: list[Event], lost: asyncio.Event) -> bool:
         items = [item for item in map(parse, events) if item is not None]
