@@ -9,7 +9,7 @@ and the test decides what is a batch.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +65,10 @@ async def parley(tmp_path: Path, redis_url: str, redis_prefix: str) -> AsyncIter
         await held.close()
 
 
-def handler(parley: Services) -> NotifyHandler:
+def handler(parley: Services, activity_interval_s: float = 1.0) -> NotifyHandler:
     """A fresh holder's handler, as after a crash or a lease change."""
-    return NotifyHandler(parley, LocalActiveUsers(parley.hub), Delivery(parley, _pushers[id(parley)]))
+    delivery = Delivery(parley, _pushers[id(parley)], activity_interval_s=activity_interval_s)
+    return NotifyHandler(parley, LocalActiveUsers(parley.hub), delivery)
 
 
 async def seed(parley: Services) -> dict[str, int]:
@@ -181,7 +182,7 @@ async def test_a_holder_that_lost_the_lease_stores_nothing(parley: Services) -> 
     assert await stored(parley) == []
 
 
-async def test_activity_updates_are_one_per_follower_and_discussion_per_batch(parley: Services) -> None:
+async def test_activity_updates_are_one_per_follower_and_discussion_then_wait_their_interval(parley: Services) -> None:
     await seed(parley)
     start = await parley.log.head()
     for i in range(5):
@@ -189,23 +190,39 @@ async def test_activity_updates_are_one_per_follower_and_discussion_per_batch(pa
     # Not durable, so not in the journal: watch the live log, up to a durable marker after them.
     activity: list[tuple[str, dict[str, Any]]] = []
 
-    async def watch() -> None:
-        async for item in parley.log.tail():
-            if isinstance(item, Event) and item.type == "activity":
-                activity.append((item.topic, item.as_dict()["payload"]))
-            if isinstance(item, Event) and item.type == "broadcast":
-                return
+    async def updates_until_marker(work: Awaitable[object]) -> list[tuple[str, dict[str, Any]]]:
+        async def watch() -> None:
+            async for item in parley.log.tail():
+                if isinstance(item, Event) and item.type == "activity":
+                    activity.append((item.topic, item.as_dict()["payload"]))
+                if isinstance(item, Event) and item.type == "broadcast":
+                    return
 
-    watching = asyncio.create_task(watch())
-    await asyncio.sleep(0.2)  # the tail reads from now on
-    assert await handler(parley).handle(start, await batch(parley, start), asyncio.Event())
-    await parley.publish("t:marker", "broadcast", discussion_id=None, user=None, payload={})
-    async with asyncio.timeout(10):
-        await watching
-    assert sorted(topic for topic, _ in activity) == [topics.user("dan"), topics.user("erin")]
+        activity.clear()
+        watching = asyncio.create_task(watch())
+        await asyncio.sleep(0.2)  # the tail reads from now on
+        await work
+        await parley.publish("t:marker", "broadcast", discussion_id=None, user=None, payload={})
+        async with asyncio.timeout(10):
+            await watching
+        return sorted(activity)
+
+    worker = handler(parley, activity_interval_s=120)  # the second batch surely comes within it
+    first = await updates_until_marker(worker.handle(start, await batch(parley, start), asyncio.Event()))
+    assert [topic for topic, _ in first] == [topics.user("dan"), topics.user("erin")]
     # Unread: the 5 and the two parents bob and carol wrote in `pub`.
-    assert {(p["discussion_id"], p["unread_count"]) for _, p in activity} == {("pub", 7)}
+    assert {(p["discussion_id"], p["unread_count"]) for _, p in first} == {("pub", 7)}
     assert [n[:2] for n in await stored(parley)] == [("erin", "activity")]
+
+    # The next batch within the interval: its update waits, and goes out once the worker is idle.
+    second_start = await parley.log.head()
+    await post(parley, "pub", "alice", "news 5")
+    assert (
+        await updates_until_marker(worker.handle(second_start, await batch(parley, second_start), asyncio.Event()))
+        == []
+    )
+    flushed = await updates_until_marker(worker.idle())
+    assert [(topic, p["unread_count"]) for topic, p in flushed] == [(topics.user("dan"), 8), (topics.user("erin"), 8)]
 
 
 class Recording(JournalHandler):

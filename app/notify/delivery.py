@@ -59,9 +59,12 @@ async def per_user(work: dict[str, list[Callable[[], Awaitable[object]]]]) -> No
 
 
 class Delivery:
-    def __init__(self, parley: Services, pusher: PushSender) -> None:
+    def __init__(
+        self, parley: Services, pusher: PushSender, *, activity_interval_s: float = ACTIVITY_INTERVAL_S
+    ) -> None:
         self._parley = parley
         self._pusher = pusher
+        self._interval_s = activity_interval_s
         # Activity updates waiting for their discussion's interval: discussion id -> followers.
         self._waiting: dict[str, set[str]] = {}
         self._titles: dict[str, tuple[str, str]] = {}  # discussion id -> (title, last activity)
@@ -99,7 +102,7 @@ class Delivery:
             self._waiting.setdefault(discussion_id, set()).update(followers)
         self._titles |= titles
         now = time.monotonic()
-        due = [d for d in self._waiting if now - self._sent_at.get(d, -ACTIVITY_INTERVAL_S) >= ACTIVITY_INTERVAL_S]
+        due = [d for d in self._waiting if d not in self._sent_at or now - self._sent_at[d] >= self._interval_s]
         await self._send_activity({d: self._waiting.pop(d) for d in due}, now)
 
     async def flush_activity(self) -> None:
@@ -114,7 +117,7 @@ class Delivery:
     async def _send_activity(self, activity: dict[str, set[str]], now: float) -> None:
         """Not durable: an indicator, corrected by the next one; REST (/api/me/follows) is the
         truth after a reconnect. Counts are read now, so a later update is never staler."""
-        self._sent_at = {d: at for d, at in self._sent_at.items() if now - at < ACTIVITY_INTERVAL_S}  # bounded
+        self._sent_at = {d: at for d, at in self._sent_at.items() if now - at < self._interval_s}  # bounded
         if not activity:
             return
         for discussion_id in activity:
