@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlmodel import col, select, update
 
-from app.core.active_users import LocalActiveUsers
+from app.core.active_users_memory import LocalActiveUsers
 from app.core.services import Services
 from app.domain.models import (
     Discussion,
@@ -27,7 +27,9 @@ from app.domain.models import (
     Response,
     User,
 )
-from app.infra.lease import MemoryLease, RedisLease
+from app.infra.lease_memory import MemoryLease
+from app.infra.lease_redis import RedisLease
+from app.infra.redis_connection import RedisConnection
 from app.infra.redis_keys import RedisKeys
 from app.log import topics
 from app.log.cursor import Cursor
@@ -43,9 +45,11 @@ _pushers: dict[int, PushSender] = {}
 
 
 @pytest.fixture
-async def parley(tmp_path: Path, redis_url: str, redis_prefix: str) -> AsyncIterator[Services]:
+async def parley(
+    tmp_path: Path, redis_url: str, redis_prefix: str, redis_connection: RedisConnection
+) -> AsyncIterator[Services]:
     # Held by the test for the whole test: the app's own notification worker never reads.
-    held = RedisLease(redis_url, RedisKeys(redis_prefix), LEASE_NAME, lease_s=120, checkpoint_ttl_s=3600)
+    held = RedisLease(redis_connection, RedisKeys(redis_prefix), LEASE_NAME, lease_s=120, checkpoint_ttl_s=3600)
     assert await held.hold()
     env = {
         "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/parley.db",
@@ -68,7 +72,7 @@ async def parley(tmp_path: Path, redis_url: str, redis_prefix: str) -> AsyncIter
 def handler(parley: Services, activity_interval_s: float = 1.0) -> NotifyHandler:
     """A fresh holder's handler, as after a crash or a lease change."""
     delivery = Delivery(parley, _pushers[id(parley)], activity_interval_s=activity_interval_s)
-    return NotifyHandler(parley, LocalActiveUsers(parley.hub), delivery)
+    return NotifyHandler(parley, LocalActiveUsers(parley.presence), delivery)
 
 
 async def seed(parley: Services) -> dict[str, int]:

@@ -1,8 +1,8 @@
 """Who is notified of what: the fan-out rules (issue 6, FR-006..010), as pure functions.
 
-No transport, no database: the worker (`app.notify.rules`, `app.notify.store`) gathers the facts (the parent's
-author, who the mentioned names are, the followers, everyone's preferences) and asks `plan`
-what to do. Rules:
+No transport, no database: the worker (`app.notify.rules`, `app.notify.store`) gathers the
+facts (the parent's author, who the mentioned names are, the followers, everyone's
+preferences) and asks `plan` what to do. Rules:
 
 - a reply notifies the parent response's author (`reply`, priority normal);
 - `@name` notifies that user (`mention`, priority high) if they can read the discussion;
@@ -36,13 +36,6 @@ PREFERENCE_KEYS = ("replies", "mentions", "followed", "common_ground", "push")
 DEFAULT_PREFERENCES: Mapping[str, bool] = MappingProxyType(
     {key: bool(NotificationPreferences.model_fields[key].default) for key in PREFERENCE_KEYS}
 )
-
-
-def preferences_of(row: NotificationPreferences | None) -> dict[str, bool]:
-    """A user's preferences: their row, or the defaults if they never chose."""
-    if row is None:
-        return dict(DEFAULT_PREFERENCES)
-    return {key: bool(getattr(row, key)) for key in PREFERENCE_KEYS}
 
 
 def wants(preferences: Mapping[str, Mapping[str, bool]], user_id: str, key: str) -> bool:

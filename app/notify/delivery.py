@@ -124,7 +124,7 @@ class Delivery:
             self._sent_at[discussion_id] = now
         counts = await store.unread_of_followers(self._parley.db, list(activity))
         work: dict[str, list[Callable[[], Awaitable[object]]]] = {}
-        for (discussion_id, user_id), count in sorted(counts.items()):
+        for (user_id, discussion_id), count in sorted(counts.items()):
             if user_id in activity.get(discussion_id, ()) and discussion_id in self._titles:
                 title, last_activity_at = self._titles[discussion_id]
                 payload = {

@@ -69,3 +69,12 @@ def parse(event: Event) -> Item | None:
     return CommonGround(
         event.cursor, discussion_id, actor, excerpt(text) if text else f"{len(new)} new point(s) of common ground"
     )
+
+
+def names_by_discussion(items: list[Item]) -> dict[str, set[str]]:
+    """Discussion id -> the names mentioned in it (whose readers the store then asks for)."""
+    names: dict[str, set[str]] = {}
+    for item in items:
+        if isinstance(item, Posted) and item.names:
+            names.setdefault(item.discussion_id, set()).update(item.names)
+    return names

@@ -20,16 +20,11 @@ from app.notify.items import CommonGround, Item, Posted
 from app.notify.store import Facts, Recipients
 
 
-def can_read(discussion: Discussion, user_id: str, members: set[tuple[str, str]]) -> bool:
-    """NFR-014: a mention never notifies someone who cannot read the discussion."""
-    return discussion.visibility != "private" or user_id == discussion.created_by or (discussion.id, user_id) in members
-
-
 def mentioned(item: Posted, discussion: Discussion, facts: Facts) -> list[str]:
-    found = {
-        u: None for name in item.names for u in facts.named.get(name, []) if can_read(discussion, u, facts.members)
-    }
-    return list(found)
+    """The users `item` mentions, in order; NFR-014: only those who may read the discussion
+    (`facts.readers`, from the domain's one read rule, `app.domain.access`)."""
+    readers = facts.readers.get(discussion.id, set())
+    return list(dict.fromkeys(u for name in item.names for u in facts.named.get(name, []) if u in readers))
 
 
 def concerned(items: list[Item], facts: Facts) -> set[str]:
@@ -85,8 +80,9 @@ def decide(items: list[Item], facts: Facts, recipients: Recipients) -> Decision:
 
 
 async def should_push(user_id: str, recipients: Recipients, active: ActiveUsers) -> bool:
-    """Web Push now? To a user with a subscription who kept `push` on and is not active (no
-    stream open: an active user sees the notification in the page)."""
+    """Web Push now? To a user with a subscription who kept `push` on and is not active: no
+    connection whose presence is `online` anywhere (every tab hidden or away counts as
+    inactive, FR-009; `app.core.active_users`). An active user sees it in the page."""
     return (
         user_id in recipients.subscribed
         and wants(recipients.preferences, user_id, "push")

@@ -10,7 +10,7 @@ stored it.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,10 +19,10 @@ from sqlalchemy import func, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select, update
 
+from app.domain.access import readers_in
 from app.domain.follows import unread_counts
 from app.domain.models import (
     Discussion,
-    DiscussionMember,
     Follow,
     Notification,
     NotificationPreferences,
@@ -30,7 +30,7 @@ from app.domain.models import (
     Response,
     User,
 )
-from app.domain.notifications import preferences_of
+from app.domain.preferences import preferences_of
 from app.infra.db import Database
 
 
@@ -42,8 +42,8 @@ class Facts:
     followers: dict[str, list[str]] = field(default_factory=dict)  # discussion id -> user ids
     parent_authors: dict[int, str] = field(default_factory=dict)  # response id -> author id
     named: dict[str, list[str]] = field(default_factory=dict)  # lower-case name -> user ids
-    # (discussion id, user id) of the members of the batch's private discussions among `named`.
-    members: set[tuple[str, str]] = field(default_factory=set)
+    # Discussion id -> the users named in it who may read it (the domain's one read rule).
+    readers: dict[str, set[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,8 +56,9 @@ class Recipients:
 
 
 async def gather(
-    db: Database, discussion_ids: Collection[str], parent_ids: Collection[int], names: Collection[str]
+    db: Database, discussion_ids: Collection[str], parent_ids: Collection[int], names: Mapping[str, Collection[str]]
 ) -> Facts:
+    """`names`: discussion id -> the lower-case names mentioned in it."""
     facts = Facts()
     if not discussion_ids:
         return facts
@@ -74,19 +75,19 @@ async def gather(
                 select(Response.id, Response.author_id).where(col(Response.id).in_(parent_ids))
             )
             facts.parent_authors = {int(response_id or 0): author for response_id, author in parents.all()}
-        if names:
-            users = await session.exec(select(User.id, func.lower(User.name)).where(func.lower(User.name).in_(names)))
+        all_names = {name for named in names.values() for name in named}
+        if all_names:
+            users = await session.exec(
+                select(User.id, func.lower(User.name)).where(func.lower(User.name).in_(all_names))
+            )
             for user_id, name in users.all():
                 facts.named.setdefault(name, []).append(user_id)
-        private = [d.id for d in facts.discussions.values() if d.visibility == "private"]
-        candidates = {user_id for ids in facts.named.values() for user_id in ids}
-        if private and candidates:
-            members = await session.exec(
-                select(DiscussionMember.discussion_id, DiscussionMember.user_id).where(
-                    col(DiscussionMember.discussion_id).in_(private), col(DiscussionMember.user_id).in_(candidates)
-                )
-            )
-            facts.members = set(members.all())
+        asked = [
+            (discussion, [u for name in names.get(discussion.id, ()) for u in facts.named.get(name, [])])
+            for discussion in facts.discussions.values()
+        ]
+        readers = await readers_in(session, [(d, candidates) for d, candidates in asked if candidates])
+        facts.readers = {discussion_id: set(ids) for discussion_id, ids in readers.items()}
     return facts
 
 
@@ -152,9 +153,9 @@ async def mark_published(db: Database, ids: Collection[str]) -> None:
 
 
 async def unread_of_followers(db: Database, discussion_ids: Collection[str]) -> dict[tuple[str, str], int]:
-    """(discussion id, follower id) -> unread count, for the followers of these discussions."""
+    """(follower id, discussion id) -> unread count, for the followers of these discussions."""
     async with db.session() as session:
-        return await unread_counts(session, col(Follow.discussion_id).in_(discussion_ids))
+        return await unread_counts(session, discussion_ids=discussion_ids)
 
 
 async def pending_pushes(db: Database, since: datetime, limit: int) -> list[Notification]:

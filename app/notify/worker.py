@@ -6,7 +6,8 @@ journal is read by `app.log.journal_consumer` (one lease holder per cluster, res
 checkpoint saved after each batch; a batch is handled again after a crash or a lost lease).
 Per batch, with a fixed number of queries whatever its size (issue 13: one per kind):
 1. `items.parse` reads the events; `store.gather` reads the discussions, their followers, the
-   replied-to responses' authors and the mentioned names' users (and private members);
+   replied-to responses' authors, the mentioned names' users and which of them may read
+   the discussion (`app.domain.access`, the one read rule);
 2. `store.about` reads the concerned users' preferences, push subscriptions and unread
    `activity` notifications; `rules.decide` says who gets what;
 3. `store.insert_new` stores the new rows in one INSERT, idempotent by the unique (source
@@ -22,16 +23,15 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from app.core.active_users import ActiveUsers, LocalActiveUsers, RedisActiveUsers
+from app.core.active_users import ActiveUsers
+from app.core.backends import Backends
 from app.core.services import Services
-from app.infra.lease import Lease, MemoryLease, RedisLease
-from app.infra.redis_keys import RedisKeys
 from app.log.cursor import Cursor
 from app.log.events import Event
 from app.log.journal_consumer import JournalConsumer, JournalHandler
 from app.notify import rules, store
 from app.notify.delivery import Delivery, titles_of
-from app.notify.items import Item, Posted, parse
+from app.notify.items import Item, Posted, names_by_discussion, parse
 from app.notify.webpush import PushSender, load_vapid
 
 LEASE_NAME = "notify"
@@ -86,7 +86,7 @@ class NotifyHandler(JournalHandler):
             db,
             {item.discussion_id for item in items},
             {i.parent_id for i in items if isinstance(i, Posted) and i.parent_id is not None},
-            {name for i in items if isinstance(i, Posted) for name in i.names},
+            names_by_discussion(items),
         )
         recipients = await store.about(db, rules.concerned(items, facts), list(facts.discussions))
         decision = rules.decide(items, facts, recipients)
@@ -107,20 +107,11 @@ class NotifyHandler(JournalHandler):
         return decision, facts
 
 
-def notify_backends(parley: Services) -> tuple[Lease, ActiveUsers]:
-    """The worker's lease and the view of who is active: in-process when embedded, else Redis."""
-    settings = parley.settings
-    if settings.redis_url is None:
-        return MemoryLease(), LocalActiveUsers(parley.hub)
-    keys = RedisKeys(settings.redis_prefix)
-    lease = RedisLease(
-        settings.redis_url, keys, LEASE_NAME, lease_s=settings.notify_lease_s, checkpoint_ttl_s=settings.retention_s
-    )
-    return lease, RedisActiveUsers(parley.hub, settings.redis_url, keys)
-
-
 async def start_notifications(
-    extensions: dict[str, Any], parley: Services, spawn: Callable[[Coroutine[Any, Any, None], str], None]
+    extensions: dict[str, Any],
+    parley: Services,
+    backends: Backends,
+    spawn: Callable[[Coroutine[Any, Any, None], str], None],
 ) -> None:
     """Build the notification parts for `create_app` and hand their tasks to `spawn`.
 
@@ -137,7 +128,8 @@ async def start_notifications(
         backoff_s=settings.push_backoff_s,
         allow_private=settings.push_allow_insecure,
     )
-    lease, active = notify_backends(parley)
+    active = backends.active_users(parley.presence)
+    lease = backends.lease(LEASE_NAME, lease_s=settings.notify_lease_s)
     handler = NotifyHandler(
         parley, active, Delivery(parley, pusher), event_delay_s=settings.notify_event_delay_ms / 1000
     )
