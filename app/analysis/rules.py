@@ -15,7 +15,7 @@ carries, byte for byte the same JSON:
   `common_ground` is ordered by agreement, highest first; `divisive` by closeness to an even
   split. Ties: the proposition's order in the discussion.
 - `new_common_ground`: ids in `common_ground` that were not in the previous version's (what
-  followers are notified of, through `app.notify.worker`).
+  followers are notified of, through `app.notify.rules`).
 
 The document is always computed from the full counts (no incremental state), so a
 recomputation equals a computation from scratch by construction.

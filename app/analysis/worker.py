@@ -5,8 +5,8 @@ Design, and why:
 - *Fed by the event log.* A response carrying stances appends `response_posted`, a new
   proposition `proposition_added`; this worker reads the log's journal after its checkpoint
   (as the notification worker does), so a post on any server is seen, once, by one reader.
-- *One reader per cluster.* Every process runs this task; only the holder of the `analysis`
-  lease (`app.infra.lease`, in-process when embedded) reads the journal and schedules runs. The
+- *One reader per cluster* (`app.log.journal_consumer`): every process runs this task; only the
+  holder of the `analysis` lease (in-process when embedded) reads the journal and schedules runs. The
   checkpoint it saves never passes a change no finished run has covered (`DebounceSchedule.
   floor`), so a holder that dies loses nothing: its successor re-reads from there.
 - *Debounced per discussion, single-flight* (`app.analysis.debounce`): a burst of stances costs about
@@ -45,9 +45,9 @@ from app.core.backends import Backends
 from app.core.services import Services
 from app.infra.lease import KeyedLease, Lease
 from app.log import topics
-from app.log.cursor import Cursor, InvalidCursor
-from app.log.eventlog import CursorUnavailable
+from app.log.cursor import Cursor
 from app.log.events import Event
+from app.log.journal_consumer import JournalConsumer, JournalHandler
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,6 @@ LEASE_NAME = "analysis"
 RUN_LEASE_NAME = "analysis-run"
 BATCH_LIMIT = 500
 READ_WAIT_S = 1.0
-MAX_BACKOFF_S = 5.0
 # Discussions computed at once by the holder.
 CONCURRENCY = 4
 # The holder stops reading the journal while this many discussions wait for a run (each
@@ -84,7 +83,7 @@ def discussion_to_analyse(event: Event) -> str | None:
     return discussion_id if stances else None
 
 
-class AnalysisWorker:
+class AnalysisWorker(JournalHandler):
     def __init__(
         self,
         parley: Services,
@@ -98,7 +97,6 @@ class AnalysisWorker:
         compute_delay_s: float = 0.0,
     ) -> None:
         self._parley = parley
-        self._lease = lease
         self._run_lease = run_lease
         self._thresholds = thresholds
         self._lease_s = lease_s
@@ -106,93 +104,53 @@ class AnalysisWorker:
         self._schedule = DebounceSchedule(debounce_s=debounce_s, min_interval_s=min_interval_s, retry_s=BUSY_RETRY_S)
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(CONCURRENCY)
-        self._cursor: Cursor | None = None  # where the holder has read the journal to
+        self._consumer = JournalConsumer(
+            "analysis worker",
+            parley.log,
+            lease,
+            self,
+            lease_s=lease_s,
+            batch_limit=BATCH_LIMIT,
+            read_wait_s=READ_WAIT_S,
+        )
 
     async def start_cursor(self) -> None:
         """Before serving: a cluster's first checkpoint is the head of the log."""
-        await self._lease.initialise(str(await self._parley.log.head()))
+        await self._consumer.initialise()
 
     async def run(self) -> None:
-        """Owned by the app; cancelled on shutdown (the lease is then released at once)."""
+        """Owned by the app; cancelled on shutdown (the consumer then releases the lease)."""
         try:
             async with asyncio.TaskGroup() as runs:
-                runs.create_task(self._read_loop(), name="analysis-reader")
+                runs.create_task(self._consumer.run(), name="analysis-reader")
                 await self._dispatch_loop(runs)
         finally:
-            try:
-                await self._lease.release()
-            except Exception:  # Redis gone at shutdown: the lease simply expires
-                log.warning("analysis worker: could not release the lease")
-            finally:
-                await self._lease.close()
-                await self._run_lease.close()
+            await self._run_lease.close()
 
-    # -- reading the journal (holder only) ----------------------------------------------
+    # -- reading the journal (the consumer calls these, on the lease holder) -------------
 
-    async def _read_loop(self) -> None:
-        backoff_s = 0.1
-        while True:
-            raise_if_cancelling()
-            try:
-                if not await self._lease.hold():
-                    if self._cursor is not None:
-                        log.warning("analysis worker: lease lost; the new holder goes on from the checkpoint")
-                        self._cursor = None
-                        self._schedule.clear()
-                    await asyncio.sleep(self._lease_s / 3)
-                    continue
-                if self._cursor is None:
-                    self._cursor = await self._checkpoint()
-                    log.info("analysis worker: this process holds the lease, from %s", self._cursor)
-                if len(self._schedule) >= MAX_PENDING:
-                    await asyncio.sleep(BUSY_RETRY_S)  # let the runs catch up before reading more
-                else:
-                    await self._read_batch(self._cursor)
-                await self._save_checkpoint()
-                backoff_s = 0.1
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                stop_if_cancelled(error)
-                log.exception("analysis worker: reading failed; retrying in %.1fs", backoff_s)
-                await asyncio.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
-
-    async def _checkpoint(self) -> Cursor:
-        text = await self._lease.checkpoint()
-        if text is not None:
-            try:
-                return Cursor.parse(text)
-            except InvalidCursor:
-                log.warning("analysis worker: unreadable checkpoint %r; starting from the head", text)
-        return await self._parley.log.head()
-
-    async def _read_batch(self, cursor: Cursor) -> None:
-        try:
-            events = await self._parley.log.read_journal(cursor, BATCH_LIMIT, READ_WAIT_S)
-        except CursorUnavailable as unavailable:
-            # Older than the retention window or another epoch: what was there is gone.
-            log.warning("analysis worker: checkpoint %s unusable (%s); skipping to the head", cursor, unavailable)
-            self._cursor = await self._parley.log.head()
-            return
-        before = cursor.position
+    async def handle(self, start: Cursor, events: list[Event], lost: asyncio.Event) -> bool:
+        """Schedule a run for each discussion whose analysis may have changed."""
+        before = start.position
         now = time.monotonic()
         for event in events:
             discussion_id = discussion_to_analyse(event)
             if discussion_id is not None:
                 self._schedule.mark(discussion_id, before, now)
             before = event.position
-        if events:
-            self._cursor = Cursor(cursor.epoch, before)
-            self._wake.set()
+        self._wake.set()
+        return True
 
-    async def _save_checkpoint(self) -> None:
-        if self._cursor is None:
-            return
+    async def released(self) -> None:
+        self._schedule.clear()  # the new holder re-reads from the checkpoint
+
+    def ready(self) -> bool:
+        return len(self._schedule) < MAX_PENDING  # else let the runs catch up before reading more
+
+    def checkpoint(self, read_to: Cursor) -> Cursor:
+        """Never past a change no finished run has covered (`DebounceSchedule.floor`)."""
         floor = self._schedule.floor()
-        position = self._cursor.position if floor is None else min(floor, self._cursor.position)
-        if not await self._lease.save(str(Cursor(self._cursor.epoch, position))):
-            log.warning("analysis worker: lease lost before saving the checkpoint")
+        return read_to if floor is None else Cursor(read_to.epoch, min(floor, read_to.position))
 
     # -- running recomputations ---------------------------------------------------------
 

@@ -5,7 +5,7 @@ anyone else they do not exist (404, never 403). `may_read` is the rule; everythi
 only gathers its facts:
 
 - `readable_discussion` (REST: one caller, one discussion, a fresh database read);
-- `readers_among` (notifications: which of these users may read it, one query);
+- `readers_among`, `readers_in` (notifications: which of these users may read it, one query);
 - `ReadAccessCache` (stream connects: cached per discussion, forgotten on membership changes).
 
 Membership changes (app/domain/membership.py) fire `access_granted` / `access_revoked` on the
@@ -54,16 +54,30 @@ async def find_discussion(session: AsyncSession, discussion_id: str) -> Discussi
 
 async def readers_among(session: AsyncSession, discussion: Discussion, user_ids: Collection[str]) -> list[str]:
     """Those of `user_ids` (in their order) who may read `discussion`: one query at most."""
-    candidates = list(dict.fromkeys(user_ids))
-    members: set[str] = set()
-    if discussion.visibility == "private" and candidates:
+    return (await readers_in(session, [(discussion, user_ids)]))[discussion.id]
+
+
+async def readers_in(
+    session: AsyncSession, asked: Collection[tuple[Discussion, Collection[str]]]
+) -> dict[str, list[str]]:
+    """`readers_among` for many discussions at once, in one query at most (the notification
+    worker's batch): discussion id -> those of its candidates who may read it."""
+    wanted = [(discussion, list(dict.fromkeys(user_ids))) for discussion, user_ids in asked]
+    private = {d.id: candidates for d, candidates in wanted if d.visibility == "private" and candidates}
+    members: dict[str, set[str]] = {}
+    if private:
         rows = await session.exec(
-            select(DiscussionMember.user_id).where(
-                DiscussionMember.discussion_id == discussion.id, col(DiscussionMember.user_id).in_(candidates)
+            select(DiscussionMember.discussion_id, DiscussionMember.user_id).where(
+                col(DiscussionMember.discussion_id).in_(list(private)),
+                col(DiscussionMember.user_id).in_({u for candidates in private.values() for u in candidates}),
             )
         )
-        members = set(rows.all())
-    return [u for u in candidates if may_read(discussion.visibility, discussion.created_by, members, u)]
+        for discussion_id, user_id in rows.all():
+            members.setdefault(discussion_id, set()).add(user_id)
+    return {
+        d.id: [u for u in candidates if may_read(d.visibility, d.created_by, members.get(d.id, set()), u)]
+        for d, candidates in wanted
+    }
 
 
 async def can_read(session: AsyncSession, discussion: Discussion, user_id: str) -> bool:

@@ -2,7 +2,8 @@
 
 A follower's unread responses in a discussion are those after the last one they read
 (`Follow.last_read_response_id`), not their own, not deleted. `GET /api/me/follows` and the
-notification worker's `activity` updates both count with `unread_counts`.
+notification worker's `activity` updates both count with `unread_counts`, in one GROUP BY for
+any set of follows, so neither a user's follow list nor a worker batch pays a query per discussion.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ async def unread_counts(
     session: AsyncSession,
     *,
     user_id: str | None = None,
-    discussion_id: str | None = None,
+    discussion_ids: Collection[str] | None = None,
     user_ids: Collection[str] | None = None,
 ) -> dict[tuple[str, str], int]:
     """Unread responses by (follower, discussion), for the follows matching every filter given:
-    one follower's (`user_id`), one discussion's (`discussion_id`), some followers' (`user_ids`)."""
+    one follower's (`user_id`), some discussions' (`discussion_ids`), some followers' (`user_ids`)."""
     query = (
         select(Follow.user_id, Follow.discussion_id, func.count(col(Response.id)))
         .select_from(Follow)
@@ -44,8 +45,8 @@ async def unread_counts(
     )
     if user_id is not None:
         query = query.where(Follow.user_id == user_id)
-    if discussion_id is not None:
-        query = query.where(Follow.discussion_id == discussion_id)
+    if discussion_ids is not None:
+        query = query.where(col(Follow.discussion_id).in_(list(discussion_ids)))
     if user_ids is not None:
         query = query.where(col(Follow.user_id).in_(list(user_ids)))
     rows = await session.exec(query)

@@ -1,8 +1,8 @@
 """Who is notified of what: the fan-out rules (issue 6, FR-006..010), as pure functions.
 
-No transport, no database: the worker (`app.notify.worker`) gathers the facts (the parent's
-author, who the mentioned names are, the followers, everyone's preferences) and asks `plan`
-what to do. Rules:
+No transport, no database: the worker (`app.notify.rules`, `app.notify.store`) gathers the
+facts (the parent's author, who the mentioned names are, the followers, everyone's
+preferences) and asks `plan` what to do. Rules:
 
 - a reply notifies the parent response's author (`reply`, priority normal);
 - `@name` notifies that user (`mention`, priority high) if they can read the discussion;
@@ -21,22 +21,27 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
-from app.domain.models import Notification
+from app.domain.models import Notification, NotificationPreferences
 from app.log.events import rfc3339
 
 NOTIFICATION_TYPES = ("reply", "mention", "activity", "common_ground", "broadcast")
 
-# Preference keys (API.md), and what a user who never chose gets. `followed` is opt-in:
-# the issue says followers get activity *notifications* only "if they opted in".
-DEFAULT_PREFERENCES: Mapping[str, bool] = {
-    "replies": True,
-    "mentions": True,
-    "followed": False,
-    "common_ground": True,
-    "push": True,
-}
+# Preference keys (API.md), and what a user who never chose gets: the columns' defaults in
+# `NotificationPreferences`, the one place they are written. `followed` is opt-in: the issue
+# says followers get activity *notifications* only "if they opted in".
+PREFERENCE_KEYS = ("replies", "mentions", "followed", "common_ground", "push")
+DEFAULT_PREFERENCES: Mapping[str, bool] = MappingProxyType(
+    {key: bool(NotificationPreferences.model_fields[key].default) for key in PREFERENCE_KEYS}
+)
+
+
+def wants(preferences: Mapping[str, Mapping[str, bool]], user_id: str, key: str) -> bool:
+    """Whether `user_id` wants `key`, given the preferences of the users who have a row."""
+    return preferences.get(user_id, DEFAULT_PREFERENCES).get(key, DEFAULT_PREFERENCES[key])
+
 
 # `@name`: the token's display name (API.md, Identity). Not preceded by a word character,
 # so `mail@example.org` mentions nobody; a trailing dot ends a sentence, not the name.
@@ -85,21 +90,22 @@ def plan(
     """What one new response causes. `mentioned_user_ids` must hold only users who can read
     the discussion; `preferences` maps a user id to their preferences (missing: defaults)."""
 
-    def wants(user_id: str, key: str) -> bool:
-        return preferences.get(user_id, DEFAULT_PREFERENCES).get(key, DEFAULT_PREFERENCES[key])
-
     notifications: list[Planned] = []
     notified: set[str] = {actor_id}
     for user_id in mentioned_user_ids:
-        if user_id not in notified and wants(user_id, "mentions"):
+        if user_id not in notified and wants(preferences, user_id, "mentions"):
             notified.add(user_id)
             notifications.append(Planned(user_id, "mention", "high"))
-    if parent_author_id is not None and parent_author_id not in notified and wants(parent_author_id, "replies"):
+    if (
+        parent_author_id is not None
+        and parent_author_id not in notified
+        and wants(preferences, parent_author_id, "replies")
+    ):
         notified.add(parent_author_id)
         notifications.append(Planned(parent_author_id, "reply", "normal"))
     updates = sorted(set(follower_ids) - {actor_id})
     for user_id in updates:
-        if user_id not in notified and wants(user_id, "followed"):
+        if user_id not in notified and wants(preferences, user_id, "followed"):
             notifications.append(Planned(user_id, "activity", "normal"))
     return Plan(notifications, updates)
 
@@ -129,5 +135,5 @@ def plan_common_ground(
     return [
         Planned(user_id, "common_ground", "normal")
         for user_id in sorted(set(follower_ids) - {actor_id})
-        if preferences.get(user_id, DEFAULT_PREFERENCES).get("common_ground", True)
+        if wants(preferences, user_id, "common_ground")
     ]

@@ -16,6 +16,8 @@ from app.domain.notifications import DEFAULT_PREFERENCES
 
 
 def preferences_of(row: NotificationPreferences | None) -> dict[str, bool]:
+    """A user's preferences: their row, or the defaults if they never chose (REST and the
+    notification worker)."""
     if row is None:
         return dict(DEFAULT_PREFERENCES)
     return {key: bool(getattr(row, key)) for key in DEFAULT_PREFERENCES}
