@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OctKey
@@ -105,6 +104,8 @@ class Authenticator:
         if url is None:
             return None
         if self._jwks is None or time.monotonic() - self._jwks_fetched_at > JWKS_CACHE_S:
+            import httpx  # only with JWKS: not part of every process's start-up
+
             try:
                 async with httpx.AsyncClient(timeout=5.0) as client:
                     response = await client.get(url)
