@@ -234,7 +234,10 @@ async def measure(bare: ServerProcess, parley: ServerProcess, args: argparse.Nam
     run_id = secrets.token_hex(4)
 
     def post(index: int) -> bytes:
-        body = json.dumps({"body": f"rest_cpu {run_id} post {index}: unique words {index * 7919}"}).encode()
+        fields = {"body": f"rest_cpu {run_id} post {index}: unique words {index * 7919}"}
+        if args.client_ids:  # as the page posts: each with its idempotency key
+            fields["client_id"] = f"{run_id}-{index}"
+        body = json.dumps(fields).encode()
         return post_request(path + "/responses", tokens[index % len(tokens)], body)
 
     # Warm-up: imports on first use, caches, the database's pages, the JIT-less interpreter's
@@ -342,6 +345,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="requests per phase and round")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--client-ids", action="store_true", help="each post carries a client_id, as the page's do")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the Parley server")
     parser.add_argument("--py-spy", type=Path, help="a directory: sample every phase with py-spy into it")
     parser.add_argument(
