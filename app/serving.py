@@ -73,6 +73,7 @@ def serve(config: Config, settings: Settings, sockets: Sockets, url: str) -> int
 
 
 def _serve_workers(config: Config, settings: Settings, sockets: Sockets, url: str) -> int:
+    gc.enable()  # off since `cli._serve`; this parent only waits (each spawned worker manages its own)
     ctx = get_context("spawn")
     shutdown_event = ctx.Event()
     # Children inherit SIG_IGN for SIGINT (a terminal's ^C reaches the whole group); the parent
