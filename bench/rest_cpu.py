@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
 import shutil
 import signal
@@ -45,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.backing import fresh_postgres, private_redis  # noqa: E402
 from bench.common import (  # noqa: E402
     CLIENT_CORE,
     SERVER_CORE,
@@ -56,11 +56,8 @@ from bench.common import (  # noqa: E402
     pin_to,
     run_async,
     sign,
-    wait_for_port,
     workdir,
 )
-
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 class BareServer(ServerProcess):
@@ -289,53 +286,6 @@ def medians(rows: list[dict[str, object]]) -> list[dict[str, object]]:
         summary["errors"] = sum(int(row["errors"]) for row in mine)  # type: ignore[call-overload]
         result.append(summary)
     return result
-
-
-# --- backends ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def private_redis(directory: Path) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=directory,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, 10, process)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-@contextmanager
-def fresh_postgres() -> Iterator[str]:
-    import asyncpg
-
-    name = f"parley_bench_{secrets.token_hex(5)}"
-
-    async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "app", "migrate"],
-            env=os.environ | {"DATABASE_URL": url, "PYTHONPATH": str(ROOT)},
-            check=True,
-            cwd=ROOT,
-        )
-        yield url
-    finally:
-        asyncio.run(admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
 def main() -> None:

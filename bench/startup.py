@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.backing import private_redis  # noqa: E402
 from bench.common import CLIENT_CORE, ServerProcess, cpu_seconds, fmt_table, free_port, pin_to, workdir  # noqa: E402
-from bench.rest_cpu import private_redis  # noqa: E402
 
 POLL_S = 0.005
 
