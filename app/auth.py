@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OctKey
@@ -35,6 +34,13 @@ JWKS_ALGORITHMS = ("RS256", "ES256")
 JWKS_CACHE_S = 300.0
 DEV_TOKEN_TTL_S = 24 * 3600
 MAX_TOKEN_CHARS = 8192
+# Tokens already verified, so a client's every request does not check the signature and claims
+# again (~50 µs each, issue 13). The key is the whole token, signature included: only the very
+# same bytes hit. An entry is used until the token expires and for at most VERIFIED_TTL_S
+# (a key withdrawn from the JWKS stops working within that, as a JWKS refresh does within
+# JWKS_CACHE_S); the oldest entries go first past VERIFIED_MAX.
+VERIFIED_MAX = 10_000
+VERIFIED_TTL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,7 @@ class Authenticator:
         if settings.jwt_audience:
             claims["aud"] = {"essential": True, "value": settings.jwt_audience}
         self._claims = jwt.JWTClaimsRegistry(leeway=5, **claims)
+        self._verified: dict[str, tuple[Identity, float]] = {}  # token -> (identity, use until)
 
     @property
     def can_issue(self) -> bool:
@@ -105,6 +112,8 @@ class Authenticator:
         if url is None:
             return None
         if self._jwks is None or time.monotonic() - self._jwks_fetched_at > JWKS_CACHE_S:
+            import httpx  # only with JWKS: not part of every process's start-up
+
             try:
                 async with httpx.AsyncClient(timeout=5.0) as client:
                     response = await client.get(url)
@@ -118,6 +127,20 @@ class Authenticator:
         return self._jwks
 
     async def verify(self, token: str) -> Identity:
+        now = time.monotonic()
+        cached = self._verified.get(token)
+        if cached is not None:
+            identity, until = cached
+            if now < until and not identity.expired():
+                return identity
+            del self._verified[token]
+        identity = await self._verify(token)
+        if len(self._verified) >= VERIFIED_MAX:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (identity, now + VERIFIED_TTL_S)
+        return identity
+
+    async def _verify(self, token: str) -> Identity:
         if not token or len(token) > MAX_TOKEN_CHARS:
             raise Unauthorized("invalid token", code="invalid_token")
         decoded = None

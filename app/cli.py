@@ -9,17 +9,21 @@ Every connection is accepted by our front (`app/serving.py`): over plain TCP it 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from hypercorn.config import Config
-from sqlalchemy.exc import SQLAlchemyError
-
-from app import startup
-from app.infra import logs, migrate
+from app.infra import logs
 from app.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config
+
+# Hypercorn, SQLAlchemy and the app are imported by the command that needs them (`_serve`,
+# `_migrate`), so `parley --help` and a mistyped command answer at once.
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,8 @@ LISTEN_BACKLOG = 4096
 
 
 def hypercorn_config(settings: Settings, host: str, workers: int) -> Config:
+    from hypercorn.config import Config
+
     config = Config()
     config.bind = [f"{host}:{settings.port}"]
     # workers=0 serves in this very process; more spawn that many worker processes.
@@ -77,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.host:
         settings = replace(settings, host=args.host)
+    from app import startup
+
     try:
         return _serve(settings)
     except Exception as error:
@@ -89,7 +97,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    from app import serving
+    # No cyclic garbage collection while the modules load and the app starts: the collector
+    # would walk the growing heap again and again for almost nothing (~900 unreachable objects
+    # in all), ~12 % of the start-up's CPU. `serving.worker_serve` freezes what start-up made
+    # and turns it back on before the first connection.
+    gc.disable()
+    from app import serving, startup
 
     config = hypercorn_config(settings, settings.host, settings.workers)
     sockets = startup.bind(config, settings.host, settings.port)
@@ -98,6 +111,11 @@ def _serve(settings: Settings) -> int:
 
 
 def _migrate(settings: Settings) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app import startup
+    from app.infra import migrate
+
     try:
         migrate.upgrade(settings.database_url)
     except (SQLAlchemyError, OSError) as error:

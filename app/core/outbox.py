@@ -6,19 +6,24 @@ failed (Redis down, a dead pooled connection) the caller got a 503, and its retr
 
 1. `stage` adds the event, as an `OutboxEntry` row, to the session of the change, so the row
    commits (or rolls back) with it. Nothing is appended yet.
-2. After the commit, the request appends it at once (`relay`) and deletes the row, so readers
-   get it with no added delay. If the append fails, the request still succeeds (the change is
-   stored, the event is on its way) and the row stays.
-3. `OutboxRelay`, a background task of every process (owned by `create_app`), appends the rows
-   left behind (older than `RELAY_GRACE_S`, so it does not race the request's own attempt) in
-   id order, and deletes them.
+2. After the commit, the request appends it at once (`relay`), so readers get it with no added
+   delay, and leaves its row id to be deleted. If the append fails, the request still succeeds
+   (the change is stored, the event is on its way) and the row stays.
+3. `OutboxRelay`, a background task of every process (owned by `create_app`), first deletes the
+   rows its requests appended, all in one statement (a post used to pay a second transaction
+   of its own for that delete: issue 13), then appends the rows left behind (older than
+   `RELAY_GRACE_S`, so it does not race the request's own attempt) in id order, and deletes
+   them. On shutdown it deletes the appended rows once more before it stops.
 
 Idempotent: every append carries the row's random `key` (`EventLog.append(dedupe_key=...)`),
 which the log remembers for the retention window, so a row appended by the request and again
 by a relay (its delete failed, or two processes' relays met on it) is in the log once.
 
-Bounded: rows are deleted once appended; a row older than the retention window is dropped
-with a warning (its readers' cursors are past the window too: they get `sync_required`).
+Bounded: rows are deleted once appended (within `RELAY_INTERVAL_S`); a row older than the
+retention window is dropped with a warning (its readers' cursors are past the window too: they
+get `sync_required`). At most `MAX_APPENDED` appended ids wait for their delete; past that (the
+database refusing deletes), an id is forgotten and its row is found, appended again (a no-op,
+deduplicated) and deleted by a later pass.
 
 Order: the relay appends in commit order; an event relayed late lands after events appended
 directly in the meantime (an edit may then reach readers before the post it edits). Readers
@@ -30,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import weakref
 from datetime import timedelta
 from typing import Any
 
@@ -40,6 +46,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.core.services import Services
 from app.domain.models import OutboxEntry, utcnow
+from app.infra.db import Database
 from app.log.events import envelope_body
 
 log = logging.getLogger(__name__)
@@ -47,6 +54,12 @@ log = logging.getLogger(__name__)
 RELAY_INTERVAL_S = 1.0
 RELAY_GRACE_S = 2.0
 RELAY_BATCH = 200
+# Ids per DELETE statement (SQLite allows 32,766 parameters) and waiting at most.
+DELETE_BATCH = 500
+MAX_APPENDED = 100_000
+
+# Per database: ids of rows their request appended, for the relay's next pass to delete.
+_appended: weakref.WeakKeyDictionary[Database, list[int]] = weakref.WeakKeyDictionary()
 
 
 def stage(
@@ -66,17 +79,18 @@ def stage(
 
 
 async def relay(parley: Services, entry: OutboxEntry) -> None:
-    """Append a committed entry now and delete its row. Never raises for the log or the
-    database being unreachable: the row stays, and `OutboxRelay` appends it later."""
+    """Append a committed entry now; its row is deleted by the relay's next pass. Never raises
+    for the log being unreachable: the row stays, and `OutboxRelay` appends it later."""
     try:
         await _append(parley, entry)
     except (RedisError, OSError) as error:
         log.warning("outbox: could not append %s now (%s); the relay will", entry.event_type, error)
         return
-    try:
-        await _delete(parley, [entry.id])
-    except Exception as error:  # appended: a relay finds the row, and the log dedupes it
-        log.warning("outbox: appended but could not delete entry %s: %s", entry.id, error)
+    if entry.id is None:
+        return
+    waiting = _appended.setdefault(parley.db, [])
+    if len(waiting) < MAX_APPENDED:
+        waiting.append(entry.id)
 
 
 async def _append(parley: Services, entry: OutboxEntry) -> None:
@@ -86,8 +100,26 @@ async def _append(parley: Services, entry: OutboxEntry) -> None:
 
 async def _delete(parley: Services, ids: list[int | None]) -> None:
     async with parley.db.session() as session:
-        await session.exec(delete(OutboxEntry).where(col(OutboxEntry.id).in_(ids)))
+        for start in range(0, len(ids), DELETE_BATCH):
+            await session.exec(delete(OutboxEntry).where(col(OutboxEntry.id).in_(ids[start : start + DELETE_BATCH])))
         await session.commit()
+
+
+async def delete_appended(parley: Services) -> int:
+    """Delete the rows requests appended since the last pass, in one transaction. On failure
+    the ids are kept for the next pass (bounded by MAX_APPENDED)."""
+    waiting = _appended.get(parley.db)
+    if not waiting:
+        return 0
+    ids: list[int | None] = list(waiting)
+    waiting.clear()
+    try:
+        await _delete(parley, ids)
+    except BaseException:
+        room = MAX_APPENDED - len(waiting)
+        waiting.extend(i for i in ids[:room] if i is not None)
+        raise
+    return len(ids)
 
 
 class OutboxRelay:
@@ -97,21 +129,31 @@ class OutboxRelay:
         self._parley = parley
 
     async def run(self) -> None:
-        """Owned by the app; cancelled on shutdown."""
-        while True:
-            await asyncio.sleep(RELAY_INTERVAL_S)
+        """Owned by the app; cancelled on shutdown (after deleting what its requests appended)."""
+        try:
+            while True:
+                await asyncio.sleep(RELAY_INTERVAL_S)
+                try:
+                    while await self.relay_pending() == RELAY_BATCH:
+                        pass
+                except (RedisError, OSError) as error:
+                    log.warning("outbox relay: %s; retrying in %.0fs", error, RELAY_INTERVAL_S)
+                except Exception:
+                    log.exception("outbox relay failed; retrying")
+        except asyncio.CancelledError:
+            # Rows left would be appended again after a restart: into the embedded log's new
+            # epoch, as events readers already have (they dedupe by id, but need not see them).
             try:
-                while await self.relay_pending() == RELAY_BATCH:
-                    pass
-            except (RedisError, OSError) as error:
-                log.warning("outbox relay: %s; retrying in %.0fs", error, RELAY_INTERVAL_S)
-            except Exception:
-                log.exception("outbox relay failed; retrying")
+                await delete_appended(self._parley)
+            except Exception as error:
+                log.warning("outbox: could not delete the appended entries before stopping: %s", error)
+            raise
 
     async def relay_pending(self, grace_s: float = RELAY_GRACE_S) -> int:
         """Append the entries older than `grace_s`, oldest first, then delete them; returns how
         many it took. Stops at the first append that fails: the rest wait, in order."""
         parley = self._parley
+        await delete_appended(parley)  # before the read: those rows need no second append
         now = utcnow()
         async with parley.db.session() as session:
             rows = await session.exec(

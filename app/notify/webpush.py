@@ -32,7 +32,6 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from py_vapid import Vapid02
-from pywebpush import WebPusher
 from sqlmodel import col, delete, select
 
 from app.domain.models import Notification, PushSubscription
@@ -153,16 +152,21 @@ class PushSender:
         # Overflow policy: `enqueue` waits (backpressure on the notification worker), so the
         # queue never grows past QUEUE_MAX and nothing is dropped.
         self._queue: asyncio.Queue[PushJob] = asyncio.Queue(QUEUE_MAX)
+        self._first_job = asyncio.Event()
 
     @property
     def public_key(self) -> str:
         return vapid_public_key(self._vapid)
 
     async def enqueue(self, job: PushJob) -> None:
+        self._first_job.set()
         await self._queue.put(job)
 
     async def run(self) -> None:
         """The consumers. Owned by the app; cancelled on shutdown."""
+        # The HTTP client is made when the first push is due, not at start: its TLS contexts
+        # load the CA bundle (~0.1 s of start-up), and many processes never push.
+        await self._first_job.wait()
         async with push_client(self._timeout_s, allow_private=self._allow_private) as client:
             consumers = [asyncio.create_task(self._consume(client)) for _ in range(self._concurrency)]
             try:
@@ -203,6 +207,10 @@ class PushSender:
         return state
 
     async def _send(self, client: httpx.AsyncClient, subscription: PushSubscription, data: bytes, urgency: str) -> str:
+        # Imported on first use: pywebpush brings aiohttp and requests (~0.5 s of start-up), and
+        # most processes never push.
+        from pywebpush import WebPusher
+
         info = {"endpoint": subscription.endpoint, "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth}}
         backoff_s = self._backoff_s
         for attempt in range(1 + MAX_RETRIES):
