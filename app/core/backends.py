@@ -8,8 +8,11 @@ import os
 from pathlib import Path
 from typing import IO
 
+import redis.asyncio as redis
+
 from app.infra.ratelimit import Limits, MemoryRateLimiter, Rate, RateLimiter, RedisRateLimiter
 from app.infra.redis_keys import RedisKeys
+from app.infra.redis_options import resilient
 from app.log.eventlog import EventLog
 from app.log.eventlog_memory import MemoryEventLog
 from app.log.eventlog_redis import RedisEventLog
@@ -22,8 +25,12 @@ from app.settings import Settings, StartupError
 def make_limits(settings: Settings, log: EventLog) -> Limits:
     """The per-user limits, in Redis (shared by every process) when the log is there."""
     limiter: RateLimiter
-    if isinstance(log, RedisEventLog):
-        limiter = RedisRateLimiter(log.client, RedisKeys(settings.redis_prefix))
+    if isinstance(log, RedisEventLog) and not settings.log_redis_url:
+        limiter = RedisRateLimiter(log.client, RedisKeys(settings.redis_prefix))  # type: ignore[arg-type]
+    elif settings.redis_url is not None:  # the log has a Redis of its own: limits stay on REDIS_URL
+        limiter = RedisRateLimiter(
+            redis.Redis.from_url(settings.redis_url, **resilient()), RedisKeys(settings.redis_prefix)
+        )
     else:
         limiter = MemoryRateLimiter()
     per_minute = Rate.per_minute
@@ -43,7 +50,10 @@ def make_limits(settings: Settings, log: EventLog) -> Limits:
 
 def make_event_log(settings: Settings) -> EventLog:
     if settings.redis_url is not None:
-        return RedisEventLog(settings.redis_url, prefix=settings.redis_prefix, retention_s=settings.retention_s)
+        url = settings.log_redis_url or settings.redis_url
+        return RedisEventLog(
+            url, prefix=settings.redis_prefix, retention_s=settings.retention_s, shards=settings.log_shards
+        )
     return MemoryEventLog(retention_s=settings.retention_s)
 
 
