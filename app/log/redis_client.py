@@ -15,6 +15,8 @@ from typing import Any, TypeAlias
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from app.infra.redis_options import resilient
 
@@ -44,7 +46,7 @@ def _node_url(url: str) -> str:
 def _cluster(url: str, **options: Any) -> RedisCluster:
     return RedisCluster.from_url(
         _node_url(url),
-        cluster_error_retry_attempts=CLUSTER_ATTEMPTS,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), CLUSTER_ATTEMPTS),
         max_connections=POOL_SIZE,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         **options,
