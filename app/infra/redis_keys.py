@@ -28,6 +28,8 @@ class LogShardKeys:
         self.epoch = f"{base}:epoch"
         self.firehose = f"{base}:firehose"
         self.journal = f"{base}:journal"
+        # The firehose's newest ID (several shards: append.lua and tick.lua pick the next from it).
+        self.last = f"{base}:last"
 
     def topic(self, topic: str) -> str:
         return f"{self.base}:topic:{topic}"

@@ -149,7 +149,7 @@ class RedisEventLog(TailSource):
 
     async def tick(self, shard: int, position: Position) -> None:
         keys = self.shards[shard]
-        await self._tick(keys=[keys.firehose, keys.epoch], args=self._tick_args(shard, position))
+        await self._tick(keys=[keys.firehose, keys.epoch, keys.last], args=self._tick_args(shard, position))
 
     async def close(self) -> None:
         await self._catch_up.close()
@@ -170,6 +170,7 @@ class RedisEventLog(TailSource):
             shard_keys.journal,
             shard_keys.epoch,
             shard_keys.dedupe(dedupe_key or ""),
+            shard_keys.last,
         ]
         for _ in range(APPEND_ATTEMPTS):
             expected = self.epochs.values[shard]  # what the script checks, whatever others adopt meanwhile
@@ -225,7 +226,7 @@ class RedisEventLog(TailSource):
                 # Several shards: first make this one show a position past all this process has
                 # seen, so the reads below hold every event up to it (docs/SCALING.md). EVAL,
                 # not EVALSHA: a new master after a failover may not have the script cached.
-                pipe.eval(_TICK_LUA, 2, keys.firehose, keys.epoch, *self._tick_args(index, self.seen))
+                pipe.eval(_TICK_LUA, 3, keys.firehose, keys.epoch, keys.last, *self._tick_args(index, self.seen))
             # The epoch first: if Redis lost its data, the ranges below are of the new epoch,
             # and cursors of the old one must be refused, not served from them.
             pipe.get(keys.epoch)
