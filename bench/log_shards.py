@@ -6,7 +6,8 @@ appender processes each running `--concurrency` append loops (`RedisEventLog.app
 ~300-byte bodies, topics spread over 1,000 discussions) for `--duration-s`, while this process
 tails the log (one process's reader: it ticks lagging shards, as a server's does). Prints per
 shard count: appends/s, append latency p50/p99, Redis CPU per append (user+sys of all masters,
-INFO CPU, divided by appends) and how the appends spread over the masters.
+INFO CPU, divided by appends), the reader's CPU per event (this process's CPU time while it
+only tails) and how the appends spread over the masters.
 
     python -m bench.log_shards --shards 1,2,3 --duration-s 5 --processes 2 --concurrency 32
 """
@@ -24,8 +25,10 @@ import uuid
 from typing import Any
 
 from app.infra.redis_keys import shard_of
+from app.log.cursor import ORIGIN
 from app.log.eventlog_redis import RedisEventLog
 from app.log.events import Event, envelope_body
+from app.log.redis_tail import ShardedTail
 from tests.cluster_support import RedisCluster, redis_cluster, spread_prefix
 
 BODY_TEXT = "x" * 200
@@ -82,7 +85,7 @@ async def measure(
     tasks = [asyncio.create_task(_tail_count(log, stop, seen)) for seen in seens]
     await asyncio.sleep(0.5)
     cpu_before = _redis_cpu_s(cluster)
-    began = time.monotonic()
+    began, tail_cpu = time.monotonic(), time.process_time()
     job = (cluster.url, prefix, shards, concurrency, duration_s)
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         results = await asyncio.to_thread(pool.map, _appender, [job] * processes)
@@ -92,6 +95,7 @@ async def measure(
     deadline = time.monotonic() + 10
     while min(len(seen) for seen in seens) < appended and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+    tail_cpu = time.process_time() - tail_cpu  # this process only tails (and waits on the pool)
     stop.set()
     for task in tasks:
         task.cancel()
@@ -109,10 +113,36 @@ async def measure(
         "p50_ms": round(statistics.median(latencies) * 1000, 2),
         "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
         "redis_cpu_us_per_append": round(sum(cpu.values()) / max(1, appended) * 1e6, 1),
+        "tail_cpu_us_per_event": round(tail_cpu / max(1, appended * tails) * 1e6, 1),
         "redis_cpu_s_by_master": {port: round(s, 2) for port, s in cpu.items()},
         "tail_received": len(seen),
         "tail_in_order": positions == sorted(positions) and len(set(positions)) == len(positions),
         "topics_by_shard": [sum(1 for d in range(1000) if shard_of(f"d:{d}", shards) == s) for s in range(shards)],
+    }
+
+
+async def read_backlog(cluster: RedisCluster, shards: int, backlog: int) -> dict[str, Any]:
+    """A reader's capacity with full batches: append `backlog` events first, then time one
+    reader reading them all from the start of the firehose."""
+    prefix = spread_prefix(cluster, shards, f"backlog{uuid.uuid4().hex[:6]}-")
+    log = RedisEventLog(cluster.url, prefix=prefix, retention_s=3600, shards=shards)
+    await log.open()
+    body = envelope_body("response_posted", discussion_id="d", user=None, payload={"text": BODY_TEXT})
+    for start in range(0, backlog, 500):
+        await asyncio.gather(*(log.append(f"d:{i % 1000}", "response_posted", body) for i in range(start, start + 500)))
+    count = 0
+    began, cpu = time.monotonic(), time.process_time()
+    async for item in ShardedTail(log, start=ORIGIN).run():
+        count += isinstance(item, Event)
+        if count >= backlog:
+            break
+    elapsed, cpu = time.monotonic() - began, time.process_time() - cpu
+    await log.close()
+    return {
+        "shards": shards,
+        "backlog": backlog,
+        "read_per_s": round(count / elapsed),
+        "reader_cpu_us_per_event": round(cpu / count * 1e6, 2),
     }
 
 
@@ -122,23 +152,34 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=5.0)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--backlog", type=int, default=50_000, help="events a reader reads from the start")
     parser.add_argument("--tails", default="1", help="log readers (one per server process), e.g. 1,4")
     options = parser.parse_args()
     rows = []
+    backlogs = []
     with redis_cluster() as cluster:
+        for shards in (int(s) for s in options.shards.split(",")):
+            backlogs.append(asyncio.run(read_backlog(cluster, shards, options.backlog)))
         for tails in (int(t) for t in options.tails.split(",")):
             for shards in (int(s) for s in options.shards.split(",")):
                 job = (cluster, shards, options.processes, options.concurrency, options.duration_s, tails)
                 rows.append(asyncio.run(measure(*job)))
-    print("| shards | readers | appends/s | append p50 / p99 ms | Redis CPU per append | tail got, in order |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| shards | readers | appends/s | append p50 / p99 ms | Redis CPU per append | reader CPU per event "
+        "| reader got, in order |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(
             f"| {row['shards']} | {row['tails']} | {row['appends_per_s']:,} | {row['p50_ms']} / {row['p99_ms']} | "
-            f"{row['redis_cpu_us_per_append']} µs | "
+            f"{row['redis_cpu_us_per_append']} µs | {row['tail_cpu_us_per_event']} µs | "
             f"{row['tail_received']:,} of {row['appends']:,}, {row['tail_in_order']} |"
         )
-    for row in rows:
+    print("\n| shards | one reader, full batches: events/s | its CPU per event |")
+    print("|---|---|---|")
+    for row in backlogs:
+        print(f"| {row['shards']} | {row['read_per_s']:,} | {row['reader_cpu_us_per_event']} µs |")
+    for row in [*rows, *backlogs]:
         print(json.dumps(row))
 
 

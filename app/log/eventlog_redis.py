@@ -36,6 +36,7 @@ resume exactly. The epoch keys have no TTL, so `volatile-*` eviction never takes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import secrets
 import time
@@ -52,7 +53,7 @@ from app.log.cursor import ORIGIN, Cursor, Position
 from app.log.eventlog import LOG_GAP, CursorUnavailable, LogGap, retention_passed
 from app.log.events import Event
 from app.log.log_epochs import LogEpochs
-from app.log.redis_client import LogClient, blocking_reader, is_cluster, pooled_client
+from app.log.redis_client import POOL_SIZE, LogClient, blocking_reader, is_cluster, pooled_client
 from app.log.redis_tail import ShardedTail, TailSource
 
 FIREHOSE_WINDOW_S = 60
@@ -113,6 +114,11 @@ class RedisEventLog(TailSource):
         # appends next comes after it (a Lamport clock: causal order survives the sharding).
         self.seen = ORIGIN
         self._client: LogClient = pooled_client(url)
+        # A cluster client refuses a command past its pool's size (it has no blocking pool):
+        # at most that many at once wait here instead. (One Redis: its blocking pool waits.)
+        self._commands: contextlib.AbstractAsyncContextManager[Any] = (
+            asyncio.Semaphore(POOL_SIZE) if self.cluster else contextlib.nullcontext()
+        )
         self._append = self._client.register_script(_APPEND_LUA)
         self._epoch_script = self._client.register_script(_EPOCH_LUA)
         self._tick = self._client.register_script(_TICK_LUA)
@@ -149,7 +155,8 @@ class RedisEventLog(TailSource):
 
     async def tick(self, shard: int, position: Position) -> None:
         keys = self.shards[shard]
-        await self._tick(keys=[keys.firehose, keys.epoch, keys.last], args=self._tick_args(shard, position))
+        async with self._commands:
+            await self._tick(keys=[keys.firehose, keys.epoch, keys.last], args=self._tick_args(shard, position))
 
     async def close(self) -> None:
         await self._catch_up.close()
@@ -174,24 +181,25 @@ class RedisEventLog(TailSource):
         ]
         for _ in range(APPEND_ATTEMPTS):
             expected = self.epochs.values[shard]  # what the script checks, whatever others adopt meanwhile
-            status, value = await self._append(
-                keys=keys,
-                args=[
-                    topic,
-                    event_type,
-                    body,
-                    self._retention_ms,
-                    self.window_ms,
-                    "1" if durable else "0",
-                    expected,
-                    secrets.token_hex(4),
-                    "1" if dedupe_key else "0",
-                    shard,
-                    len(self.shards),
-                    self.seen.ms,
-                    self.seen.seq,
-                ],
-            )
+            async with self._commands:
+                status, value = await self._append(
+                    keys=keys,
+                    args=[
+                        topic,
+                        event_type,
+                        body,
+                        self._retention_ms,
+                        self.window_ms,
+                        "1" if durable else "0",
+                        expected,
+                        secrets.token_hex(4),
+                        "1" if dedupe_key else "0",
+                        shard,
+                        len(self.shards),
+                        self.seen.ms,
+                        self.seen.seq,
+                    ],
+                )
             if status == b"ok":
                 position = Position.parse(value)
                 self.seen = max(self.seen, position)
@@ -221,7 +229,7 @@ class RedisEventLog(TailSource):
         keys = self.shards[index]
         mine = [(key, after, limit) for key, after, limit in ranges if key.startswith(keys.base + ":")]
         sharded = len(self.shards) > 1
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with self._commands, self._client.pipeline(transaction=False) as pipe:
             if sharded:
                 # Several shards: first make this one show a position past all this process has
                 # seen, so the reads below hold every event up to it (docs/SCALING.md). EVAL,

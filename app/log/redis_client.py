@@ -47,7 +47,7 @@ def _cluster(url: str, **options: Any) -> RedisCluster:
     return RedisCluster.from_url(
         _node_url(url),
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), CLUSTER_ATTEMPTS),
-        max_connections=POOL_SIZE,
+        max_connections=2 * POOL_SIZE,  # per node; RedisEventLog keeps to POOL_SIZE commands at once
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         **options,
     )

@@ -77,8 +77,10 @@ class TailSource(Protocol):
 
 
 class ShardedTail:
-    def __init__(self, source: TailSource) -> None:
+    def __init__(self, source: TailSource, start: Position | None = None) -> None:
+        """`start`: read from there instead of from the present (bench/log_shards.py)."""
         self._source = source
+        self._start = start
         count = len(source.shards)
         self._count = count
         # Which shards one blocking XREAD names: all of them on one Redis, one on a cluster.
@@ -103,7 +105,8 @@ class ShardedTail:
                     if not loaded:
                         for shard in range(self._count):
                             self._tags[shard] = await self._source.load_epoch(reader, shard)
-                            self._read[shard] = await self._source.last_position(reader, shard)
+                            start = self._start
+                            self._read[shard] = start or await self._source.last_position(reader, shard)
                         loaded = True
                     if loop.time() >= next_gap_check:
                         next_gap_check = loop.time() + GAP_CHECK_S
