@@ -140,8 +140,10 @@ class RedisCluster:
             client.execute_command("CLUSTER", "FAILOVER")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            # Done when the replica says so and the cluster's view (gossip) agrees.
             with contextlib.suppress(redis.RedisError), replica.client() as client:
-                if client.execute_command("ROLE")[0] in (b"master", "master"):
+                promoted = client.execute_command("ROLE")[0] in (b"master", "master")
+                if promoted and "master" in self._flags(replica) and "slave" in self._flags(master):
                     return replica
             time.sleep(0.05)
         raise TimeoutError("the failover did not complete")

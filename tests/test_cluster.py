@@ -18,6 +18,7 @@ from redis.crc import key_slot
 
 from app.infra.redis_keys import shard_of
 from app.log.cursor import Cursor, Position
+from app.log.eventlog import CursorUnavailable, LogGap
 from app.log.eventlog_redis import RedisEventLog
 from app.log.events import Event, envelope_body
 
@@ -74,6 +75,38 @@ async def test_shards_on_three_masters_keep_one_order(cluster: RedisCluster, pre
             e.position for e in live if e.position > middle.position and e.topic in topics[:4]
         ]
         assert all(Cursor.parse(e.cursor).epoch == log.epoch for e in live)
+    finally:
+        await log.close()
+
+
+async def test_a_shard_that_loses_its_data_makes_old_cursors_sync_required(cluster: RedisCluster, prefix: str) -> None:
+    """Issue 11's design per shard: one master flushed (its replica follows) takes its shard's
+    epoch with it; the log's epoch changes, old cursors are refused, the tail reports the gap
+    before the first event of the new epoch, and the other shards' events are untouched."""
+    topics = [f"d:{i}" for i in range(9)]
+    log = RedisEventLog(cluster.url, prefix=prefix, retention_s=3600, shards=SHARDS)
+    await log.open()
+    try:
+        async with tailing(log) as received:
+            before = [await log.append(topic, "response_posted", body(topic)) for topic in topics]
+            await wait_for(lambda: len(received) >= len(topics), timeout_s=10)
+            old_epoch, old_cursor = log.epoch, Cursor.parse(before[-1].cursor)
+            lost = next(t for t in topics if shard_of(t, SHARDS) == 1)
+            with cluster.master_of_slot(key_slot(f"{{{prefix}:log1}}".encode())).client() as node:
+                node.flushall()
+            after = await log.append(lost, "response_posted", body("after"))
+            await wait_for(lambda: any(isinstance(i, Event) and i.position == after.position for i in received), 10)
+        assert log.epoch != old_epoch
+        assert Cursor.parse(after.cursor).epoch == log.epoch
+        with pytest.raises(CursorUnavailable) as caught:
+            await log.read_after(topics, old_cursor, limit=100)
+        assert caught.value.reason == "unknown_epoch"
+        gap = next(i for i, item in enumerate(received) if isinstance(item, LogGap))
+        assert all(isinstance(item, Event) for item in received[:gap])
+        assert [e.position for e in received[gap + 1 :] if isinstance(e, Event)] == [after.position]
+        kept = next(t for t in topics if shard_of(t, SHARDS) == 0)
+        head = await log.head()
+        assert await log.read_after([kept], Cursor(log.epoch, head.position), limit=10) == []
     finally:
         await log.close()
 

@@ -54,16 +54,12 @@ from app.log.eventlog import LOG_GAP, CursorUnavailable, LogGap, retention_passe
 from app.log.events import Event
 from app.log.log_epochs import LogEpochs
 from app.log.redis_client import POOL_SIZE, LogClient, blocking_reader, is_cluster, pooled_client
+from app.log.redis_journal import read_journal
 from app.log.redis_tail import ShardedTail, TailSource
 
 FIREHOSE_WINDOW_S = 60
-# The longest a blocking read waits before looking again (shutdown, gap checks).
-TAIL_BLOCK_MS = 5_000
 # Catch-up reads per pipeline (each names ~3 topics).
 CATCH_UP_BATCH = 300
-# Several shards: how often `read_journal` looks again while there is nothing (a blocking read
-# can only wait on one shard of a cluster).
-JOURNAL_POLL_S = 0.05
 
 _APPEND_LUA = resources.files("app").joinpath("lua/append.lua").read_text()
 _EPOCH_LUA = resources.files("app").joinpath("lua/epoch.lua").read_text()
@@ -123,7 +119,7 @@ class RedisEventLog(TailSource):
         self._epoch_script = self._client.register_script(_EPOCH_LUA)
         self._tick = self._client.register_script(_TICK_LUA)
         # `read_journal` blocks: on a connection of its own.
-        self._journal_reader = blocking_reader(url)
+        self.journal_reader = blocking_reader(url)
         self._catch_up: GroupCommit[_CatchUp, list[Event]] = GroupCommit(self._read_batch, max_batch=CATCH_UP_BATCH)
 
     @property
@@ -161,7 +157,7 @@ class RedisEventLog(TailSource):
     async def close(self) -> None:
         await self._catch_up.close()
         await self._client.aclose()
-        await self._journal_reader.aclose()
+        await self.journal_reader.aclose()
 
     async def ping(self) -> None:
         await self._client.ping()
@@ -218,7 +214,7 @@ class RedisEventLog(TailSource):
         info = await self.stream_info(client, self.shards[shard].firehose)
         return ORIGIN if info is None else Position.parse(info["last-generated-id"])
 
-    async def _read_shards(self, ranges: Sequence[tuple[str, Position, int]]) -> list[_ShardRead]:
+    async def read_shards(self, ranges: Sequence[tuple[str, Position, int]]) -> list[_ShardRead]:
         """Every shard's epoch and newest position, and the given (stream key, after, limit)
         ranges of it, one round trip per shard, all shards at once. A cursor is checked against
         the epoch read in the same round trip as its events, not against `self.epoch`, which
@@ -271,7 +267,7 @@ class RedisEventLog(TailSource):
         return _ShardRead(self.epochs.values[index], last, now_ms, dict(zip(mine, results, strict=True)))
 
     async def head(self) -> Cursor:
-        reads = await self._read_shards(())
+        reads = await self.read_shards(())
         return Cursor(self.epoch, min(read.last for read in reads))
 
     async def read_after(self, topics: Collection[str], cursor: Cursor, limit: int) -> list[Event]:
@@ -285,7 +281,7 @@ class RedisEventLog(TailSource):
         shards' heads, and each distinct (topic, position) range once. After a restart, the
         readers of one discussion mostly resume from the same position: one XRANGE serves them all."""
         ranges = list(dict.fromkeys((self._topic_key(topic), r.after, r.limit) for r in requests for topic in r.topics))
-        reads = await self._read_shards(ranges)
+        reads = await self.read_shards(ranges)
         read: dict[tuple[str, Position, int], Any] = {}
         for shard_read in reads:
             read.update(shard_read.results)
@@ -322,46 +318,7 @@ class RedisEventLog(TailSource):
         return merged
 
     async def read_journal(self, cursor: Cursor, limit: int, wait_s: float) -> list[Event]:
-        if len(self.shards) == 1:
-            return await self._read_journal_blocking(cursor, limit, wait_s)
-        deadline = time.monotonic() + wait_s
-        while True:
-            events = await self._read_journal_once(cursor, limit)
-            if events or time.monotonic() >= deadline:
-                return events
-            await asyncio.sleep(min(JOURNAL_POLL_S, max(0.0, deadline - time.monotonic())))
-
-    async def _read_journal_once(self, cursor: Cursor, limit: int) -> list[Event]:
-        after = cursor.position
-        reads = await self._read_shards([(keys.journal, after, limit) for keys in self.shards])
-        if cursor.epoch != self.epoch:
-            raise CursorUnavailable("unknown_epoch")
-        last = min(shard_read.last for shard_read in reads)
-        runs = []
-        for keys, shard_read in zip(self.shards, reads, strict=True):
-            info = await self.stream_info(self._client, keys.journal)
-            deleted = (info or {}).get("max-deleted-entry-id")
-            if deleted is not None and Position.parse(deleted) > after:
-                raise CursorUnavailable("expired")
-            entries = shard_read.results[(keys.journal, after, limit)]
-            runs.append([self._event(self.epoch, i, f) for i, f in entries if Position.parse(i) <= last])
-        return list(heapq.merge(*runs, key=lambda event: event.position))[:limit]
-
-    async def _read_journal_blocking(self, cursor: Cursor, limit: int, wait_s: float) -> list[Event]:
-        """One shard: wait on the journal itself (XREAD BLOCK)."""
-        reader = self._journal_reader
-        epoch = await self.load_epoch(reader, 0)
-        if cursor.epoch != epoch:
-            raise CursorUnavailable("unknown_epoch")
-        after = cursor.position
-        journal = self.shards[0].journal
-        deleted = (await self.stream_info(reader, journal) or {}).get("max-deleted-entry-id")
-        if deleted is not None and Position.parse(deleted) > after:
-            raise CursorUnavailable("expired")
-        block_ms = max(1, min(int(wait_s * 1000), TAIL_BLOCK_MS))
-        response = await reader.xread({journal: str(after)}, block=block_ms, count=limit)
-        batches: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] = response or []  # type: ignore[assignment]
-        return [self._event(epoch, entry_id, fields) for _stream, entries in batches for entry_id, fields in entries]
+        return await read_journal(self, cursor, limit, wait_s)
 
     def _event(self, epoch: str, entry_id: bytes, fields: dict[bytes, bytes], topic: str | None = None) -> Event:
         return Event.from_log(
