@@ -101,6 +101,7 @@ async def measure(
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     seen = min(seens, key=len)
+    firehose_entries = sum([await log.client.xlen(keys.firehose) for keys in log.shards])
     await log.close()
     latencies = sorted(x for r in results for x in r["latencies"])
     cpu = {port: cpu_after[port] - cpu_before.get(port, 0.0) for port in cpu_after}
@@ -116,6 +117,7 @@ async def measure(
         "tail_cpu_us_per_event": round(tail_cpu / max(1, appended * tails) * 1e6, 1),
         "redis_cpu_s_by_master": {port: round(s, 2) for port, s in cpu.items()},
         "tail_received": len(seen),
+        "ticks_per_event": round((firehose_entries - appended) / max(1, appended), 3),
         "tail_in_order": positions == sorted(positions) and len(set(positions)) == len(positions),
         "topics_by_shard": [sum(1 for d in range(1000) if shard_of(f"d:{d}", shards) == s) for s in range(shards)],
     }
@@ -166,13 +168,13 @@ def main() -> None:
                 rows.append(asyncio.run(measure(*job)))
     print(
         "| shards | readers | appends/s | append p50 / p99 ms | Redis CPU per append | reader CPU per event "
-        "| reader got, in order |"
+        "| ticks per event | reader got, in order |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(
             f"| {row['shards']} | {row['tails']} | {row['appends_per_s']:,} | {row['p50_ms']} / {row['p99_ms']} | "
-            f"{row['redis_cpu_us_per_append']} µs | {row['tail_cpu_us_per_event']} µs | "
+            f"{row['redis_cpu_us_per_append']} µs | {row['tail_cpu_us_per_event']} µs | {row['ticks_per_event']} | "
             f"{row['tail_received']:,} of {row['appends']:,}, {row['tail_in_order']} |"
         )
     print("\n| shards | one reader, full batches: events/s | its CPU per event |")
