@@ -21,6 +21,7 @@ from app.log.cursor import Cursor, Position
 from app.log.eventlog import CursorUnavailable, LogGap
 from app.log.eventlog_redis import RedisEventLog
 from app.log.events import Event, envelope_body
+from app.settings import ConfigError, Settings
 
 from .cluster_support import RedisCluster, redis_cluster, spread_prefix
 from .support import Server, bearer, sign
@@ -47,6 +48,20 @@ def prefix(cluster: RedisCluster) -> str:
 
 def body(text: str) -> bytes:
     return envelope_body("response_posted", discussion_id="d1", user=None, payload={"text": text})
+
+
+def test_the_settings_of_a_sharded_or_clustered_log() -> None:
+    env = {"REDIS_URL": "redis://127.0.0.1:6379/0", "PARLEY_LOG_REDIS_URL": "redis+cluster://10.0.0.5:7000"}
+    settings = Settings.from_env({**env, "PARLEY_LOG_SHARDS": "16"})
+    assert (settings.log_redis_url, settings.log_shards) == ("redis+cluster://10.0.0.5:7000", 16)
+    assert Settings.from_env({}).log_shards == 1
+    for wrong in (
+        {"PARLEY_LOG_REDIS_URL": env["PARLEY_LOG_REDIS_URL"]},  # presence and leases need REDIS_URL
+        {"REDIS_URL": "redis+cluster://10.0.0.5:7000"},  # only the log can be on a cluster
+        {**env, "PARLEY_LOG_SHARDS": "0"},
+    ):
+        with pytest.raises(ConfigError):
+            Settings.from_env(wrong)
 
 
 async def test_shards_on_three_masters_keep_one_order(cluster: RedisCluster, prefix: str) -> None:
