@@ -99,6 +99,8 @@ class Settings:
     log_redis_url: str | None = None
     # The event log's shards (topics hashed across them; one hash slot each on a cluster).
     log_shards: int = 1
+    # Durable appends wait until this many replicas confirm them (WAIT): failovers lose nothing.
+    log_wait_replicas: int = 0
     jwt_secret: str | None = None
     jwks_url: str | None = None
     jwt_issuer: str | None = None
@@ -248,6 +250,7 @@ class Settings:
             redis_prefix=env.get("PARLEY_REDIS_PREFIX") or "parley",
             log_redis_url=_log_redis_url(env),
             log_shards=_int(env, "PARLEY_LOG_SHARDS", 1, minimum=1),
+            log_wait_replicas=_int(env, "PARLEY_LOG_WAIT_REPLICAS", 0, minimum=0),
             jwt_secret=secret,
             jwks_url=jwks,
             jwt_issuer=env.get("PARLEY_JWT_ISSUER") or None,

@@ -26,6 +26,12 @@ READY_TIMEOUT_S = 30.0
 class ClusterNode:
     port: int
     process: subprocess.Popen[bytes]
+    command: list[str]
+
+    def start(self) -> None:
+        """(Again, after a kill: with its nodes.conf it rejoins, as a replica of whoever took over.)"""
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, process=self.process)
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=5)
@@ -59,10 +65,9 @@ class RedisCluster:
                 str(free_port()),
             ]
             timeout = ["--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--dir", str(directory)]
-            process = subprocess.Popen(
-                [binary, *args, *cluster, *timeout], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            self.nodes.append(ClusterNode(port, process))
+            command = [binary, *args, *cluster, *timeout]
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.nodes.append(ClusterNode(port, process, command))
         for node in self.nodes:
             wait_for_port(node.port, process=node.process)
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
@@ -147,6 +152,20 @@ class RedisCluster:
                     return replica
             time.sleep(0.05)
         raise TimeoutError("the failover did not complete")
+
+    def kill_master(self, master: ClusterNode, timeout_s: float = 20.0) -> ClusterNode:
+        """SIGKILL a master; returns its replica once promoted (after the node timeout)."""
+        replica = self.replica_of(master)
+        assert replica is not None, "the master has no replica"
+        master.process.kill()
+        master.process.wait(10)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError), replica.client() as client:
+                if client.execute_command("ROLE")[0] in (b"master", "master") and "master" in self._flags(replica):
+                    return replica
+            time.sleep(0.05)
+        raise TimeoutError("no replica took over")
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -19,7 +19,7 @@ from redis.crc import key_slot
 from app.infra.redis_keys import shard_of
 from app.log.cursor import Cursor, Position
 from app.log.eventlog import CursorUnavailable, LogGap
-from app.log.eventlog_redis import RedisEventLog
+from app.log.eventlog_redis import NotReplicated, RedisEventLog
 from app.log.events import Event, envelope_body
 from app.settings import ConfigError, Settings
 
@@ -62,6 +62,19 @@ def test_the_settings_of_a_sharded_or_clustered_log() -> None:
     ):
         with pytest.raises(ConfigError):
             Settings.from_env(wrong)
+
+
+async def test_an_append_no_replica_confirmed_counts_as_failed(redis_url: str, redis_prefix: str) -> None:
+    """PARLEY_LOG_WAIT_REPLICAS on one Redis without replicas: a durable append is refused
+    (`NotReplicated`: an outbox row stays and is relayed); ephemeral events do not wait."""
+    log = RedisEventLog(redis_url, prefix=redis_prefix, retention_s=3600, wait_replicas=1)
+    await log.open()
+    try:
+        with pytest.raises(NotReplicated):
+            await log.append("d:x", "response_posted", body("needs a replica"))
+        await log.append("d:x", "typing_started", body("ephemeral"), durable=False)
+    finally:
+        await log.close()
 
 
 async def test_shards_on_three_masters_keep_one_order(cluster: RedisCluster, prefix: str) -> None:
@@ -136,6 +149,7 @@ def pair(
         "PARLEY_REDIS_PREFIX": prefix,
         "PARLEY_LOG_REDIS_URL": cluster.url,
         "PARLEY_LOG_SHARDS": str(SHARDS),
+        "PARLEY_LOG_WAIT_REPLICAS": "1",
         "PARLEY_RATE_LIMIT_PER_MIN": "0",
         "PARLEY_DISCUSSION_LIMIT_PER_MIN": "0",
     }
@@ -238,8 +252,8 @@ async def test_a_master_failover_while_events_flow_loses_nothing_silently(
                         failed += 1
                 i += 1
 
-        # Post from 3 workers for ~8 s; from 2 s in, the master of each shard fails over in turn.
-        until = time.monotonic() + 8
+        # Post from 3 workers for ~12 s; from 2 s in, the master of each shard fails over in turn.
+        until = time.monotonic() + 12
         posting = asyncio.gather(*(poster(w, until) for w in range(3)))
         await asyncio.sleep(2)
         took = []
@@ -252,6 +266,16 @@ async def test_a_master_failover_while_events_flow_loses_nothing_silently(
             assert promoted.port != master.port
             assert cluster.master_of_slot(slot).port == promoted.port
             await asyncio.sleep(1)
+        # Then a crash: shard 0's master SIGKILLed; its replica takes over after the node timeout.
+        # Appends wait for a replica's confirmation (PARLEY_LOG_WAIT_REPLICAS=1), so none the
+        # old master acknowledged is missing from the new one; until the killed node is back
+        # (as the new master's replica) appends to that shard fail and the outbox relays them.
+        slot = key_slot(f"{{{prefix}:log0}}".encode())
+        killed = cluster.master_of_slot(slot)
+        began = time.monotonic()
+        await asyncio.to_thread(cluster.kill_master, killed)
+        took.append(time.monotonic() - began)
+        await asyncio.to_thread(killed.start)
         await posting
         # Every reader gets every acknowledged post, or was told `sync_required`; outbox rows of
         # posts whose append failed are relayed within seconds.
@@ -263,7 +287,8 @@ async def test_a_master_failover_while_events_flow_loses_nothing_silently(
         await asyncio.gather(*tasks, return_exceptions=True)
     lost = [len(wanted - r.seen) for r in readers if not r.told]
     print(
-        f"\n{len(took)} failovers (longest {max(took):.2f}s): {len(acked)} posts acknowledged ({failed} refused), "
+        f"\n{len(took)} failovers (3 manual, 1 SIGKILL; longest {max(took):.2f}s): "
+        f"{len(acked)} posts acknowledged ({failed} refused), "
         f"readers {len(readers)}, lost {sum(lost)}, sync_required {sum(r.told for r in readers)}, "
         f"reconnects {sum(r.reconnects for r in readers)}, out of order {sum(r.disorder for r in readers)}"
     )

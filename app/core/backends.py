@@ -52,7 +52,11 @@ def make_event_log(settings: Settings) -> EventLog:
     if settings.redis_url is not None:
         url = settings.log_redis_url or settings.redis_url
         return RedisEventLog(
-            url, prefix=settings.redis_prefix, retention_s=settings.retention_s, shards=settings.log_shards
+            url,
+            prefix=settings.redis_prefix,
+            retention_s=settings.retention_s,
+            shards=settings.log_shards,
+            wait_replicas=settings.log_wait_replicas,
         )
     return MemoryEventLog(retention_s=settings.retention_s)
 

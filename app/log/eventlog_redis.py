@@ -55,6 +55,7 @@ from app.log.events import Event
 from app.log.log_epochs import LogEpochs
 from app.log.redis_client import POOL_SIZE, LogClient, blocking_reader, is_cluster, pooled_client
 from app.log.redis_journal import read_journal
+from app.log.redis_replicated import NotReplicated, append_replicated
 from app.log.redis_tail import ShardedTail, TailSource
 
 FIREHOSE_WINDOW_S = 60
@@ -67,7 +68,7 @@ _TICK_LUA = resources.files("app").joinpath("lua/tick.lua").read_text()
 # The append script refuses an epoch that changed; after adopting the new one, try again.
 APPEND_ATTEMPTS = 3
 
-__all__ = ["LOG_GAP", "EpochChanged", "RedisEventLog", "blocking_reader"]
+__all__ = ["LOG_GAP", "EpochChanged", "NotReplicated", "RedisEventLog", "blocking_reader"]
 
 
 class EpochChanged(RedisError):
@@ -99,8 +100,11 @@ class _ShardRead:
 
 
 class RedisEventLog(TailSource):
-    def __init__(self, url: str, *, prefix: str, retention_s: int, shards: int = 1) -> None:
+    def __init__(self, url: str, *, prefix: str, retention_s: int, shards: int = 1, wait_replicas: int = 0) -> None:
         self._url = url
+        # Durable appends wait until this many replicas have them (0: Redis's asynchronous
+        # replication, the default; a failover may then lose the last acknowledged writes).
+        self._wait_replicas = wait_replicas
         self.shards: list[LogShardKeys] = RedisKeys(prefix).log_shards(shards, cluster=is_cluster(url))
         self.cluster = is_cluster(url)
         self._retention_ms = retention_s * 1000
@@ -177,25 +181,26 @@ class RedisEventLog(TailSource):
         ]
         for _ in range(APPEND_ATTEMPTS):
             expected = self.epochs.values[shard]  # what the script checks, whatever others adopt meanwhile
+            args: list[str | int | bytes] = [
+                topic,
+                event_type,
+                body,
+                self._retention_ms,
+                self.window_ms,
+                "1" if durable else "0",
+                expected,
+                secrets.token_hex(4),
+                "1" if dedupe_key else "0",
+                shard,
+                len(self.shards),
+                self.seen.ms,
+                self.seen.seq,
+            ]
             async with self._commands:
-                status, value = await self._append(
-                    keys=keys,
-                    args=[
-                        topic,
-                        event_type,
-                        body,
-                        self._retention_ms,
-                        self.window_ms,
-                        "1" if durable else "0",
-                        expected,
-                        secrets.token_hex(4),
-                        "1" if dedupe_key else "0",
-                        shard,
-                        len(self.shards),
-                        self.seen.ms,
-                        self.seen.seq,
-                    ],
-                )
+                if self._wait_replicas and durable:
+                    status, value = await append_replicated(self._client, self._append, keys, args, self._wait_replicas)
+                else:
+                    status, value = await self._append(keys=keys, args=args)
             if status == b"ok":
                 position = Position.parse(value)
                 self.seen = max(self.seen, position)

@@ -38,6 +38,10 @@ def is_cluster(url: str) -> bool:
     return url.partition("://")[0] in CLUSTER_SCHEMES
 
 
+def is_cluster_client(client: LogClient) -> bool:
+    return isinstance(client, RedisCluster)
+
+
 def _node_url(url: str) -> str:
     scheme, _, rest = url.partition("://")
     return f"{CLUSTER_SCHEMES[scheme]}://{rest}"
