@@ -34,8 +34,10 @@ from tests.cluster_support import RedisCluster, redis_cluster, spread_prefix
 BODY_TEXT = "x" * 200
 
 
-async def _append_for(url: str, prefix: str, shards: int, concurrency: int, duration_s: float) -> dict[str, Any]:
-    log = RedisEventLog(url, prefix=prefix, retention_s=3600, shards=shards)
+async def _append_for(
+    url: str, prefix: str, shards: int, concurrency: int, duration_s: float, wait_replicas: int
+) -> dict[str, Any]:
+    log = RedisEventLog(url, prefix=prefix, retention_s=3600, shards=shards, wait_replicas=wait_replicas)
     await log.open()
     latencies: list[float] = []
     deadline = time.monotonic() + duration_s
@@ -53,7 +55,7 @@ async def _append_for(url: str, prefix: str, shards: int, concurrency: int, dura
     return {"count": len(latencies), "latencies": latencies[:: max(1, len(latencies) // 2000)]}
 
 
-def _appender(args: tuple[str, str, int, int, float]) -> dict[str, Any]:
+def _appender(args: tuple[str, str, int, int, float, int]) -> dict[str, Any]:
     return asyncio.run(_append_for(*args))
 
 
@@ -75,7 +77,7 @@ async def _tail_count(log: RedisEventLog, stop: asyncio.Event, seen: list[Event]
 
 
 async def measure(
-    cluster: RedisCluster, shards: int, processes: int, concurrency: int, duration_s: float, tails: int
+    cluster: RedisCluster, shards: int, processes: int, concurrency: int, duration_s: float, tails: int, wait: int
 ) -> dict[str, Any]:
     prefix = spread_prefix(cluster, shards, f"bench{uuid.uuid4().hex[:6]}-")
     log = RedisEventLog(cluster.url, prefix=prefix, retention_s=3600, shards=shards)
@@ -86,7 +88,7 @@ async def measure(
     await asyncio.sleep(0.5)
     cpu_before = _redis_cpu_s(cluster)
     began, tail_cpu = time.monotonic(), time.process_time()
-    job = (cluster.url, prefix, shards, concurrency, duration_s)
+    job = (cluster.url, prefix, shards, concurrency, duration_s, wait)
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         results = await asyncio.to_thread(pool.map, _appender, [job] * processes)
     elapsed = time.monotonic() - began
@@ -109,6 +111,7 @@ async def measure(
     return {
         "shards": shards,
         "tails": tails,
+        "wait_replicas": wait,
         "appends": appended,
         "appends_per_s": round(appended / elapsed),
         "p50_ms": round(statistics.median(latencies) * 1000, 2),
@@ -154,6 +157,7 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=5.0)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--wait-replicas", type=int, default=0, help="PARLEY_LOG_WAIT_REPLICAS of the appenders")
     parser.add_argument("--backlog", type=int, default=50_000, help="events a reader reads from the start")
     parser.add_argument("--tails", default="1", help="log readers (one per server process), e.g. 1,4")
     options = parser.parse_args()
@@ -164,7 +168,15 @@ def main() -> None:
             backlogs.append(asyncio.run(read_backlog(cluster, shards, options.backlog)))
         for tails in (int(t) for t in options.tails.split(",")):
             for shards in (int(s) for s in options.shards.split(",")):
-                job = (cluster, shards, options.processes, options.concurrency, options.duration_s, tails)
+                job = (
+                    cluster,
+                    shards,
+                    options.processes,
+                    options.concurrency,
+                    options.duration_s,
+                    tails,
+                    options.wait_replicas,
+                )
                 rows.append(asyncio.run(measure(*job)))
     print(
         "| shards | readers | appends/s | append p50 / p99 ms | Redis CPU per append | reader CPU per event "

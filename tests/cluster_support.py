@@ -89,10 +89,16 @@ class RedisCluster:
             with contextlib.suppress(redis.RedisError):
                 infos = [node.info("cluster") for node in self.nodes if node.process.poll() is None]
                 agreed = all(i["cluster_state"] == "ok" and int(i["cluster_known_nodes"]) == known for i in infos)
-                if agreed and all(self.replica_of(master) is not None for master in self.masters()):
+                paired = agreed and all(self.replica_of(master) is not None for master in self.masters())
+                if paired and all(self.replicating(node) for node in self.nodes if "slave" in self._flags(node)):
                     return
             time.sleep(0.1)
         raise TimeoutError("the Redis Cluster never became ready")
+
+    def replicating(self, replica: ClusterNode) -> bool:
+        """Whether a replica's link to its master is up (synced: WAIT counts it)."""
+        with replica.client() as client:
+            return client.info("replication").get("master_link_status") == "up"
 
     def _nodes_table(self) -> list[list[str]]:
         with self.nodes[0].client() as client:
