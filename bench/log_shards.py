@@ -30,6 +30,7 @@ from app.log.eventlog_redis import RedisEventLog
 from app.log.events import Event, envelope_body
 from app.log.redis_tail import ShardedTail
 from tests.cluster_support import RedisCluster, redis_cluster, spread_prefix
+from tests.support import OwnRedisEventLog
 
 BODY_TEXT = "x" * 200
 
@@ -37,7 +38,7 @@ BODY_TEXT = "x" * 200
 async def _append_for(
     url: str, prefix: str, shards: int, concurrency: int, duration_s: float, wait_replicas: int
 ) -> dict[str, Any]:
-    log = RedisEventLog(url, prefix=prefix, retention_s=3600, shards=shards, wait_replicas=wait_replicas)
+    log = OwnRedisEventLog(url, prefix=prefix, retention_s=3600, shards=shards, wait_replicas=wait_replicas)
     await log.open()
     latencies: list[float] = []
     deadline = time.monotonic() + duration_s
@@ -80,7 +81,7 @@ async def measure(
     cluster: RedisCluster, shards: int, processes: int, concurrency: int, duration_s: float, tails: int, wait: int
 ) -> dict[str, Any]:
     prefix = spread_prefix(cluster, shards, f"bench{uuid.uuid4().hex[:6]}-")
-    log = RedisEventLog(cluster.url, prefix=prefix, retention_s=3600, shards=shards)
+    log = OwnRedisEventLog(cluster.url, prefix=prefix, retention_s=3600, shards=shards)
     await log.open()
     stop = asyncio.Event()
     seens: list[list[Event]] = [[] for _ in range(tails)]
@@ -130,7 +131,7 @@ async def read_backlog(cluster: RedisCluster, shards: int, backlog: int) -> dict
     """A reader's capacity with full batches: append `backlog` events first, then time one
     reader reading them all from the start of the firehose."""
     prefix = spread_prefix(cluster, shards, f"backlog{uuid.uuid4().hex[:6]}-")
-    log = RedisEventLog(cluster.url, prefix=prefix, retention_s=3600, shards=shards)
+    log = OwnRedisEventLog(cluster.url, prefix=prefix, retention_s=3600, shards=shards)
     await log.open()
     body = envelope_body("response_posted", discussion_id="d", user=None, payload={"text": BODY_TEXT})
     for start in range(0, backlog, 500):

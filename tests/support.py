@@ -25,9 +25,29 @@ import httpx
 from sqlalchemy import event
 
 from app.infra.db import Database
+from app.infra.redis_cluster import connect
+from app.log.eventlog_redis import RedisEventLog
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
+
+
+class OwnRedisEventLog(RedisEventLog):
+    """A `RedisEventLog` on a connection of its own (`connect`: one Redis, or a cluster's for
+    `redis+cluster://`), as one server process has, closed with the log (in a server, the
+    process closes the connection it shares)."""
+
+    def __init__(self, url: str, *, prefix: str, retention_s: int, shards: int = 1, wait_replicas: int = 0) -> None:
+        self.connection = connect(url)
+        super().__init__(
+            self.connection, prefix=prefix, retention_s=retention_s, shards=shards, wait_replicas=wait_replicas
+        )
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            await self.connection.close()
 
 
 def free_port() -> int:

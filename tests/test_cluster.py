@@ -16,15 +16,18 @@ import httpx
 import pytest
 from redis.crc import key_slot
 
+from app.core.backends import make_backends
+from app.infra.redis_cluster import RedisClusterConnection
+from app.infra.redis_connection import RedisConnection, time_ms
 from app.infra.redis_keys import shard_of
 from app.log.cursor import Cursor, Position
 from app.log.eventlog import CursorUnavailable, LogGap
-from app.log.eventlog_redis import NotReplicated, RedisEventLog
+from app.log.eventlog_redis import NotReplicated
 from app.log.events import Event, envelope_body
 from app.settings import ConfigError, Settings
 
 from .cluster_support import RedisCluster, redis_cluster, spread_prefix
-from .support import Server, bearer, sign
+from .support import OwnRedisEventLog, Server, bearer, sign
 from .test_eventlog import tailing, wait_for
 from .test_stream import PRESENCE_EVENTS, events, make_discussion, open_stream, post
 
@@ -67,7 +70,7 @@ def test_the_settings_of_a_sharded_or_clustered_log() -> None:
 async def test_an_append_no_replica_confirmed_counts_as_failed(redis_url: str, redis_prefix: str) -> None:
     """PARLEY_LOG_WAIT_REPLICAS on one Redis without replicas: a durable append is refused
     (`NotReplicated`: an outbox row stays and is relayed); ephemeral events do not wait."""
-    log = RedisEventLog(redis_url, prefix=redis_prefix, retention_s=3600, wait_replicas=1)
+    log = OwnRedisEventLog(redis_url, prefix=redis_prefix, retention_s=3600, wait_replicas=1)
     await log.open()
     try:
         with pytest.raises(NotReplicated):
@@ -77,13 +80,49 @@ async def test_an_append_no_replica_confirmed_counts_as_failed(redis_url: str, r
         await log.close()
 
 
+def cluster_clients(cluster: RedisCluster) -> int:
+    """Client connections on every node of the cluster, other than the counting ones."""
+    total = 0
+    for node in cluster.nodes:
+        with node.client() as client:
+            total += len(client.client_list()) - 1
+    return total
+
+
+async def test_backends_give_the_log_its_own_cluster_connection_and_close_both(
+    cluster: RedisCluster, prefix: str, redis_url: str, tmp_path: Path
+) -> None:
+    """PARLEY_LOG_REDIS_URL: the log alone runs on a `RedisClusterConnection`; presence and
+    limits stay on REDIS_URL's `RedisConnection`. `Backends.close()` closes both, readers too."""
+    env = {"REDIS_URL": redis_url, "PARLEY_REDIS_PREFIX": prefix, "PARLEY_LOG_REDIS_URL": cluster.url}
+    settings = Settings.from_env({**env, "PARLEY_LOG_SHARDS": str(SHARDS), "PARLEY_DATA_DIR": str(tmp_path)})
+    before = cluster_clients(cluster)
+    backends = make_backends(settings)
+    assert isinstance(backends.log_redis, RedisClusterConnection) and isinstance(backends.redis, RedisConnection)
+    assert backends.event_log.client is backends.log_redis.client  # type: ignore[attr-defined]
+    await backends.open()
+    start = await backends.event_log.head()
+    appended = await backends.event_log.append("d:own", "response_posted", body("on the cluster"))
+    journal = await backends.event_log.read_journal(start, 10, 0.1)
+    assert [e.cursor for e in journal] == [appended.cursor]
+    with cluster.masters()[0].client() as node:
+        clock = time_ms(node.time())
+    assert abs(await backends.log_redis.server_time_ms() - clock) < 5_000  # one node's clock, in ms
+    assert cluster_clients(cluster) > before
+    await backends.close()
+    deadline = time.monotonic() + 10
+    while cluster_clients(cluster) > before and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert cluster_clients(cluster) == before
+
+
 async def test_shards_on_three_masters_keep_one_order(cluster: RedisCluster, prefix: str) -> None:
     masters = {cluster.master_of_slot(key_slot(f"{{{prefix}:log{i}}}".encode())).port for i in range(SHARDS)}
     assert len(masters) == SHARDS
     topics = [f"d:{i}" for i in range(9)]
     assert {shard_of(topic, SHARDS) for topic in topics} == set(range(SHARDS))
     # wait_replicas=1: every durable append below is confirmed by its master's replica (WAIT).
-    log = RedisEventLog(cluster.url, prefix=prefix, retention_s=3600, shards=SHARDS, wait_replicas=1)
+    log = OwnRedisEventLog(cluster.url, prefix=prefix, retention_s=3600, shards=SHARDS, wait_replicas=1)
     await log.open()
     try:
         start = await log.head()
@@ -113,7 +152,7 @@ async def test_a_shard_that_loses_its_data_makes_old_cursors_sync_required(clust
     epoch with it; the log's epoch changes, old cursors are refused, the tail reports the gap
     before the first event of the new epoch, and the other shards' events are untouched."""
     topics = [f"d:{i}" for i in range(9)]
-    log = RedisEventLog(cluster.url, prefix=prefix, retention_s=3600, shards=SHARDS)
+    log = OwnRedisEventLog(cluster.url, prefix=prefix, retention_s=3600, shards=SHARDS)
     await log.open()
     try:
         async with tailing(log) as received:

@@ -13,6 +13,9 @@
 - Status semantics: a connection has a status (`StreamSession.set_status`, a WebSocket's
   `presence` message); `PUT /api/presence` is per *user*: it sets every connection of the
   caller's, on every server, in every discussion (a REST call cannot name an SSE connection).
+- Active users (FR-009): `online_users()` are the users holding at least one connection here
+  whose status is online; a user whose every connection is away (every tab hidden) is not
+  active, so their notifications go out as Web Push too (app/core/active_users.py).
 - Idle (FR-035): a stream only receives, so reading is not activity. A connection is idle when
   neither it nor its user (on any process) did anything for `idle_ms`: opening it, a typing
   signal, a status signal, a post, or `PUT /api/presence`. An idle session gets one
@@ -29,6 +32,7 @@ import itertools
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -136,6 +140,8 @@ class PresenceTracker:
         self._room_budget = RoomEventBudget()
         self._joins: GroupCommit[str, None] = GroupCommit(self._join_batch)
         self._leave_grace_ms: int | None = None  # None: the timings' grace
+        # User -> how many of this process's connections of theirs are online (FR-009).
+        self._online: Counter[str] = Counter()
         self._ids = itertools.count()
         self._id_prefix = secrets.token_hex(4)  # connection ids are unique across processes
 
@@ -146,6 +152,27 @@ class PresenceTracker:
     @property
     def connection_count(self) -> int:
         return len(self._registrations)
+
+    def online_users(self) -> set[str]:
+        """Users with at least one connection to this process whose status is online."""
+        return set(self._online)
+
+    def is_online_here(self, user_id: str) -> bool:
+        return user_id in self._online
+
+    def _count(self, session: PresenceSession, delta: int) -> None:
+        if session.status != "online":
+            return
+        user_id = session.identity.user_id
+        self._online[user_id] += delta
+        if self._online[user_id] <= 0:
+            del self._online[user_id]
+
+    def _set_session_status(self, session: PresenceSession, status: Status) -> None:
+        """Every change of a registered session's status goes through here (the online count)."""
+        self._count(session, -1)
+        session.status = status
+        self._count(session, +1)
 
     async def _emit(self, discussion_id: str, changes: Sequence[PresenceChange]) -> None:
         if not changes:
@@ -174,6 +201,7 @@ class PresenceTracker:
         """Register a newly opened session in each of its discussions; returns its id."""
         conn_id = f"{self._id_prefix}{next(self._ids):x}"
         self._registrations[conn_id] = _Registration(session, last_active_ms=_now_ms())
+        self._count(session, +1)
         try:
             await self._joins.submit(conn_id)
         except Exception:
@@ -203,6 +231,7 @@ class PresenceTracker:
         registration = self._registrations.pop(conn_id, None)
         if registration is None:
             return
+        self._count(registration.session, -1)
         for discussion_id in registration.registered:
             try:
                 self._leaves.put_nowait((discussion_id, conn_id))
@@ -233,7 +262,7 @@ class PresenceTracker:
         registration = self._registrations.get(conn_id)
         if registration is None:
             return
-        registration.session.status = status
+        self._set_session_status(registration.session, status)
         user_id = registration.session.identity.user_id
         if status == "online":
             registration.last_active_ms = _now_ms()
@@ -246,7 +275,7 @@ class PresenceTracker:
         """Every connection of the user's, on every server (`PUT /api/presence`)."""
         for registration in self._registrations.values():
             if registration.session.identity.user_id == identity.user_id:
-                registration.session.status = status
+                self._set_session_status(registration.session, status)
         await self.store.mark_active(identity.user_id)
         for discussion_id in await self.store.user_discussions(identity.user_id):
             await self._emit(discussion_id, await self.store.set_status(discussion_id, identity.user_id, status))

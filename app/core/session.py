@@ -53,6 +53,7 @@ class StreamSession:
         parley = self._parley
         subscription = parley.hub.subscribe(self.topics, parley.settings.max_buffered_events)
         self._subscription = subscription
+        subscription.on_revoke = self.remove_discussion  # a membership change (app/core/access_watch.py)
         try:
             self.presence_id = await parley.presence.connect(self)
             if not resume:

@@ -48,12 +48,13 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from app.infra.batching import GroupCommit
+from app.infra.redis_cluster import AnyRedis, AnyRedisConnection, RedisClusterConnection
+from app.infra.redis_connection import time_ms
 from app.infra.redis_keys import LogShardKeys, RedisKeys, shard_of
 from app.log.cursor import ORIGIN, Cursor, Position
 from app.log.eventlog import LOG_GAP, CursorUnavailable, LogGap, retention_passed
 from app.log.events import Event
 from app.log.log_epochs import LogEpochs
-from app.log.redis_client import POOL_SIZE, LogClient, blocking_reader, is_cluster, pooled_client
 from app.log.redis_journal import read_journal
 from app.log.redis_replicated import NotReplicated, append_replicated
 from app.log.redis_tail import ShardedTail, TailSource
@@ -68,7 +69,7 @@ _TICK_LUA = resources.files("app").joinpath("lua/tick.lua").read_text()
 # The append script refuses an epoch that changed; after adopting the new one, try again.
 APPEND_ATTEMPTS = 3
 
-__all__ = ["LOG_GAP", "EpochChanged", "NotReplicated", "RedisEventLog", "blocking_reader"]
+__all__ = ["LOG_GAP", "EpochChanged", "NotReplicated", "RedisEventLog"]
 
 
 class EpochChanged(RedisError):
@@ -100,30 +101,34 @@ class _ShardRead:
 
 
 class RedisEventLog(TailSource):
-    def __init__(self, url: str, *, prefix: str, retention_s: int, shards: int = 1, wait_replicas: int = 0) -> None:
-        self._url = url
+    def __init__(
+        self, connection: AnyRedisConnection, *, prefix: str, retention_s: int, shards: int = 1, wait_replicas: int = 0
+    ) -> None:
+        """`connection`: the process's shared `RedisConnection`, or the log's own (a cluster's,
+        `PARLEY_LOG_REDIS_URL`); its owner closes it, not the log."""
+        self._connection = connection
         # Durable appends wait until this many replicas have them (0: Redis's asynchronous
         # replication, the default; a failover may then lose the last acknowledged writes).
         self._wait_replicas = wait_replicas
-        self.shards: list[LogShardKeys] = RedisKeys(prefix).log_shards(shards, cluster=is_cluster(url))
-        self.cluster = is_cluster(url)
+        self.cluster = isinstance(connection, RedisClusterConnection)
+        self.shards: list[LogShardKeys] = RedisKeys(prefix).log_shards(shards, cluster=self.cluster)
         self._retention_ms = retention_s * 1000
         self.window_ms = FIREHOSE_WINDOW_S * 1000
         self.epochs = LogEpochs(shards)
         # The newest position this process appended or read live: with several shards, what it
         # appends next comes after it (a Lamport clock: causal order survives the sharding).
         self.seen = ORIGIN
-        self._client: LogClient = pooled_client(url)
-        # A cluster client refuses a command past its pool's size (it has no blocking pool):
-        # at most that many at once wait here instead. (One Redis: its blocking pool waits.)
+        self._client: AnyRedis = connection.client
+        # A cluster client refuses a command past its pool's size: the connection's semaphore
+        # makes the excess wait. (One Redis: its blocking pool waits.)
         self._commands: contextlib.AbstractAsyncContextManager[Any] = (
-            asyncio.Semaphore(POOL_SIZE) if self.cluster else contextlib.nullcontext()
+            connection.commands if isinstance(connection, RedisClusterConnection) else contextlib.nullcontext()
         )
         self._append = self._client.register_script(_APPEND_LUA)
         self._epoch_script = self._client.register_script(_EPOCH_LUA)
         self._tick = self._client.register_script(_TICK_LUA)
         # `read_journal` blocks: on a connection of its own.
-        self.journal_reader = blocking_reader(url)
+        self.journal_reader = connection.blocking_reader()
         self._catch_up: GroupCommit[_CatchUp, list[Event]] = GroupCommit(self._read_batch, max_batch=CATCH_UP_BATCH)
 
     @property
@@ -131,18 +136,18 @@ class RedisEventLog(TailSource):
         return self.epochs.epoch
 
     @property
-    def client(self) -> LogClient:
-        """The shared connection pool, for other Redis-backed parts of the same process."""
+    def client(self) -> AnyRedis:
+        """The connection's pool (appends, catch-up reads)."""
         return self._client
 
-    def reader(self) -> LogClient:
-        return blocking_reader(self._url)
+    def reader(self) -> AnyRedis:
+        return self._connection.blocking_reader()
 
     async def open(self) -> None:
         for shard in range(len(self.shards)):
             await self.load_epoch(self._client, shard)
 
-    async def load_epoch(self, client: LogClient, shard: int) -> str:
+    async def load_epoch(self, client: AnyRedis, shard: int) -> str:
         """Adopt a shard's epoch, minting it if Redis has none (new, or it lost its data: then
         every older cursor becomes `sync_required`, as it must, since its events are gone).
         Returns the shard's tag."""
@@ -160,7 +165,6 @@ class RedisEventLog(TailSource):
 
     async def close(self) -> None:
         await self._catch_up.close()
-        await self._client.aclose()
         await self.journal_reader.aclose()
 
     async def ping(self) -> None:
@@ -208,14 +212,14 @@ class RedisEventLog(TailSource):
             self.epochs.adopt(shard, value)  # the shard lost its data and has a new epoch: append in that one
         raise EpochChanged("the event log's epoch kept changing")
 
-    async def stream_info(self, client: LogClient, key: str) -> dict[str, Any] | None:
+    async def stream_info(self, client: AnyRedis, key: str) -> dict[str, Any] | None:
         try:
             info: dict[str, Any] = await client.xinfo_stream(key)
         except ResponseError:  # no such key: nothing was ever appended
             return None
         return info
 
-    async def last_position(self, client: LogClient, shard: int) -> Position:
+    async def last_position(self, client: AnyRedis, shard: int) -> Position:
         info = await self.stream_info(client, self.shards[shard].firehose)
         return ORIGIN if info is None else Position.parse(info["last-generated-id"])
 
@@ -254,8 +258,8 @@ class RedisEventLog(TailSource):
         if self.cluster:
             now_ms = time.time_ns() // 1_000_000
         else:
-            (seconds, micros), *results = results
-            now_ms = seconds * 1000 + micros // 1000
+            clock, *results = results
+            now_ms = time_ms(clock)
         for result in (epoch_value, *results):
             if isinstance(result, Exception):
                 raise result

@@ -15,7 +15,7 @@ from typing import Any
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
-from app.log.redis_client import LogClient, is_cluster_client
+from app.infra.redis_cluster import AnyRedis, is_cluster_client
 
 # How long a durable append waits for its replicas before it counts as failed.
 REPLICA_WAIT_MS = 500
@@ -27,7 +27,7 @@ class NotReplicated(RedisError):
 
 
 async def append_replicated(
-    client: LogClient, script: AsyncScript, keys: list[str], args: list[str | int | bytes], replicas: int
+    client: AnyRedis, script: AsyncScript, keys: list[str], args: list[str | int | bytes], replicas: int
 ) -> Any:
     """`script` (append.lua) on `keys`/`args`, then WAIT for `replicas`; the script's reply."""
     wait: dict[str, Any] = {}

@@ -32,12 +32,12 @@ from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
+from app.infra.redis_cluster import AnyRedis
 from app.infra.redis_keys import LogShardKeys
 from app.log.cursor import ORIGIN, Position
 from app.log.eventlog import LOG_GAP, LogGap
 from app.log.events import Event
 from app.log.log_epochs import log_epoch
-from app.log.redis_client import LogClient
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +61,17 @@ class TailSource(Protocol):
     seen: Position
 
     @property
-    def client(self) -> LogClient: ...
+    def client(self) -> AnyRedis: ...
 
-    def reader(self) -> LogClient: ...
+    def reader(self) -> AnyRedis: ...
 
-    async def load_epoch(self, client: LogClient, shard: int) -> str: ...
+    async def load_epoch(self, client: AnyRedis, shard: int) -> str: ...
 
     async def tick(self, shard: int, position: Position) -> None: ...
 
-    async def stream_info(self, client: LogClient, key: str) -> dict[str, Any] | None: ...
+    async def stream_info(self, client: AnyRedis, key: str) -> dict[str, Any] | None: ...
 
-    async def last_position(self, client: LogClient, shard: int) -> Position: ...
+    async def last_position(self, client: AnyRedis, shard: int) -> Position: ...
 
     def event(self, epoch: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Event: ...
 
@@ -145,7 +145,7 @@ class ShardedTail:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(reader.aclose(), CLOSE_TIMEOUT_S)
 
-    def _start_fetches(self, reader: LogClient) -> None:
+    def _start_fetches(self, reader: AnyRedis) -> None:
         for index, group in enumerate(self._groups):
             if index in self._fetches:
                 continue
@@ -157,7 +157,7 @@ class ShardedTail:
             if wanted:
                 self._fetches[index] = asyncio.create_task(self._fetch(reader, wanted))
 
-    async def _fetch(self, reader: LogClient, wanted: dict[str, str]) -> list[tuple[int, list[Entry]]]:
+    async def _fetch(self, reader: AnyRedis, wanted: dict[str, str]) -> list[tuple[int, list[Entry]]]:
         response = await reader.xread(wanted, block=TAIL_BLOCK_MS, count=TAIL_BATCH)  # type: ignore[arg-type]
         batches: list[tuple[bytes, list[Entry]]] = response or []  # type: ignore[assignment]
         return [(self._firehoses[key if isinstance(key, bytes) else key.encode()], entries) for key, entries in batches]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -32,6 +34,17 @@ class StreamQuery(BaseModel):
     )
     last_event_id: str | None = Field(
         default=None, description="resume after this cursor (a page that stored it; browsers send `Last-Event-ID`)"
+    )
+
+
+class SseQuery(StreamQuery):
+    """The query string of `/stream`: `/ws` plus the heartbeat's form."""
+
+    heartbeat: Literal["comment", "event"] = Field(
+        default="comment",
+        description="`event`: start with a `hello` event (`heartbeat_s`, `expires_in_s`) and send each heartbeat as a "
+        "`heartbeat` event, which EventSource can see (it cannot see `:` comments), so a client can tell a silently "
+        "dropped connection by a deadline (FR-022) and a buffering proxy by a missing first event (FR-026)",
     )
 
 

@@ -41,7 +41,8 @@ from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
 
-from app.infra.ratelimit import MemoryRateLimiter, Rate, retry_after_s
+from app.infra.ratelimit import Rate, retry_after_s
+from app.infra.ratelimit_memory import MemoryRateLimiter
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,9 @@ from app.core.services import Services
 from app.core.session import StreamSession
 from app.errors import ApiError, Unauthorized
 from app.log.events import Event
-from app.transports.common import TRANSIENT_ERRORS, StreamQuery, session_for
+from app.transports.common import TRANSIENT_ERRORS, SseQuery, session_for
 from app.transports.lean_http import RequestHead, error_response
-from app.transports.sse import HEARTBEAT, PREAMBLE, SSE_HEADERS, retry_later
+from app.transports.sse import EVENT_HEARTBEAT, HEARTBEAT, SSE_HEADERS, HeartbeatForm, retry_later
 from app.web.requests import parse_query
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def chunk(data: bytes) -> bytes:
 
 
 HEARTBEAT_CHUNK = chunk(HEARTBEAT)
+EVENT_HEARTBEAT_CHUNK = chunk(EVENT_HEARTBEAT)
 
 
 def retry_later_response() -> bytes:
@@ -185,7 +186,17 @@ class LeanStreams:
 class LeanStream(asyncio.Protocol):
     """One `GET /stream` connection: the transport's protocol from its head onwards."""
 
-    __slots__ = ("_counted", "_idle_ticks", "_session", "_streams", "_task", "_transport", "expires_at")
+    __slots__ = (
+        "_counted",
+        "_form",
+        "_heartbeat_chunk",
+        "_idle_ticks",
+        "_session",
+        "_streams",
+        "_task",
+        "_transport",
+        "expires_at",
+    )
 
     def __init__(self, streams: LeanStreams, transport: asyncio.Transport, request: RequestHead) -> None:
         self._streams = streams
@@ -193,6 +204,8 @@ class LeanStream(asyncio.Protocol):
         self._session: StreamSession | None = None
         self._counted = False
         self._idle_ticks = 0
+        self._form = HeartbeatForm("comment")
+        self._heartbeat_chunk = HEARTBEAT_CHUNK
         self.expires_at = 0.0
         transport.set_protocol(self)
         self._task: asyncio.Task[None] | None = streams.spawn(self._open(request))
@@ -230,7 +243,9 @@ class LeanStream(asyncio.Protocol):
 
         query = parse_qsl(request.query.decode("latin-1"), keep_blank_values=True)
         # The same model as the Hypercorn path's `/stream` (and its OpenAPI description).
-        wanted = parse_query(StreamQuery, lambda wanted_name: [value for name, value in query if name == wanted_name])
+        wanted = parse_query(SseQuery, lambda wanted_name: [value for name, value in query if name == wanted_name])
+        self._form = HeartbeatForm(wanted.heartbeat)
+        self._heartbeat_chunk = EVENT_HEARTBEAT_CHUNK if self._form.visible else HEARTBEAT_CHUNK
         cookies = parse_cookie(header(b"cookie"))
         token = token_from({"Authorization": header(b"authorization")}, cookies)
         if token is None:
@@ -260,7 +275,8 @@ class LeanStream(asyncio.Protocol):
             self._release()
             return
         subscription = session.subscription
-        write(transport, RESPONSE_HEAD + chunk(PREAMBLE + b"".join(event.sse for event in missed)))
+        preamble = self._form.preamble(self._streams.parley.settings.heartbeat_s, session)
+        write(transport, RESPONSE_HEAD + chunk(preamble + b"".join(event.sse for event in missed)))
         if subscription.dropped:  # overflowed while catching up; the client resumes
             self.end()
             return
@@ -292,7 +308,7 @@ class LeanStream(asyncio.Protocol):
         session = self._session
         if session is not None and self._idle_ended(session):
             return
-        write(self._transport, HEARTBEAT_CHUNK)
+        write(self._transport, self._heartbeat_chunk)
         if session is not None and self._transport.get_write_buffer_size() > self._streams.max_write_buffer:
             self._streams.parley.hub.drop(session.subscription, reason="slow_consumer")
 

@@ -6,8 +6,9 @@ so a forbidden page never gets an upgrade. After the upgrade:
 
 - server -> client: event envelopes (each event's JSON text is built once, `Event.text`), plus
   control messages without an `id`, which never move a cursor:
-  `{"type":"hello","heartbeat_s"}` once, `{"type":"heartbeat"}` every `PARLEY_HEARTBEAT_S`
-  (browsers cannot see WebSocket pings, so the page's loss detection needs a message),
+  `{"type":"hello","heartbeat_s","expires_in_s"}` once, `{"type":"heartbeat"}` when nothing else
+  was sent for `PARLEY_HEARTBEAT_S` (browsers cannot see WebSocket pings, so the page's loss
+  detection needs a message; counted from the last send, so a chatty client gets them too),
   `{"type":"subscribed"|"unsubscribed","discussion_id"}`, `{"type":"pong"}`,
   `{"type":"error","code","message"}`.
 - client -> server: `subscribe`, `unsubscribe`, `auth`, `resume`, `ping`, `typing`
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,7 +46,8 @@ from app.core.services import Services, services
 from app.core.session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
 from app.core.stream_slots import TooManyStreams
 from app.errors import ApiError, Forbidden, RateLimited
-from app.infra.ratelimit import MemoryRateLimiter, Rate
+from app.infra.ratelimit import Rate
+from app.infra.ratelimit_memory import MemoryRateLimiter
 from app.log.events import Event
 from app.text import unstorable_text
 from app.transports.common import STREAM_ERRORS, TRANSIENT_ERRORS, StreamQuery, authorized_session
@@ -186,8 +189,11 @@ async def _send_events(events: list[Event]) -> None:
 async def _serve(parley: Services, session: StreamSession, resume: str | None) -> None:
     heartbeat_s = parley.settings.heartbeat_s
     flood = MessageFlood(parley.settings.ws_connection_messages_per_min)
-    await websocket.send(Hello(heartbeat_s=heartbeat_s).text())
+    expires_in_s = round(session.seconds_until_expiry(), 1)
+    await websocket.send(Hello(heartbeat_s=heartbeat_s, expires_in_s=expires_in_s).text())
     await _send_events(await session.open(resume))
+    clock = asyncio.get_running_loop().time
+    last_sent = clock()
     receiving: asyncio.Task[str | bytes] = asyncio.ensure_future(websocket.receive())
     try:
         while True:
@@ -196,7 +202,9 @@ async def _serve(parley: Services, session: StreamSession, resume: str | None) -
                 await websocket.send(session.auth_expired().text)
                 await websocket.close(CLOSE_TOKEN_EXPIRED, "token expired")
                 return
-            waiting = asyncio.ensure_future(session.next_events(min(heartbeat_s, remaining_s)))
+            # A heartbeat is due heartbeat_s after the last send, however often the client talks.
+            quiet_s = max(0.0, heartbeat_s - (clock() - last_sent))
+            waiting = asyncio.ensure_future(session.next_events(min(quiet_s, remaining_s)))
             done, _ = await asyncio.wait({receiving, waiting}, return_when=asyncio.FIRST_COMPLETED)
             if waiting not in done:
                 # Buffered events stay in the subscription; the next wait hands them out.
@@ -214,8 +222,10 @@ async def _serve(parley: Services, session: StreamSession, resume: str | None) -
                     return
                 if events:
                     await _send_events(events)
+                    last_sent = clock()
                 elif receiving not in done:
                     await websocket.send(HEARTBEAT)
+                    last_sent = clock()
             if receiving in done:
                 message = receiving.result()
                 receiving = asyncio.ensure_future(websocket.receive())
@@ -223,7 +233,8 @@ async def _serve(parley: Services, session: StreamSession, resume: str | None) -
                     await websocket.send(_error("rate_limited", "too many messages on this connection"))
                     await websocket.close(CLOSE_TOO_MANY, "too many messages")
                     return
-                await _handle(parley, session, message)
+                if await _handle(parley, session, message):
+                    last_sent = clock()
     finally:
         receiving.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -241,7 +252,8 @@ class MessageFlood:
         return self._rate is not None and self._limiter.try_acquire("messages", self._rate) > 0
 
 
-async def _handle(parley: Services, session: StreamSession, raw: str | bytes | None) -> None:
+async def _handle(parley: Services, session: StreamSession, raw: str | bytes | None) -> bool:
+    """Act on one client message; True when something was sent back."""
     try:
         await parley.rate_limit.hit(session.identity.user_id, "ws_message")
         reply = await _dispatch(parley, session, _parse(raw))
@@ -249,14 +261,15 @@ async def _handle(parley: Services, session: StreamSession, raw: str | bytes | N
         # The message is dropped; the client may send again after `retry_after_s`.
         error = {"type": "error", "code": limited.code, "message": limited.message}
         await websocket.send(json.dumps(error | {"retry_after_s": limited.retry_after_s}, separators=(",", ":")))
-        return
+        return True
     except BadMessage as bad:
         await websocket.send(_error(bad.code, bad.message))
-        return
+        return True
     if isinstance(reply, str):
         await websocket.send(reply)
     elif reply:
         await _send_events(reply)
+    return bool(reply)
 
 
 def _parse(raw: str | bytes | None) -> ClientMessage:
@@ -306,7 +319,9 @@ async def _dispatch(parley: Services, session: StreamSession, message: ClientMes
             raise BadMessage(error.code, error.message) from None
         except ValueError as error:
             raise BadMessage("forbidden", str(error)) from None
-        return AuthOk(expires_at=int(identity.expires_at)).text()
+        return AuthOk(
+            expires_at=int(identity.expires_at), expires_in_s=round(identity.expires_at - time.time(), 1)
+        ).text()
     if isinstance(message, UnsubscribeMessage):
         session.remove_discussion(message.discussion_id)
         return Unsubscribed(discussion_id=message.discussion_id).text()
