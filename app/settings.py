@@ -15,6 +15,8 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///parley.db"
 # The drivers Parley installs: a URL naming another (Heroku's postgres://) cannot work.
 DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+# The event log may have a Redis (Cluster) of its own (docs/SCALING.md).
+LOG_REDIS_SCHEMES = (*REDIS_SCHEMES, "redis+cluster", "rediss+cluster")
 
 
 class ConfigError(ValueError):
@@ -64,6 +66,14 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     return raw
 
 
+def _log_redis_url(env: Mapping[str, str]) -> str | None:
+    url = _url(env, "PARLEY_LOG_REDIS_URL", LOG_REDIS_SCHEMES)
+    if url is not None and not env.get("REDIS_URL", "").strip():
+        # Presence, leases and rate limits stay on REDIS_URL: the log alone cannot go there.
+        raise ConfigError("PARLEY_LOG_REDIS_URL needs REDIS_URL too (presence, leases and limits stay there)")
+    return url
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool | None:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -85,6 +95,12 @@ class Settings:
     redis_url: str | None = None
     # Every Redis key starts with this; tests give each test its own.
     redis_prefix: str = "parley"
+    # The event log's own Redis or Redis Cluster (`redis+cluster://node:port`); default REDIS_URL.
+    log_redis_url: str | None = None
+    # The event log's shards (topics hashed across them; one hash slot each on a cluster).
+    log_shards: int = 1
+    # Durable appends wait until this many replicas confirm them (WAIT): failovers lose nothing.
+    log_wait_replicas: int = 0
     jwt_secret: str | None = None
     jwks_url: str | None = None
     jwt_issuer: str | None = None
@@ -234,6 +250,9 @@ class Settings:
             database_url=_url(env, "DATABASE_URL", DATABASE_SCHEMES) or DEFAULT_DATABASE_URL,
             redis_url=_url(env, "REDIS_URL", REDIS_SCHEMES),
             redis_prefix=env.get("PARLEY_REDIS_PREFIX") or "parley",
+            log_redis_url=_log_redis_url(env),
+            log_shards=_int(env, "PARLEY_LOG_SHARDS", 1, minimum=1),
+            log_wait_replicas=_int(env, "PARLEY_LOG_WAIT_REPLICAS", 0, minimum=0),
             jwt_secret=secret,
             jwks_url=jwks,
             jwt_issuer=env.get("PARLEY_JWT_ISSUER") or None,

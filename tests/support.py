@@ -25,7 +25,7 @@ import httpx
 from sqlalchemy import event
 
 from app.infra.db import Database
-from app.infra.redis_connection import RedisConnection
+from app.infra.redis_cluster import connect
 from app.log.eventlog_redis import RedisEventLog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,12 +33,15 @@ TEST_JWT_SECRET = "test-secret-" + "x" * 40
 
 
 class OwnRedisEventLog(RedisEventLog):
-    """A `RedisEventLog` on a `RedisConnection` of its own, as one server process has, closed
-    with the log (in a server, the process closes the connection it shares)."""
+    """A `RedisEventLog` on a connection of its own (`connect`: one Redis, or a cluster's for
+    `redis+cluster://`), as one server process has, closed with the log (in a server, the
+    process closes the connection it shares)."""
 
-    def __init__(self, url: str, *, prefix: str, retention_s: int) -> None:
-        self.connection = RedisConnection(url)
-        super().__init__(self.connection, prefix=prefix, retention_s=retention_s)
+    def __init__(self, url: str, *, prefix: str, retention_s: int, shards: int = 1, wait_replicas: int = 0) -> None:
+        self.connection = connect(url)
+        super().__init__(
+            self.connection, prefix=prefix, retention_s=retention_s, shards=shards, wait_replicas=wait_replicas
+        )
 
     async def close(self) -> None:
         try:

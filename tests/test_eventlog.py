@@ -21,7 +21,9 @@ from .support import OwnRedisEventLog
 LogFactory = Callable[..., EventLog]
 
 
-@pytest.fixture(params=["memory", "redis"])
+# "redis-sharded": three log shards on one Redis (the one-order merge of app/log/redis_tail.py);
+# tests/test_cluster.py runs them on a real Redis Cluster.
+@pytest.fixture(params=["memory", "redis", "redis-sharded"])
 async def make_log(request: pytest.FixtureRequest) -> AsyncIterator[LogFactory]:
     opened: list[EventLog] = []
 
@@ -31,7 +33,8 @@ async def make_log(request: pytest.FixtureRequest) -> AsyncIterator[LogFactory]:
             log = MemoryEventLog(retention_s=retention_s, **options)
         else:
             url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
-            log = OwnRedisEventLog(url, prefix=prefix, retention_s=retention_s)
+            shards = 3 if request.param == "redis-sharded" else 1
+            log = OwnRedisEventLog(url, prefix=prefix, retention_s=retention_s, shards=shards)
         opened.append(log)
         return log
 

@@ -1,11 +1,12 @@
 """Chooses and builds every backend from the settings, in one place: Redis when REDIS_URL is
-set (all on one `RedisConnection` per process), otherwise the embedded in-process variants
+set (all on one `RedisConnection` per process; the event log on a connection of its own when
+`PARLEY_LOG_REDIS_URL` names its own Redis or Redis Cluster), otherwise the embedded in-process variants
 (one process only; see `EmbeddedLock`).
 
 `make_backends(settings)` is called once per process by whoever composes it (`create_app`
 through `app.startup.open_backends`); the workers ask the result for their leases and for the
-active users, never build their own. `Backends.close()` closes everything, the shared Redis
-connection last.
+active users, never build their own. `Backends.close()` closes everything, the Redis
+connections last.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from app.infra.lease_redis import RedisKeyedLease, RedisLease
 from app.infra.ratelimit import Limits, Rate, RateLimiter
 from app.infra.ratelimit_memory import MemoryRateLimiter
 from app.infra.ratelimit_redis import RedisRateLimiter
+from app.infra.redis_cluster import AnyRedisConnection, connect
 from app.infra.redis_connection import RedisConnection
 from app.infra.redis_keys import RedisKeys
 from app.log.eventlog import EventLog
@@ -35,7 +37,8 @@ from app.settings import Settings
 
 @dataclass
 class Backends:
-    """One process's backends. `redis` is None when embedded (then `lock` is set)."""
+    """One process's backends. `redis` is None when embedded (then `lock` is set); `log_redis`
+    is the event log's own connection (`PARLEY_LOG_REDIS_URL`), else None: the log shares `redis`."""
 
     settings: Settings
     redis: RedisConnection | None
@@ -43,6 +46,7 @@ class Backends:
     presence_store: PresenceStore
     limits: Limits
     lock: EmbeddedLock | None
+    log_redis: AnyRedisConnection | None = None
 
     async def open(self) -> None:
         """Take the embedded lock, then check the log and the presence store answer."""
@@ -73,14 +77,18 @@ class Backends:
         return RedisKeys(self.settings.redis_prefix)
 
     async def close(self) -> None:
-        """Close the log and the store, then the shared connection (which closes whatever the
+        """Close the log and the store, then the Redis connections (which close whatever the
         Redis backends still hold), then release the embedded lock."""
         try:
             await self.event_log.close()
             await self.presence_store.close()
         finally:
-            if self.redis is not None:
-                await self.redis.close()
+            try:
+                if self.log_redis is not None:
+                    await self.log_redis.close()
+            finally:
+                if self.redis is not None:
+                    await self.redis.close()
             if self.lock is not None:
                 self.lock.release()
 
@@ -98,11 +106,21 @@ def make_backends(settings: Settings) -> Backends:
             lock=EmbeddedLock(settings.data_dir),
         )
     connection = RedisConnection(settings.redis_url)
+    # The log's own Redis or Redis Cluster (docs/SCALING.md); presence, leases and limits stay.
+    log_connection = connect(settings.log_redis_url) if settings.log_redis_url else None
     prefix = settings.redis_prefix
+    event_log = RedisEventLog(
+        log_connection or connection,
+        prefix=prefix,
+        retention_s=settings.retention_s,
+        shards=settings.log_shards,
+        wait_replicas=settings.log_wait_replicas,
+    )
     return Backends(
         settings=settings,
         redis=connection,
-        event_log=RedisEventLog(connection, prefix=prefix, retention_s=settings.retention_s),
+        log_redis=log_connection,
+        event_log=event_log,
         presence_store=RedisPresenceStore(connection, prefix=prefix, timings=presence_timings(settings)),
         limits=make_limits(settings, RedisRateLimiter(connection, RedisKeys(prefix))),
         lock=None,

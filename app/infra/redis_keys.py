@@ -1,15 +1,53 @@
 """Every Redis key Parley uses, built in one place from one prefix.
 
-Cluster note: the append script touches the firehose and one topic stream; on Redis Cluster
-they would need one hash slot (wrap the prefix in `{…}`). Parley targets a single primary.
+Redis Cluster (docs/SCALING.md): a script may only touch keys of one hash slot. The event log
+is split into `PARLEY_LOG_SHARDS` shards (`LogShardKeys`); each shard's keys (its firehose,
+journal, epoch, the streams of the topics hashed to it, their dedupe keys) share one hash tag,
+`{<prefix>:log<n>}`, so `append.lua` touches one slot, and different shards land on different
+slots, hence (with enough of them) on different masters. One shard on one Redis keeps the
+untagged names of before (`<prefix>:firehose`, ...), so an upgrade keeps its epoch and cursors.
+The other keys are for the single Redis at `REDIS_URL` (presence.lua and lease_save.lua touch
+keys of several slots).
 """
 
 from __future__ import annotations
+
+import zlib
+
+
+def shard_of(topic: str, shards: int) -> int:
+    """The log shard a topic lives in: a stable hash (the same in every process and release)."""
+    return 0 if shards == 1 else zlib.crc32(topic.encode()) % shards
+
+
+class LogShardKeys:
+    """The keys of one event-log shard; all in one hash slot when `base` is a hash tag."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.epoch = f"{base}:epoch"
+        self.firehose = f"{base}:firehose"
+        self.journal = f"{base}:journal"
+        # The firehose's newest ID (several shards: append.lua and tick.lua pick the next from it).
+        self.last = f"{base}:last"
+
+    def topic(self, topic: str) -> str:
+        return f"{self.base}:topic:{topic}"
+
+    def dedupe(self, key: str) -> str:
+        return f"{self.base}:dedupe:{key}"
 
 
 class RedisKeys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
+
+    def log_shards(self, count: int, *, cluster: bool = False) -> list[LogShardKeys]:
+        """The keys of each of `count` log shards: hash-tagged per shard unless there is only
+        one shard on one Redis (then the untagged names below, as before sharding)."""
+        if count == 1 and not cluster:
+            return [LogShardKeys(self.prefix)]
+        return [LogShardKeys(f"{{{self.prefix}:log{index}}}") for index in range(count)]
 
     @property
     def epoch(self) -> str:

@@ -24,6 +24,15 @@ read that accepts a cursor checks the key in the same round trip. So positions o
 can never be mistaken for continuations of the old one, and all servers, including ones
 started later, agree on the new epoch (see `app.log.eventlog_redis`).
 
+Sharded (several log shards, e.g. on a Redis Cluster; docs/SCALING.md "One order across
+shards"): the order stays single and global and the wire form unchanged, rather than a vector
+of per-shard positions (which would make every event's `id:` depend on the connection again).
+A shard's positions have a sequence number congruent to its index modulo the shard count, so
+no two shards give the same position; appends carry the newest position their process has
+seen (a Lamport clock); a reader releases an event only once every shard has shown a position
+at or after it, and catch-up reads stop at the least of the shards' newest positions. The
+epoch is then a digest of every shard's epoch tag.
+
 Wire form: `<epoch>.<ms>-<seq>`, e.g. `k3xq9a.1764100000000-3`.
 """
 

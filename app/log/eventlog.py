@@ -53,7 +53,9 @@ class CursorUnavailable(Exception):
 
 
 class EventLog(Protocol):
-    epoch: str
+    @property
+    def epoch(self) -> str:
+        """The tag every cursor of this log carries (`app.log.cursor`)."""
 
     async def open(self) -> None: ...
 
