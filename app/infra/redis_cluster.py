@@ -15,7 +15,6 @@ new master after a failover (redis-py `RedisCluster`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import weakref
 from typing import Any, TypeAlias
 
@@ -24,7 +23,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from app.infra.redis_connection import CLOSE_TIMEOUT_S, KEEPALIVE_OPTIONS, RedisConnection, time_ms
+from app.infra.redis_connection import KEEPALIVE_OPTIONS, RedisConnection, close_clients, time_ms
 from app.infra.redis_options import CONNECT_TIMEOUT_S
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -95,8 +94,4 @@ class RedisClusterConnection:
 
     async def close(self) -> None:
         """Close the client and every blocking reader (closing one twice is harmless)."""
-        for reader in list(self._readers):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(reader.aclose(), CLOSE_TIMEOUT_S)
-        self._readers.clear()
-        await self.client.aclose()
+        await close_clients(self._readers, self.client)

@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import socket
 import weakref
+from collections.abc import MutableSet
+from typing import Any, Protocol
 
 import redis.asyncio as redis
 
@@ -72,9 +74,18 @@ class RedisConnection:
 
     async def close(self) -> None:
         """Close the pool and every blocking reader (closing one twice is harmless)."""
-        for reader in list(self._readers):
-            # A reader may be stuck on a cancelled blocking read: never let it hold up shutdown.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(reader.aclose(), CLOSE_TIMEOUT_S)
-        self._readers.clear()
-        await self.client.aclose()
+        await close_clients(self._readers, self.client)
+
+
+class _Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+async def close_clients(readers: MutableSet[Any], client: _Closable) -> None:
+    """Close every blocking reader, then the shared client. A reader may be stuck on a
+    cancelled blocking read: never let it hold up shutdown."""
+    for reader in list(readers):
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(reader.aclose(), CLOSE_TIMEOUT_S)
+    readers.clear()
+    await client.aclose()
