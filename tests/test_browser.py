@@ -33,9 +33,11 @@ def server(start_server: Callable[..., Server]) -> Server:
     return start_server(PARLEY_HEARTBEAT_S="2")
 
 
-async def signed_in(browser: Browser, server: Server, name: str) -> BrowserContext:
-    """A browser profile signed in through the page's own development login."""
-    context = await browser.new_context(base_url=server.url, viewport={"width": 1100, "height": 700})
+async def signed_in(browser: Browser, at: Server | str, name: str, **options: Any) -> BrowserContext:
+    """A browser profile signed in through the page's own development login, on a server or at a
+    base URL (a proxy in front of one); `options` go to the context."""
+    base_url = at if isinstance(at, str) else at.url
+    context = await browser.new_context(base_url=base_url, **({"viewport": {"width": 1100, "height": 700}} | options))
     page = await context.new_page()
     await page.goto("/")
     await page.fill("#login-form input", name)
@@ -43,6 +45,21 @@ async def signed_in(browser: Browser, server: Server, name: str) -> BrowserConte
     await expect(page.locator("#me-name")).to_have_text(name)
     await page.close()
     return context
+
+
+async def post_all(server: Server, discussion: str, name: str, bodies: list[str]) -> None:
+    """Posts every body at once, as `name` (a burst)."""
+    async with httpx.AsyncClient() as client:
+        await asyncio.gather(
+            *(
+                client.post(
+                    f"{server.url}/api/discussions/{discussion}/responses",
+                    json={"body": body},
+                    headers=bearer(as_user(name)),
+                )
+                for body in bodies
+            )
+        )
 
 
 async def open_discussion(context: BrowserContext, discussion: str, **params: str) -> Page:
@@ -200,17 +217,7 @@ async def test_a_burst_while_reading_becomes_a_banner_then_renders_in_order(brow
     page = await open_discussion(context, discussion)
     await page.locator("#thread").evaluate("el => { el.scrollTop = 0; }")
     burst = [f"Burst {i}" for i in range(40)]
-    async with httpx.AsyncClient() as client:
-        await asyncio.gather(
-            *(
-                client.post(
-                    f"{server.url}/api/discussions/{discussion}/responses",
-                    json={"body": body},
-                    headers=bearer(as_user("Bob")),
-                )
-                for body in burst
-            )
-        )
+    await post_all(server, discussion, "Bob", burst)
     await expect(page.locator("#new-banner")).to_have_text("40 new responses ↓", timeout=WAIT_MS)
     # Held back behind the banner rather than rendered under the reader.
     assert await page.locator("#thread .response").count() < 70

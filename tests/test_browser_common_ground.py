@@ -20,10 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import Browser, Page, expect
 
 from .support import ROOT, Server, bearer, sign
-from .test_browser import WAIT_MS, as_user, open_discussion
+from .test_browser import WAIT_MS, as_user, open_discussion, signed_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -35,18 +35,6 @@ ADMIN = sign("ops", "Ops", roles=["admin"])
 @pytest.fixture
 def server(start_server: Callable[..., Server]) -> Server:
     return start_server(PARLEY_HEARTBEAT_S="2")
-
-
-async def signed_in(browser: Browser, server: Server, name: str, **options: Any) -> BrowserContext:
-    """A browser profile signed in through the page's development login (`options`: for the context)."""
-    context = await browser.new_context(base_url=server.url, **({"viewport": {"width": 1100, "height": 700}} | options))
-    page = await context.new_page()
-    await page.goto("/")
-    await page.fill("#login-form input", name)
-    await page.click("#login-form button")
-    await expect(page.locator("#me-name")).to_have_text(name)
-    await page.close()
-    return context
 
 
 # --- REST helpers ------------------------------------------------------------------------------

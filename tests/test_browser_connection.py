@@ -17,7 +17,7 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from .proxy import ControlledProxy
 from .support import Server
-from .test_browser import WAIT_MS, connections, make_discussion, post, response, settled_connections
+from .test_browser import WAIT_MS, connections, make_discussion, post, response, settled_connections, signed_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -51,18 +51,6 @@ async def proxy(server: Server) -> AsyncIterator[ControlledProxy]:
     await proxy.close()
 
 
-async def signed_in_at(browser: Browser, base_url: str, name: str) -> BrowserContext:
-    """A browser profile signed in through the page's development login, at `base_url`."""
-    context = await browser.new_context(base_url=base_url, viewport={"width": 1100, "height": 700})
-    page = await context.new_page()
-    await page.goto("/")
-    await page.fill("#login-form input", name)
-    await page.click("#login-form button")
-    await expect(page.locator("#me-name")).to_have_text(name)
-    await page.close()
-    return context
-
-
 async def open_page(context: BrowserContext, discussion: str, query: str = "") -> Page:
     page = await context.new_page()
     await page.goto(f"/d/{discussion}{'?' + query if query else ''}")
@@ -84,7 +72,7 @@ async def test_an_idle_page_pauses_until_the_person_acts(
 ) -> None:
     server = start_server(PARLEY_HEARTBEAT_S=str(HEARTBEAT_S), PARLEY_IDLE_TIMEOUT_S="2")
     discussion = await make_discussion(server)
-    context = await signed_in_at(browser, server.url, "Alice")
+    context = await signed_in(browser, server.url, "Alice")
     page = await open_page(context, discussion, f"transport={transport}")
     await expect(page.locator("#status")).to_have_attribute("data-state", "paused", timeout=WAIT_MS)
     await expect(page.locator("#status-text")).to_contain_text("click or press a key to resume")
@@ -112,7 +100,7 @@ async def test_a_silent_drop_is_noticed_and_resumed_through_a_fresh_connection(
     browser: Browser, server: Server, proxy: ControlledProxy, transport: str
 ) -> None:
     discussion = await make_discussion(server)
-    context = await signed_in_at(browser, proxy.url, "Alice")
+    context = await signed_in(browser, proxy.url, "Alice")
     page = await open_page(context, discussion, f"transport={transport}")
     await page.wait_for_timeout(500)
     # Usually one; an SSE page that learns of a discussion after opening reopens once, from its
@@ -149,7 +137,7 @@ async def test_a_buffering_proxy_forces_the_fallback(
     proxy = await ControlledProxy(server.port, buffer_sse=True, refuse_ws=refuse_ws).start()
     try:
         discussion = await make_discussion(server)
-        context = await signed_in_at(browser, proxy.url, "Alice")
+        context = await signed_in(browser, proxy.url, "Alice")
         page = await context.new_page()
         await page.goto(f"/d/{discussion}")
         await expect(page.locator("#status")).to_have_attribute("data-transport", expected, timeout=WAIT_MS)
@@ -172,7 +160,7 @@ async def test_a_token_is_refreshed_across_its_expiry_without_a_gap(
     on `auth_expired` (long-poll), and every event posted around the expiries arrives once."""
     server = start_server(PARLEY_HEARTBEAT_S=str(HEARTBEAT_S), PARLEY_DEV_TOKEN_TTL_S="10")
     discussion = await make_discussion(server)
-    context = await signed_in_at(browser, server.url, "Alice")
+    context = await signed_in(browser, server.url, "Alice")
     page = await open_page(context, discussion, f"transport={transport}")
     bodies = [f"Point {i}" for i in range(24)]
     for body in bodies:  # 24 s: two expiries and more
@@ -188,7 +176,7 @@ async def test_a_token_is_refreshed_across_its_expiry_without_a_gap(
 
 async def test_signing_out_in_one_tab_closes_the_stream_of_another(browser: Browser, server: Server) -> None:
     discussion = await make_discussion(server)
-    context = await signed_in_at(browser, server.url, "Alice")
+    context = await signed_in(browser, server.url, "Alice")
     holder = await open_page(context, discussion)  # the leader: it holds the connection
     await expect(holder.locator("#status")).to_have_attribute("data-transport", "ws", timeout=WAIT_MS)
     other = await open_page(context, discussion)
@@ -214,7 +202,7 @@ async def test_reconnection_follows_the_backoff_schedule(browser: Browser, serve
     """The real schedule 1, 2, 4, 8, 16, 30, 30 ... s with ±20 % jitter, compressed by a factor
     of 10 (`?backoff=100&backoff_max=3000`): the delays announced and the delays that pass."""
     discussion = await make_discussion(server)
-    context = await signed_in_at(browser, server.url, "Alice")
+    context = await signed_in(browser, server.url, "Alice")
     page = await open_page(context, discussion, "backoff=100&backoff_max=3000")
     await page.evaluate(RECORD_STATUSES)
     await asyncio.to_thread(server.stop)
@@ -249,7 +237,7 @@ async def test_a_hidden_then_frozen_page_resumes_without_loss(browser: Browser, 
     script: no timer, no handler runs; this headless Chromium ignores lifecycle freezing) for
     longer than the sleep gap (10 s); events posted meanwhile all show once on wake."""
     discussion = await make_discussion(server)
-    context = await signed_in_at(browser, server.url, "Alice")
+    context = await signed_in(browser, server.url, "Alice")
     page = await open_page(context, discussion, f"transport={transport}")
     cdp = await context.new_cdp_session(page)
     await cdp.send("Debugger.enable")

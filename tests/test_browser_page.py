@@ -25,7 +25,17 @@ from playwright.async_api import Error as PlaywrightError
 
 from .push_service import PushService
 from .support import Server, bearer
-from .test_browser import WAIT_MS, as_user, make_discussion, open_discussion, post, response, signed_in, stored_bodies
+from .test_browser import (
+    WAIT_MS,
+    as_user,
+    make_discussion,
+    open_discussion,
+    post,
+    post_all,
+    response,
+    signed_in,
+    stored_bodies,
+)
 from .test_push_when_away import push_state
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -367,17 +377,7 @@ async def test_a_burst_is_rendered_in_batches_at_most_every_500_ms(browser: Brow
     await expect(page.locator("#status")).to_have_attribute("data-transport", "ws", timeout=WAIT_MS)
     await page.evaluate(WATCH_ARRIVALS)
     burst = [f"Burst {i}" for i in range(20)]
-    async with httpx.AsyncClient() as client:
-        await asyncio.gather(
-            *(
-                client.post(
-                    f"{server.url}/api/discussions/{discussion}/responses",
-                    json={"body": body},
-                    headers=bearer(as_user("Bob")),
-                )
-                for body in burst
-            )
-        )
+    await post_all(server, discussion, "Bob", burst)
     await expect(page.locator("#thread .response")).to_have_count(20, timeout=WAIT_MS)
     batches = await page.evaluate("window.batches")
     # 20 messages, each its own task: rendered as they came, that would be about 20 batches.
