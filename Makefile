@@ -18,7 +18,7 @@ serve: $(STAMP)
 	$(VENV)/bin/parley serve
 
 # Browser tests need Debian's Chromium; Redis tests need redis-server (or REDIS_URL); the
-# page's presence logic is unit-tested under Node (tests/test_presence_js.py); the alert rules
+# page's presence logic is unit-tested under Node (tests/test_js_modules.py); the alert rules
 # are checked with promtool (Debian's prometheus package: on a systemd host it also starts a
 # Prometheus service; `systemctl disable --now prometheus` if unwanted). Installing what is
 # missing takes apt-get: as root, or through sudo.
