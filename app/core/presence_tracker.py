@@ -15,9 +15,11 @@
   caller's, on every server, in every discussion (a REST call cannot name an SSE connection).
 - Idle (FR-035): a stream only receives, so reading is not activity. A connection is idle when
   neither it nor its user (on any process) did anything for `idle_ms`: opening it, a typing
-  signal, a status signal, a post, or `PUT /api/presence`. An idle session gets one
-  `session_idle` event, then ends (`SessionIdle`, a `SlowConsumer`, so transports end it as they
-  end a dropped one). The page reconnects when its user is back (static/presence.js).
+  signal, a status signal, a post, or `PUT /api/presence`. The tracker tells an idle session
+  (`went_idle`); the session ends with one `session_idle` event (`StreamSession.due`). The
+  page reconnects when its user is back (static/presence.js).
+- The tracker never writes into a session: it reads `identity`, `discussion_ids`, `status`,
+  and tells it of a status change (`apply_status`) or of idleness (`went_idle`).
 All events go out with `durable=False`: live readers on every process get them; never replayed.
 """
 
@@ -35,7 +37,7 @@ from typing import Any, Protocol
 
 from app.auth import Identity
 from app.cancellation import raise_if_cancelling, stop_if_cancelled
-from app.core.hub import Hub, SlowConsumer
+from app.core.hub import Hub
 from app.infra.batching import GroupCommit
 from app.log import topics
 from app.log.events import Event
@@ -60,16 +62,21 @@ DISCUSSION_TOPIC_PREFIX = topics.discussion("")
 Publish = Callable[..., Awaitable[Event]]
 
 
-class SessionIdle(SlowConsumer):
-    """The session was idle for the idle timeout (FR-035); the transport ends it."""
-
-
 class PresenceSession(Protocol):
-    """What the tracker reads from a `StreamSession`."""
+    """What the tracker reads from, and tells, a `StreamSession`."""
 
-    identity: Identity
-    discussion_ids: list[str]
-    status: Status
+    @property
+    def identity(self) -> Identity: ...
+
+    @property
+    def discussion_ids(self) -> list[str]: ...
+
+    @property
+    def status(self) -> Status: ...
+
+    def apply_status(self, status: Status) -> None: ...
+
+    def went_idle(self) -> None: ...
 
 
 @dataclass(eq=False)
@@ -78,7 +85,6 @@ class _Registration:
     registered: set[str] = field(default_factory=set)
     last_active_ms: int = 0
     idle: bool = False
-    notified: bool = False
 
 
 ROOM_EVENTS = frozenset({"user_joined", "user_left", "presence_changed"})
@@ -233,7 +239,7 @@ class PresenceTracker:
         registration = self._registrations.get(conn_id)
         if registration is None:
             return
-        registration.session.status = status
+        registration.session.apply_status(status)
         user_id = registration.session.identity.user_id
         if status == "online":
             registration.last_active_ms = _now_ms()
@@ -246,7 +252,7 @@ class PresenceTracker:
         """Every connection of the user's, on every server (`PUT /api/presence`)."""
         for registration in self._registrations.values():
             if registration.session.identity.user_id == identity.user_id:
-                registration.session.status = status
+                registration.session.apply_status(status)
         await self.store.mark_active(identity.user_id)
         for discussion_id in await self.store.user_discussions(identity.user_id):
             await self._emit(discussion_id, await self.store.set_status(discussion_id, identity.user_id, status))
@@ -273,17 +279,6 @@ class PresenceTracker:
 
     # -- idle (FR-035) ----------------------------------------------------------------------
 
-    def idle_notice(self, conn_id: str | None, cursor_event: Callable[[str], Event]) -> list[Event] | None:
-        """For `StreamSession.next_events`: None while active; once idle, `[session_idle]`,
-        then `SessionIdle` on the next call."""
-        registration = self._registrations.get(conn_id) if conn_id is not None else None
-        if registration is None or not registration.idle:
-            return None
-        if registration.notified:
-            raise SessionIdle()
-        registration.notified = True
-        return [cursor_event("session_idle")]
-
     async def _check_idle(self, now_ms: int) -> None:
         idle_ms = self.timings.idle_ms
         for registration in list(self._registrations.values()):
@@ -296,6 +291,7 @@ class PresenceTracker:
                 registration.last_active_ms = last
             if now_ms - registration.last_active_ms >= idle_ms:
                 registration.idle = True
+                registration.session.went_idle()
 
     # -- the background task ----------------------------------------------------------------
 

@@ -6,8 +6,9 @@ so a forbidden page never gets an upgrade. After the upgrade:
 
 - server -> client: event envelopes (each event's JSON text is built once, `Event.text`), plus
   control messages without an `id`, which never move a cursor:
-  `{"type":"hello","heartbeat_s"}` once, `{"type":"heartbeat"}` every `PARLEY_HEARTBEAT_S`
-  (browsers cannot see WebSocket pings, so the page's loss detection needs a message),
+  `{"type":"hello","heartbeat_s"}` once, `{"type":"heartbeat"}` when nothing was sent for
+  `PARLEY_HEARTBEAT_S` (browsers cannot see WebSocket pings, so the page's loss detection
+  needs a message),
   `{"type":"subscribed"|"unsubscribed","discussion_id"}`, `{"type":"pong"}`,
   `{"type":"error","code","message"}`.
 - client -> server: `subscribe`, `unsubscribe`, `auth`, `resume`, `ping`, `typing`
@@ -23,8 +24,9 @@ so a forbidden page never gets an upgrade. After the upgrade:
   messages, `typing`, `presence`) a message is refused with an `error` (`rate_limited`,
   `retry_after_s`) and the connection stays.
 
-One coroutine owns the session: it waits for whichever comes first, a client message or live
-events, so `resume` can swap the subscription without racing a sender. Disconnect arrives as
+One coroutine owns the session: it waits for whichever comes first, a client message or the
+session's next step (`StreamSession.next`: events, a heartbeat, the end), so `resume` can swap
+the subscription without racing a sender. Disconnect arrives as
 `CancelledError`; `finally` releases the subscription either way.
 """
 
@@ -37,11 +39,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
-from quart import Blueprint, Response, jsonify, websocket
+from quart import Blueprint, Response, websocket
 
-from app.core.hub import SlowConsumer
 from app.core.services import Services, services
-from app.core.session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
+from app.core.session import MAX_DISCUSSIONS_PER_CONNECTION, Deliver, End, StreamSession
 from app.core.stream_slots import TooManyStreams
 from app.errors import ApiError, Forbidden, RateLimited
 from app.infra.ratelimit import MemoryRateLimiter, Rate
@@ -69,6 +70,7 @@ from app.transports.ws_messages import (
     UnsubscribeMessage,
 )
 from app.web.contract import documented
+from app.web.error_response import error_response, quart_response
 from app.web.event_schemas import AnyEvent
 from app.web.requests import query_args
 
@@ -137,9 +139,8 @@ def _error(code: str, message: str) -> str:
 async def ws() -> Response | None:
     allowed = services().settings.allowed_origins
     if not origin_allowed(websocket.headers.get("Origin"), websocket.headers.get("Host"), allowed):
-        response = jsonify({"error": {"code": "forbidden_origin", "message": "this origin may not open a WebSocket"}})
-        response.status_code = 403
-        return response
+        refused = Forbidden("this origin may not open a WebSocket", code="forbidden_origin")
+        return quart_response(error_response(refused))
     try:
         wanted = query_args(StreamQuery)
         parley, session = await authorized_session(wanted.discussion)
@@ -150,10 +151,7 @@ async def ws() -> Response | None:
         await websocket.close(CLOSE_TOO_MANY, "too many open streams")
         return None
     except ApiError as error:
-        response = jsonify(error.to_json())
-        response.status_code = error.status
-        response.headers.update(error.headers())
-        return response
+        return quart_response(error_response(error))
     except TRANSIENT_ERRORS:
         await _try_again_later(accept=True)
         return None
@@ -183,38 +181,39 @@ async def _send_events(events: list[Event]) -> None:
         await websocket.send(event.text)
 
 
+# How each end of a session closes the socket (End.reason -> code, reason).
+CLOSES = {
+    "auth_expired": (CLOSE_TOKEN_EXPIRED, "token expired"),
+    "idle": (CLOSE_SLOW_CONSUMER, "idle: reconnect when back"),
+    "dropped": (CLOSE_SLOW_CONSUMER, "too far behind: resume from your cursor"),
+    "stopping": (CLOSE_GOING_AWAY, "server stopping: reconnect"),
+}
+
+
 async def _serve(parley: Services, session: StreamSession, resume: str | None) -> None:
-    heartbeat_s = parley.settings.heartbeat_s
     flood = MessageFlood(parley.settings.ws_connection_messages_per_min)
-    await websocket.send(Hello(heartbeat_s=heartbeat_s).text())
+    await websocket.send(Hello(heartbeat_s=parley.node.heartbeat_s).text())
     await _send_events(await session.open(resume))
     receiving: asyncio.Task[str | bytes] = asyncio.ensure_future(websocket.receive())
     try:
         while True:
-            remaining_s = session.seconds_until_expiry()
-            if remaining_s <= 0:
-                await websocket.send(session.auth_expired().text)
-                await websocket.close(CLOSE_TOKEN_EXPIRED, "token expired")
-                return
-            waiting = asyncio.ensure_future(session.next_events(min(heartbeat_s, remaining_s)))
+            waiting = asyncio.ensure_future(session.next())
             done, _ = await asyncio.wait({receiving, waiting}, return_when=asyncio.FIRST_COMPLETED)
             if waiting not in done:
-                # Buffered events stay in the subscription; the next wait hands them out.
+                # Cancelling loses nothing: buffered events stay for the next `next()`.
                 waiting.cancel()
-                with contextlib.suppress(asyncio.CancelledError, SlowConsumer):
+                with contextlib.suppress(asyncio.CancelledError):
                     await waiting
             else:
-                try:
-                    events = waiting.result()
-                except SlowConsumer:
-                    if parley.hub.stopping:
-                        await websocket.close(CLOSE_GOING_AWAY, "server stopping: reconnect")
-                    else:
-                        await websocket.close(CLOSE_SLOW_CONSUMER, "too far behind: resume from your cursor")
+                step = waiting.result()
+                if isinstance(step, End):
+                    if step.notice is not None:
+                        await websocket.send(step.notice.text)
+                    await websocket.close(*CLOSES[step.reason])
                     return
-                if events:
-                    await _send_events(events)
-                elif receiving not in done:
+                if isinstance(step, Deliver):
+                    await _send_events(step.events)
+                else:
                     await websocket.send(HEARTBEAT)
             if receiving in done:
                 message = receiving.result()
@@ -223,7 +222,8 @@ async def _serve(parley: Services, session: StreamSession, resume: str | None) -
                     await websocket.send(_error("rate_limited", "too many messages on this connection"))
                     await websocket.close(CLOSE_TOO_MANY, "too many messages")
                     return
-                await _handle(parley, session, message)
+                if await _handle(parley, session, message):
+                    session.wrote()  # a reply counts: the heartbeat is due heartbeat_s after it
     finally:
         receiving.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -241,7 +241,8 @@ class MessageFlood:
         return self._rate is not None and self._limiter.try_acquire("messages", self._rate) > 0
 
 
-async def _handle(parley: Services, session: StreamSession, raw: str | bytes | None) -> None:
+async def _handle(parley: Services, session: StreamSession, raw: str | bytes | None) -> bool:
+    """Act on one client message; True when something was sent back."""
     try:
         await parley.rate_limit.hit(session.identity.user_id, "ws_message")
         reply = await _dispatch(parley, session, _parse(raw))
@@ -249,14 +250,15 @@ async def _handle(parley: Services, session: StreamSession, raw: str | bytes | N
         # The message is dropped; the client may send again after `retry_after_s`.
         error = {"type": "error", "code": limited.code, "message": limited.message}
         await websocket.send(json.dumps(error | {"retry_after_s": limited.retry_after_s}, separators=(",", ":")))
-        return
+        return True
     except BadMessage as bad:
         await websocket.send(_error(bad.code, bad.message))
-        return
+        return True
     if isinstance(reply, str):
         await websocket.send(reply)
     elif reply:
         await _send_events(reply)
+    return bool(reply)
 
 
 def _parse(raw: str | bytes | None) -> ClientMessage:
