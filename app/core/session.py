@@ -81,6 +81,24 @@ Step = Deliver | Heartbeat | End
 
 
 class StreamSession:
+    # Slots: the lean path keeps one session per idle stream; every byte counts (bench/README.md).
+    __slots__ = (
+        "__weakref__",  # StreamSlots releases the slot of a session collected without close()
+        "_ended",
+        "_heartbeat_at",
+        "_idle",
+        "_node",
+        "_quiet_ticks",
+        "_slot",
+        "_status",
+        "_subscription",
+        "_ticked_last",
+        "discussion_ids",
+        "identity",
+        "presence_id",
+        "topics",
+    )
+
     def __init__(self, node: Node, identity: Identity, discussion_ids: Iterable[str]) -> None:
         self._node = node
         self.identity = identity

@@ -1,12 +1,13 @@
 """`GET /stream` on the lean front: the same stream as `sse.py`, with no task or timer per
 connection once it is streaming.
 
-A connection is authenticated and authorized (401/404/422 as JSON, like the Quart path) and
-its session opened in one short-lived task; from then on it is a `LeanStream` protocol object:
-the hub's `Subscription.push` calls its sink, which writes the event's pre-encoded chunk to
-the transport. The session owns the deadlines; one process-wide timer (`LeanStreams`) asks
-each stream's session what is due (`StreamSession.tick` every `Node.tick_s`: a heartbeat, the
-idle end; `due` at each token expiry: `auth_expired`, without an id line). A connection whose
+A connection is authenticated and authorized (401/403/404/422/429 as JSON, like the Quart
+path: `web/requests.authenticate`, `web/error_response`) and its session opened in one
+short-lived task; from then on it is a `LeanStream` protocol object: the session's sink
+(`StreamSession.stream_to`) writes each event's pre-encoded chunk to the transport. The
+session owns the deadlines; one process-wide timer (`LeanStreams`) asks each stream's session
+what is due (`StreamSession.tick` every `Node.tick_s`: a heartbeat, the idle end; `due` at
+each token expiry: `auth_expired`, without an id line). A connection whose
 unsent bytes pass `LeanStreams.max_write_buffer` (max(64 KiB, max_buffered_events x 1 KiB))
 is dropped (closed; the client resumes by `Last-Event-ID`) and counted as
 `parley_dropped_consumers{reason="slow_consumer"}`.

@@ -38,7 +38,6 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError
 from quart import Blueprint, Response, websocket
 
 from app.core.services import Services, services
@@ -47,14 +46,13 @@ from app.core.stream_slots import TooManyStreams
 from app.errors import ApiError, Forbidden, RateLimited
 from app.infra.ratelimit import MemoryRateLimiter, Rate
 from app.log.events import Event
-from app.text import unstorable_text
 from app.transports.common import STREAM_ERRORS, TRANSIENT_ERRORS, StreamQuery, authorized_session
 from app.transports.ws_messages import (
-    CLIENT_MESSAGES,
     AnyClientMessage,
     AnyControl,
     AuthMessage,
     AuthOk,
+    BadMessage,
     ClientMessage,
     Heartbeat,
     Hello,
@@ -68,6 +66,7 @@ from app.transports.ws_messages import (
     TypingMessage,
     Unsubscribed,
     UnsubscribeMessage,
+    parse_client_message,
 )
 from app.web.contract import documented
 from app.web.error_response import error_response, quart_response
@@ -85,15 +84,6 @@ CLOSE_TRY_AGAIN_LATER = 1013
 HEARTBEAT = Heartbeat().text()
 # What the server sends: events, or control messages (which carry no `id`).
 AnyServerMessage: Any = AnyEvent | AnyControl
-
-
-class BadMessage(Exception):
-    """A client message we cannot act on; answered with an `error`, the connection stays."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
@@ -245,7 +235,7 @@ async def _handle(parley: Services, session: StreamSession, raw: str | bytes | N
     """Act on one client message; True when something was sent back."""
     try:
         await parley.rate_limit.hit(session.identity.user_id, "ws_message")
-        reply = await _dispatch(parley, session, _parse(raw))
+        reply = await _dispatch(parley, session, parse_client_message(raw))
     except RateLimited as limited:
         # The message is dropped; the client may send again after `retry_after_s`.
         error = {"type": "error", "code": limited.code, "message": limited.message}
@@ -259,29 +249,6 @@ async def _handle(parley: Services, session: StreamSession, raw: str | bytes | N
     elif reply:
         await _send_events(reply)
     return bool(reply)
-
-
-def _parse(raw: str | bytes | None) -> ClientMessage:
-    if raw is None:  # Quart hands an empty binary frame over as None (found by tests/test_fuzz_ws.py)
-        raise BadMessage("malformed_json", "messages are JSON objects")
-    try:
-        message = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise BadMessage("malformed_json", "messages are JSON objects") from None
-    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        raise BadMessage("malformed_message", 'a message is an object with a string "type"')
-    found = unstorable_text(message, "message")
-    if found is not None:
-        raise BadMessage("invalid_field", f"{found}: text may not contain NUL characters or unpaired surrogates")
-    model = CLIENT_MESSAGES.get(message["type"])
-    if model is None:
-        raise BadMessage("unknown_type", f"unknown message type {message['type'][:40]!r}")
-    try:
-        return model.model_validate(message)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "message"
-        raise BadMessage("invalid_field", f"{where}: {first['msg']}") from None
 
 
 async def _dispatch(parley: Services, session: StreamSession, message: ClientMessage) -> str | list[Event]:
