@@ -15,7 +15,8 @@ from werkzeug.exceptions import HTTPException
 from app import startup
 from app.analysis.worker import start_analysis
 from app.auth import Authenticator
-from app.core.backends import EmbeddedLock, make_limits
+from app.core.access_watch import watch_access
+from app.core.backends import Backends
 from app.core.node import Node, StreamSettings
 from app.core.outbox import OutboxRelay
 from app.core.services import Services
@@ -55,7 +56,6 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["PARLEY_SETTINGS"] = settings
     tasks: set[asyncio.Task[Any]] = set()
-    lock = EmbeddedLock(settings.data_dir) if settings.embedded else None
 
     from app.api import (
         account,
@@ -63,11 +63,13 @@ def create_app(settings: Settings | None = None) -> Quart:
         beacons,
         broadcasts,
         discussions,
+        members,
         notifications,
         ops,
         pages,
         presence,
         reference,
+        responses,
         session,
     )
     from app.infra import access_log
@@ -77,6 +79,8 @@ def create_app(settings: Settings | None = None) -> Quart:
         ops,
         session,
         discussions,
+        responses,
+        members,
         analysis,
         broadcasts,
         notifications,
@@ -107,13 +111,14 @@ def create_app(settings: Settings | None = None) -> Quart:
     @app.before_serving
     async def start() -> None:
         # Each step raises a StartupError naming the setting at fault (app/startup.py).
-        if lock is not None:
-            lock.acquire()
         # Redis first: it fails fast, before a fresh SQLite file's migrations fill the screen.
-        event_log, presence_store = await startup.open_backends(settings)
+        # (Embedded, opening takes the data directory's lock first.)
+        backends = await startup.open_backends(settings)
+        app.extensions["parley.backends"] = backends
+        event_log, presence_store = backends.event_log, backends.presence_store
         db = Database(settings.database_url)
         await startup.ready_database(settings, db)
-        if lock is not None:
+        if backends.lock is not None:
             log.info("embedded event log (no REDIS_URL): this process must be the only one")
         if settings.dev_login:
             log.warning("development login is ON (PARLEY_DEV_LOGIN): anyone can sign in as anyone")
@@ -125,16 +130,18 @@ def create_app(settings: Settings | None = None) -> Quart:
             db=db,
             node=node,
             auth=Authenticator(settings),
-            rate_limit=make_limits(settings, event_log),
+            rate_limit=backends.limits,
             users=UserDirectory(db),
         )
+        watch_access(node.hub, parley.read_access)  # membership changes, from every process
+        node.recheck_access = parley.may_read  # closes the race of a connect with a removal
         spawn(node.hub.run(), "hub")
         spawn(node.presence.run(), "presence")
         spawn(parley.users.run(), "users")
         spawn(OutboxRelay(parley).run(), "outbox")
         spawn(RetentionSweeper(db, settings).run(), "retention")
-        await start_notifications(app.extensions, app.extensions["parley"], spawn)
-        await start_analysis(parley, spawn)
+        await start_notifications(app.extensions, parley, backends, spawn)
+        await start_analysis(parley, backends, spawn)
 
     def spawn(coroutine: Any, name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)
@@ -166,10 +173,10 @@ def create_app(settings: Settings | None = None) -> Quart:
                 log.error("background task %s did not stop within %.0fs; leaving it", task.get_name(), TASKS_STOP_S)
         parley: Services | None = app.extensions.pop("parley", None)
         if parley is not None:
-            await parley.log.close()
-            await parley.presence.store.close()
             await parley.db.close()
-        if lock is not None:
-            lock.release()
+        # The log, the presence store and the one Redis connection all of them shared.
+        backends: Backends | None = app.extensions.pop("parley.backends", None)
+        if backends is not None:
+            await backends.close()
 
     return app

@@ -90,6 +90,8 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     dev_login: bool = False
+    # Lifetime of the development login's tokens; short ones exercise the page's token refresh.
+    dev_token_ttl_s: int = 24 * 3600
     vapid_private_key: str | None = None
     vapid_subject: str = "mailto:ops@parley.invalid"
     heartbeat_s: float = 30.0
@@ -237,6 +239,7 @@ class Settings:
             jwt_issuer=env.get("PARLEY_JWT_ISSUER") or None,
             jwt_audience=env.get("PARLEY_JWT_AUDIENCE") or None,
             dev_login=dev_login,
+            dev_token_ttl_s=_int(env, "PARLEY_DEV_TOKEN_TTL_S", 24 * 3600, minimum=5),
             vapid_private_key=env.get("PARLEY_VAPID_PRIVATE_KEY") or None,
             vapid_subject=env.get("PARLEY_VAPID_SUBJECT") or "mailto:ops@parley.invalid",
             heartbeat_s=_float(env, "PARLEY_HEARTBEAT_S", 30.0, minimum=0.05),

@@ -10,6 +10,7 @@ entry points find ours behind it (`cause`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 import sys
@@ -19,11 +20,9 @@ from hypercorn.config import Config, Sockets
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.core.backends import make_event_log, make_presence_store
+from app.core.backends import Backends, make_backends
 from app.infra import migrate
 from app.infra.db import Database
-from app.log.eventlog import EventLog
-from app.presence.store import PresenceStore
 from app.settings import Settings, StartupError
 
 # A backing service that has not answered by then is unreachable (a firewalled host would
@@ -42,18 +41,21 @@ async def ready_database(settings: Settings, db: Database) -> None:
         raise database_unreachable(settings.database_url, error) from error
 
 
-async def open_backends(settings: Settings) -> tuple[EventLog, PresenceStore]:
-    """The event log and the presence store (in Redis when REDIS_URL is set), opened."""
+async def open_backends(settings: Settings) -> Backends:
+    """Every backend (in Redis when REDIS_URL is set), built and opened: the event log and
+    the presence store answer. On failure nothing is left open."""
+    backends: Backends | None = None
     try:
-        event_log = make_event_log(settings)
-        presence_store = make_presence_store(settings)
-        await asyncio.wait_for(event_log.open(), CHECK_TIMEOUT_S)
-        await asyncio.wait_for(presence_store.open(), CHECK_TIMEOUT_S)
-    except (RedisError, ValueError, OSError, TimeoutError) as error:
-        if settings.redis_url is None:
+        backends = make_backends(settings)
+        await asyncio.wait_for(backends.open(), CHECK_TIMEOUT_S)
+    except BaseException as error:
+        if backends is not None:
+            with contextlib.suppress(Exception):
+                await backends.close()
+        if settings.redis_url is None or not isinstance(error, (RedisError, ValueError, OSError, TimeoutError)):
             raise
         raise redis_unusable(settings.redis_url, error) from error
-    return event_log, presence_store
+    return backends
 
 
 def cause(error: BaseException) -> StartupError | None:

@@ -27,6 +27,7 @@ import redis.asyncio as redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.infra.redis_connection import RedisConnection  # noqa: E402
 from app.presence.store import Connection, PresenceTimings  # noqa: E402
 from app.presence.store_redis import RedisPresenceStore  # noqa: E402
 from tests.support import private_redis  # noqa: E402
@@ -47,7 +48,8 @@ async def key_memory(client: redis.Redis, prefix: str) -> tuple[int, int]:
 
 async def fill(url: str, users: int, discussions: int, everywhere: bool) -> dict[str, int]:
     prefix = f"presence-bench-{uuid.uuid4().hex[:8]}"
-    store = RedisPresenceStore(url, prefix=prefix, timings=PresenceTimings())
+    connection = RedisConnection(url)
+    store = RedisPresenceStore(connection, prefix=prefix, timings=PresenceTimings())
     client = redis.Redis.from_url(url)
     try:
         before = await used_memory(client)
@@ -70,6 +72,7 @@ async def fill(url: str, users: int, discussions: int, everywhere: bool) -> dict
     finally:
         await client.aclose()
         await store.close()
+        await connection.close()
 
 
 def main() -> int:

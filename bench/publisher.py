@@ -61,11 +61,13 @@ async def api_sender(url: str, connections: int) -> tuple[Send, Callable[[], Awa
 
 
 async def redis_sender(redis_url: str, prefix: str) -> tuple[Send, Callable[[], Awaitable[None]]]:
+    from app.infra.redis_connection import RedisConnection
     from app.log import topics
     from app.log.eventlog_redis import RedisEventLog
     from app.log.events import envelope_body
 
-    log = RedisEventLog(redis_url, prefix=prefix, retention_s=24 * 3600)
+    connection = RedisConnection(redis_url)
+    log = RedisEventLog(connection, prefix=prefix, retention_s=24 * 3600)
     await log.open()
     user = {"id": "bench-publisher", "name": "bench-publisher"}
 
@@ -76,7 +78,11 @@ async def redis_sender(redis_url: str, prefix: str) -> tuple[Send, Callable[[], 
         await log.append(topics.discussion(discussion), "response_posted", body)
         return True
 
-    return send, log.close
+    async def close() -> None:
+        await log.close()
+        await connection.close()
+
+    return send, close
 
 
 async def publish(

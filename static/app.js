@@ -7,9 +7,11 @@
 import { beacons } from "/static/beacons.js";
 import { Broadcasts } from "/static/broadcasts.js";
 import { CommonGroundPanel } from "/static/common_ground.js";
+import { FollowedList } from "/static/followed.js";
 import { Notifications } from "/static/notifications.js";
 import { Outbox, ParleyClient, STATE } from "/static/parley.js";
 import { ActivitySignals, PresenceView, TypingSignals } from "/static/presence.js";
+import { TabPresence } from "/static/tab_presence.js";
 
 const RENDER_EVERY_MS = 500; // FR-005: bursts coalesce into one render per half second
 const BURST_THRESHOLD = 25; // more new responses than this while reading: a banner, not a flood
@@ -114,6 +116,7 @@ function showMe() {
   $("#me-name").textContent = state.me.name;
   avatar($("#me-avatar"), state.me);
   $("#sign-out").onclick = async () => {
+    state.client?.signOut(); // closes the streams of every tab of this browser
     await api("/api/session", { method: "DELETE" }).catch(() => null);
     localStorage.removeItem("parley.me");
     location.href = "/";
@@ -162,16 +165,25 @@ async function loadDiscussions() {
     api("/api/discussions?scope=mine&limit=50").then(discussionsOf).catch(() => []),
     api("/api/me/follows").catch(() => []),
   ]);
-  const unread = new Map(follows.map((follow) => [follow.discussion_id, follow.unread_count]));
+  const followed = new Map(follows.map((follow) => [follow.discussion_id, follow]));
   const listed = new Set(mine.map((discussion) => discussion.id));
   const followedOnly = follows
     .filter((follow) => !listed.has(follow.discussion_id))
-    .map((follow) => ({ id: follow.discussion_id, title: follow.title }));
-  const all = [...mine, ...followedOnly];
-  $("#discussions").replaceChildren(
-    ...all.map((discussion) => discussionItem(discussion, { unread: unread.get(discussion.id) || 0 })),
+    .map((follow) => ({ id: follow.discussion_id, title: follow.title, last_activity_at: follow.last_activity_at }));
+  yourDiscussions().replace(
+    [...mine, ...followedOnly].map((discussion) => ({
+      discussion,
+      unread: followed.get(discussion.id)?.unread_count || 0,
+      lastActivityAt: followed.get(discussion.id)?.last_activity_at || discussion.last_activity_at,
+    })),
   );
-  $("#discussions-empty").hidden = all.length > 0;
+}
+
+/** "Your discussions", updated live by `activity` events (FR-008; static/followed.js). */
+let followedList = null;
+function yourDiscussions() {
+  followedList ??= new FollowedList($("#discussions"), { makeItem: discussionItem, empty: $("#discussions-empty") });
+  return followedList;
 }
 
 /** "Public discussions": recent public discussions with their participant counts. */
@@ -582,6 +594,7 @@ function wireThread(discussionId) {
 
 /** Posts in the outbox show at the end of the thread: "Sending…", then the real response. */
 function showOutboxItem(item) {
+  if (item.discussionId !== state.discussionId) return; // restored after a reload, for another discussion
   let element = thread().querySelector(`[data-client-id="${item.clientId}"]`);
   if (item.state === "sent") {
     element?.remove();
@@ -651,15 +664,35 @@ function showStatus(status) {
       banner.hidden = false;
       break;
     }
+    case STATE.PAUSED:
+      // FR-035: closed after a long inactivity, on purpose; nothing is wrong, so no alert.
+      text.textContent = "Paused — click or press a key to resume";
+      banner.hidden = true;
+      break;
     case STATE.FAILED:
-      text.textContent = status.reason === "auth_expired" ? "Signed out" : "Disconnected";
+      text.textContent = ["auth_expired", "signed_out"].includes(status.reason) ? "Signed out" : "Disconnected";
       bannerText.textContent =
         status.reason === "auth_expired"
           ? "Your session ended. Refresh to sign in again."
-          : `Could not reconnect after ${status.attempt} tries.`;
+          : status.reason === "signed_out"
+            ? "You signed out. Refresh to sign in again."
+            : `Could not reconnect after ${status.attempt} tries.`;
       banner.hidden = false;
       break;
   }
+}
+
+/** NFR-013: a fresh token (and cookie) before the old one expires. An embedding platform defines
+ * `window.parleyRefreshToken()` resolving to a JWT; under the development login the page signs in
+ * again under the same name. */
+async function refreshToken() {
+  if (typeof window.parleyRefreshToken === "function") {
+    const token = await window.parleyRefreshToken();
+    await api("/api/session", { method: "POST", headers: { Authorization: `Bearer ${token}` } });
+    return token;
+  }
+  const body = await api("/api/dev/login", { method: "POST", body: JSON.stringify({ name: state.me.name }) });
+  return body.token;
 }
 
 function connect(discussionId, cursor) {
@@ -672,8 +705,10 @@ function connect(discussionId, cursor) {
     transport,
     backoffBaseMs: Math.max(50, backoff),
     backoffMaxMs: Math.max(50, backoffMax),
+    refreshToken,
   });
   state.client = client;
+  window.parleyClient = client; // for diagnosis from the console, and the browser tests
   beacons.watch(client);
   client.addEventListener("status", (event) => {
     showStatus(event.detail);
@@ -693,6 +728,7 @@ function connect(discussionId, cursor) {
       if (envelope.type.startsWith("analysis_") || envelope.type === "proposition_added") handleAnalysisEvent(envelope);
       state.presence?.handleEvent(envelope);
     }
+    if (envelope.type === "activity") yourDiscussions().apply(envelope.payload);
     state.notes.receive(envelope);
     state.broadcasts.receive(envelope);
   });
@@ -706,12 +742,10 @@ function connect(discussionId, cursor) {
     }
   });
   // Visible or hidden, and any interaction: presence status (and no idle closing while active).
-  new ActivitySignals({
-    send: (status) => {
-      if (client.isLeader && client.transport?.name === "ws") client.send({ type: "presence", status });
-      else api("/api/presence", { method: "PUT", body: JSON.stringify({ status }) }).catch(() => null);
-    },
-  }).start();
+  // The leader tab sends one status for all tabs: away only when every tab is (FR-009).
+  const tabPresence = new TabPresence(client);
+  tabPresence.start();
+  new ActivitySignals({ send: (status, force) => tabPresence.set(status, force) }).start();
   $("#refresh").addEventListener("click", () => location.reload());
   showStatus(client.status);
   client.start();
@@ -719,9 +753,32 @@ function connect(discussionId, cursor) {
 
 // --- start -----------------------------------------------------------------------------------
 
-async function main() {
+/** The discussion this page shows: `/d/<id>`, or `/?discussion=<id>`, which a push click
+ * opens when no Parley window is open (static/sw.js); that one moves to `/d/<id>` in place, so
+ * the address bar, a reload and a shared link all show the discussion. */
+function discussionFromUrl() {
   const match = /^\/d\/([^/]+)\/?$/.exec(location.pathname);
-  state.discussionId = match ? decodeURIComponent(match[1]) : null;
+  if (match) return decodeURIComponent(match[1]);
+  const named = location.pathname === "/" ? params.get("discussion") : null;
+  if (!named) return null;
+  const rest = new URLSearchParams(params);
+  rest.delete("discussion");
+  const query = rest.toString();
+  history.replaceState(null, "", `/d/${encodeURIComponent(named)}${query ? `?${query}` : ""}${location.hash}`);
+  return named;
+}
+
+/** `#response-<id>` (a notification's link): bring that response into view and mark it. */
+function showLinkedResponse() {
+  const match = /^#response-(\d+)$/.exec(location.hash);
+  const item = match && state.responses.get(match[1]);
+  if (!item) return;
+  item.scrollIntoView({ block: "center" });
+  item.classList.add("is-new", "linked");
+}
+
+async function main() {
+  state.discussionId = discussionFromUrl();
   wireNewDiscussion();
   await ensureSignedIn();
   beacons.start({ flushEveryMs: Number(params.get("beacon_every")) || undefined });
@@ -732,8 +789,14 @@ async function main() {
   setInterval(() => { if (!document.hidden) loadLists(); }, LIST_REFRESH_MS);
   document.body.dataset.view = state.discussionId ? "discussion" : "home";
   let cursor = null;
-  if (state.discussionId) cursor = await openDiscussion(state.discussionId);
-  else $("#home").hidden = false;
+  if (state.discussionId) {
+    cursor = await openDiscussion(state.discussionId);
+    showLinkedResponse();
+  } else {
+    $("#home").hidden = false;
+  }
+  // Posts written before a reload and not sent yet (kept in localStorage): shown and sent now.
+  state.outbox.open(state.me?.id);
   connect(state.discussionId && cursor !== null ? state.discussionId : null, cursor);
   document.body.dataset.ready = "true";
 }

@@ -99,7 +99,7 @@ export class Beacons {
         attempts = 0;
         return;
       }
-      if (!connectedOnce || !LOST_STATES.has(detail.state)) return;
+      if (!connectedOnce || !LOST_STATES.has(detail.state) || detail.reason === "signed_out") return;
       if (lostAt === null) {
         lostAt = this.now();
         sessionStorage.setItem(LOST_KEY, "1");

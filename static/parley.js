@@ -17,10 +17,22 @@
 // a BroadcastChannel. When the leader tab closes, the lock passes to another tab, which resumes
 // from its own cursor (it saw every shared event), so nothing is lost.
 //
-// Loss detection (FR-022): the browser's offline event, the WebSocket's heartbeat messages and any
-// transport error. Reconnection (FR-024, FR-027): backoff 1, 2, 4, 8 ... 30 s with jitter, at most
+// Loss detection (FR-022): the browser's offline event, any transport error, and a deadline per
+// transport: SSE (asked for `heartbeat=event`, since EventSource cannot see `:` comments) and
+// WebSocket both hear from the server at least every `heartbeat_s` (their `hello` says how often);
+// nothing for heartbeat_s + heartbeatGraceMs (3 s) means the connection silently died (a dead
+// Wi-Fi, a NAT that forgot the flow: no close, no `offline`), so it is closed and resumed.
+// A buffering proxy (FR-026) lets the SSE response "open" and then holds every byte: SSE counts as
+// open only once its first event (`hello`) arrives, within firstEventTimeoutMs (5 s), else the
+// ladder moves on to WebSocket, then long-poll.
+// Reconnection (FR-024, FR-027): backoff 1, 2, 4, 8 ... 30 s with jitter, at most
 // 10 tries, then state "failed" (the page offers Refresh). Coming back online retries at once.
 // Page Visibility (FR-037): a hidden page stops the heartbeat watchdog; waking resumes and syncs.
+// Idle (FR-035): after the server's `session_idle` the client stays closed in state "paused" and
+// reconnects, from its cursor, only when the person acts (click, key, focus, the tab shown).
+// Tokens (NFR-013): with a `refreshToken` callback the client renews the token shortly before it
+// expires (the server's `hello` says when) and after `auth_expired`, then resumes on the new token
+// with no "failed" state; `signOut()` closes the streams of every tab of this browser.
 
 // Every event type the server sends (app/events.py EVENT_TYPES; tests/test_page_events.py keeps the
 // two lists equal): EventSource drops a named event that has no listener.
@@ -28,12 +40,16 @@ const EVENT_TYPES = [
   "response_posted", "response_edited", "response_deleted", "analysis_refreshing", "analysis_updated",
   "typing_started", "typing_stopped", "user_joined", "user_left", "presence_changed", "notification",
   "notification_read", "activity", "broadcast", "sync_required", "auth_expired", "session_idle",
-  "proposition_added",
+  "proposition_added", "access_granted", "access_revoked",
 ];
 const CONTROL_TYPES = new Set(["hello", "heartbeat", "pong", "subscribed", "unsubscribed", "auth_ok", "error"]);
 const LOCK_NAME = "parley-connection";
 const CHANNEL_NAME = "parley";
 const OPEN_TIMEOUT_MS = 5000;
+const HEARTBEAT_GRACE_MS = 3000;
+const AUTH_CHANNEL_NAME = "parley-auth";
+const REFRESH_MARGIN_MS = 60000; // renew this long before expiry (a fifth of the life, if shorter)
+const ACTIVITY_EVENTS = ["click", "keydown", "focus"];
 const POLL_TIMEOUT_S = 25;
 const POLL_GRACE_S = 10;
 const SEEN_LIMIT = 5000;
@@ -44,6 +60,7 @@ export const STATE = Object.freeze({
   CONNECTED: "connected",
   RECONNECTING: "reconnecting",
   OFFLINE: "offline",
+  PAUSED: "paused", // closed by the server for inactivity (FR-035); any user activity resumes
   FAILED: "failed",
 });
 
@@ -86,62 +103,108 @@ function query(discussions, extra) {
 // ---------------------------------------------------------------------------------------------
 // Transports. Each one: `open()` resolves once it is usable and rejects if it never becomes so;
 // after that it reports `onEvents(envelopes)`, `onLost(reason)` once, and `close()` is idempotent.
+// `options`: {firstEventTimeoutMs, heartbeatGraceMs}.
+
+/** FR-022: a connection must hear from the server within `ms` of the last thing it heard, else
+ * `onMissed` (a silent drop). Paused while the page is hidden (FR-037: no wake-ups for nothing). */
+class Deadline {
+  constructor(onMissed) { this.onMissed = onMissed; this.ms = null; this.timer = null; this.paused = false; }
+  arm(ms) { this.ms = ms; this.kick(); }
+  kick() {
+    clearTimeout(this.timer);
+    if (this.ms !== null && !this.paused) this.timer = setTimeout(this.onMissed, this.ms);
+  }
+  pause(paused) { this.paused = paused; if (paused) clearTimeout(this.timer); else this.kick(); }
+  stop() { this.ms = null; clearTimeout(this.timer); }
+}
 
 class SseTransport {
   name = "sse";
-  constructor(base, discussions, cursor, handlers) {
-    this.url = `${base}/stream?${query(discussions, { last_event_id: cursor })}`;
+  constructor(base, discussions, cursor, handlers, options) {
+    // heartbeat=event: a `hello` first and `heartbeat` events, which EventSource can see.
+    this.url = `${base}/stream?${query(discussions, { last_event_id: cursor, heartbeat: "event" })}`;
     this.handlers = handlers;
+    this.options = options;
     this.closed = false;
+    this.deadline = new Deadline(() => this.missed());
   }
   open() {
     return new Promise((resolve, reject) => {
       const source = (this.source = new EventSource(this.url));
       let opened = false;
-      const timer = setTimeout(() => { if (!opened) { this.close(); reject(new Error("sse: open timed out")); } }, OPEN_TIMEOUT_MS);
-      source.onopen = () => { opened = true; clearTimeout(timer); resolve(); };
+      // `onopen` proves little: a buffering proxy passes the headers, then holds every event. Open
+      // means the first event (`hello`, sent at once) arrived.
+      const timer = setTimeout(() => {
+        if (!opened) { this.close(); reject(new Error("sse: no first event in time")); }
+      }, this.options.firstEventTimeoutMs);
+      source.addEventListener("hello", (event) => {
+        if (opened) return;
+        const hello = JSON.parse(event.data);
+        opened = true;
+        clearTimeout(timer);
+        this.deadline.arm(hello.heartbeat_s * 1000 + this.options.heartbeatGraceMs);
+        this.handlers.onHello?.(hello);
+        resolve();
+      });
+      source.addEventListener("heartbeat", () => this.deadline.kick());
       // EventSource would retry by itself with its own delays; the client owns reconnection.
       source.onerror = () => {
         clearTimeout(timer);
-        const wasOpen = opened;
+        const wasOpen = opened && !this.closed;
         this.close();
         if (wasOpen) this.handlers.onLost("sse_error");
-        else reject(new Error("sse: could not open"));
+        else if (!opened) reject(new Error("sse: could not open"));
       };
-      const deliver = (event) => this.handlers.onEvents([JSON.parse(event.data)]);
+      const deliver = (event) => {
+        this.deadline.kick();
+        this.handlers.onEvents([JSON.parse(event.data)]);
+      };
       for (const type of EVENT_TYPES) source.addEventListener(type, deliver);
     });
   }
+  missed() {
+    const wasOpen = !this.closed;
+    this.close();
+    if (wasOpen) this.handlers.onLost("heartbeat_missed");
+  }
+  pause(paused) { this.deadline.pause(paused); }
   send() { return false; }
-  close() { if (!this.closed) { this.closed = true; this.source?.close(); } }
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    this.deadline.stop();
+    this.source?.close();
+  }
 }
 
 class WebSocketTransport {
   name = "ws";
-  constructor(base, discussions, cursor, handlers) {
+  constructor(base, discussions, cursor, handlers, options) {
     const origin = new URL(base || location.origin, location.href);
     const scheme = origin.protocol === "https:" ? "wss:" : "ws:";
     this.url = `${scheme}//${origin.host}/ws?${query(discussions, { last_event_id: cursor })}`;
     this.handlers = handlers;
+    this.options = options;
     this.closed = false;
-    this.heartbeatMs = 30000;
-    this.watchdog = null;
-    this.paused = false;
+    this.deadline = new Deadline(() => this.missed());
   }
   open() {
     return new Promise((resolve, reject) => {
       let opened = false;
       const socket = (this.socket = new WebSocket(this.url));
-      const timer = setTimeout(() => { if (!opened) { this.close(); reject(new Error("ws: open timed out")); } }, OPEN_TIMEOUT_MS);
+      const timer = setTimeout(() => {
+        if (!opened) { this.close(); reject(new Error("ws: open timed out")); }
+      }, this.options.firstEventTimeoutMs);
       socket.onmessage = (message) => {
         let data;
         try { data = JSON.parse(message.data); } catch { return; }
-        this.kick();
+        this.deadline.kick();
         if (data.type === "hello") {
-          this.heartbeatMs = Math.max(100, data.heartbeat_s * 1000);
+          // The server sends something at least every heartbeat_s (a `heartbeat` when idle).
+          this.deadline.arm(data.heartbeat_s * 1000 + this.options.heartbeatGraceMs);
           opened = true;
           clearTimeout(timer);
-          this.kick();
+          this.handlers.onHello?.(data);
           resolve();
         } else if (CONTROL_TYPES.has(data.type)) {
           this.handlers.onControl?.(data);
@@ -158,17 +221,12 @@ class WebSocketTransport {
       };
     });
   }
-  /** Restart the watchdog: a socket silent for two heartbeats and a bit is dead. */
-  kick() {
-    clearTimeout(this.watchdog);
-    if (this.closed || this.paused) return;
-    this.watchdog = setTimeout(() => {
-      const wasOpen = !this.closed;
-      this.close();
-      if (wasOpen) this.handlers.onLost("heartbeat_missed");
-    }, this.heartbeatMs * 2 + 2000);
+  missed() {
+    const wasOpen = !this.closed;
+    this.close();
+    if (wasOpen) this.handlers.onLost("heartbeat_missed");
   }
-  pause(paused) { this.paused = paused; if (paused) clearTimeout(this.watchdog); else this.kick(); }
+  pause(paused) { this.deadline.pause(paused); }
   send(message) {
     if (this.closed || this.socket?.readyState !== WebSocket.OPEN) return false;
     this.socket.send(JSON.stringify(message));
@@ -177,7 +235,7 @@ class WebSocketTransport {
   close() {
     if (this.closed) return;
     this.closed = true;
-    clearTimeout(this.watchdog);
+    this.deadline.stop();
     try { this.socket?.close(1000); } catch { /* already closing */ }
   }
 }
@@ -200,7 +258,7 @@ class PollTransport {
       ? AbortSignal.any([this.abort.signal, AbortSignal.timeout((timeoutS + POLL_GRACE_S) * 1000)])
       : this.abort.signal;
     const response = await fetch(url, { signal, cache: "no-store", credentials: "same-origin" });
-    if (!response.ok) throw new Error(`poll: ${response.status}`);
+    if (!response.ok) throw Object.assign(new Error(`poll: ${response.status}`), { status: response.status });
     const body = await response.json();
     if (body.events.length) this.handlers.onEvents(body.events);
     this.cursor = body.cursor;
@@ -217,7 +275,8 @@ class PollTransport {
       } catch (error) {
         if (this.closed) return;
         this.close();
-        this.handlers.onLost("poll_failed");
+        // The cookie expired between two polls: the same as `auth_expired` on a stream.
+        this.handlers.onLost(error.status === 401 ? "auth_expired" : "poll_failed");
         return;
       }
     }
@@ -238,10 +297,16 @@ export class ParleyClient extends EventTarget {
    * @param {"auto"|"sse"|"ws"|"poll"} [options.transport]
    * @param {boolean} [options.shareAcrossTabs] elect one leader tab per browser (default true)
    * @param {number} [options.backoffBaseMs] first reconnection delay (1000); doubles up to backoffMaxMs
+   * @param {number} [options.heartbeatGraceMs] silence past the server's heartbeat_s that counts as a drop (3000)
+   * @param {number} [options.firstEventTimeoutMs] how long a new connection may take to say hello (5000)
+   * @param {() => Promise<string|boolean|null>} [options.refreshToken] renews the token (and the
+   *   `parley_token` cookie) before it expires: resolves to the new JWT (or true when only the cookie
+   *   changed), null or a rejection when the person must sign in again
    */
   constructor({
     discussions = [], cursor = null, transport = "auto", baseUrl = "", shareAcrossTabs = true,
     backoffBaseMs = 1000, backoffMaxMs = 30000, maxAttempts = 10,
+    heartbeatGraceMs = HEARTBEAT_GRACE_MS, firstEventTimeoutMs = OPEN_TIMEOUT_MS, refreshToken = null,
   } = {}) {
     super();
     this.discussions = new Set(discussions);
@@ -251,6 +316,11 @@ export class ParleyClient extends EventTarget {
     this.backoffBaseMs = backoffBaseMs;
     this.backoffMaxMs = backoffMaxMs;
     this.maxAttempts = maxAttempts;
+    this.transportOptions = { heartbeatGraceMs, firstEventTimeoutMs };
+    this.refreshToken = refreshToken;
+    this.refreshTimer = null;
+    this.refreshing = null; // the refresh in flight, if any
+    this.signedOut = false;
     this.tabId = Math.random().toString(36).slice(2);
     this.seen = new RecentSet(SEEN_LIMIT);
     this.status = { state: STATE.CONNECTING, transport: null, attempt: 0, retryInMs: null };
@@ -270,6 +340,11 @@ export class ParleyClient extends EventTarget {
     this.on(window, "offline", () => this.onOffline());
     this.on(document, "visibilitychange", () => this.onVisibility());
     this.on(window, "pagehide", () => this.stop());
+    for (const type of ACTIVITY_EVENTS) this.on(window, type, () => this.onActivity(), true);
+    if ("BroadcastChannel" in window) {
+      this.authChannel = new BroadcastChannel(AUTH_CHANNEL_NAME);
+      this.authChannel.onmessage = (message) => { if (message.data?.kind === "signed_out") this.onSignedOut(); };
+    }
     this.lastTick = Date.now();
     // Timers stop while the device sleeps: a long gap between ticks means we just woke up.
     this.ticker = setInterval(() => {
@@ -297,17 +372,19 @@ export class ParleyClient extends EventTarget {
     this.stopped = true;
     this.generation++;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.refreshTimer);
     clearInterval(this.ticker);
     this.closeTransports();
-    for (const [target, type, fn] of this.listeners) target.removeEventListener(type, fn);
+    this.authChannel?.close();
+    for (const [target, type, fn, capture] of this.listeners) target.removeEventListener(type, fn, capture);
     this.channel?.postMessage({ kind: "bye", tab: this.tabId });
     this.channel?.close();
     this.releaseLock?.();
   }
 
-  on(target, type, fn) {
-    target.addEventListener(type, fn);
-    this.listeners.push([target, type, fn]);
+  on(target, type, fn, capture = false) {
+    target.addEventListener(type, fn, capture);
+    this.listeners.push([target, type, fn, capture]);
   }
 
   /** Show one more discussion in this tab, from `cursor` (its REST read's cursor). */
@@ -333,6 +410,7 @@ export class ParleyClient extends EventTarget {
 
   /** After the last try failed: try again now, from the start of the backoff. */
   retryNow() {
+    if (this.signedOut) return;
     this.attempt = 0;
     if (this.isLeader) this.connect();
     else this.channel?.postMessage({ kind: "retry" });
@@ -401,6 +479,7 @@ export class ParleyClient extends EventTarget {
 
   becomeLeader() {
     this.isLeader = true;
+    if (this.signedOut) return;
     this.wanted.set(this.tabId, new Set(this.discussions));
     this.channel?.postMessage({ kind: "leader", tab: this.tabId });
     if (navigator.onLine) this.connect();
@@ -444,9 +523,17 @@ export class ParleyClient extends EventTarget {
         if (fresh.length) this.channel?.postMessage({ kind: "events", events: fresh });
         // The stream ends after this; retrying with the same expired cookie cannot work.
         if (envelopes.some((envelope) => envelope.type === "auth_expired")) this.lost("auth_expired");
+        // Closed for inactivity: reconnecting now would only reset the server's idle clock.
+        else if (envelopes.some((envelope) => envelope.type === "session_idle")) this.pauseIdle();
       },
       onLost: (reason) => { if (live()) this.lost(reason); },
+      onHello: (hello) => { if (live() && hello.expires_in_s != null) this.scheduleRefresh(hello.expires_in_s * 1000); },
       onCursor: (cursor) => { if (live() && cursor && !this.cursor) this.cursor = cursor; },
+      onControl: (control) => {
+        if (live() && control.type === "auth_ok" && control.expires_in_s != null) {
+          this.scheduleRefresh(control.expires_in_s * 1000);
+        }
+      },
     };
   }
 
@@ -456,27 +543,33 @@ export class ParleyClient extends EventTarget {
     this.transport = this.upgrade = null;
   }
 
-  /** One try of the ladder. Resolves when a transport works, or schedules the next try. */
-  async connect(from = older(this.cursor, this.pendingFrom)) {
+  /** One try of the ladder. Resolves when a transport works, or schedules the next try.
+   * `quiet`: a planned reconnect (a renewed token) that keeps showing the current state. */
+  async connect(from = older(this.cursor, this.pendingFrom), { quiet = false } = {}) {
+    if (this.signedOut) return;
     this.pendingFrom = null;
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
     this.closeTransports();
     const generation = ++this.generation;
-    if (this.status.state !== STATE.RECONNECTING) this.setStatus({ state: STATE.CONNECTING, transport: null });
+    if (this.status.state !== STATE.RECONNECTING && !quiet) this.setStatus({ state: STATE.CONNECTING, transport: null });
     const order = this.forced ? [this.forced] : ["sse", "ws", "poll"];
     for (const name of order) {
-      const transport = new TRANSPORTS[name](this.base, this.allDiscussions(), from, this.handlers(generation));
+      const transport = new TRANSPORTS[name](
+        this.base, this.allDiscussions(), from, this.handlers(generation), this.transportOptions,
+      );
       try {
         await transport.open();
-      } catch {
+      } catch (error) {
         transport.close();
         if (generation !== this.generation) return;
+        if (error?.status === 401) { this.lost("auth_expired"); return; } // the cookie expired meanwhile
         continue;
       }
       if (generation !== this.generation) { transport.close(); return; }
       this.transport = transport;
       this.attempt = 0;
+      this.renewals = 0;
       this.setStatus({ state: STATE.CONNECTED, transport: name });
       if (name === "sse" && !this.forced) this.tryUpgrade(generation);
       if (document.hidden) transport.pause?.(true);
@@ -487,7 +580,9 @@ export class ParleyClient extends EventTarget {
 
   /** SSE works; move to a WebSocket if one opens. Events seen on both are dropped by id. */
   async tryUpgrade(generation) {
-    const socket = new WebSocketTransport(this.base, this.allDiscussions(), this.cursor, this.handlers(generation));
+    const socket = new WebSocketTransport(
+      this.base, this.allDiscussions(), this.cursor, this.handlers(generation), this.transportOptions,
+    );
     this.upgrade = socket;
     try {
       await socket.open();
@@ -506,9 +601,9 @@ export class ParleyClient extends EventTarget {
   lost(reason) {
     this.generation++;
     this.closeTransports();
-    if (this.stopped) return;
+    if (this.stopped || this.signedOut) return;
     if (reason === "auth_expired") {
-      this.setStatus({ state: STATE.FAILED, transport: null, reason });
+      this.renewAfterExpiry();
       return;
     }
     if (!navigator.onLine) {
@@ -527,6 +622,7 @@ export class ParleyClient extends EventTarget {
   }
 
   onOffline() {
+    if (this.status.state === STATE.PAUSED || this.signedOut) return; // stays closed either way
     // Chromium keeps some sockets open while offline; drop them now rather than wait for a
     // heartbeat, so the page says "reconnecting" at once (FR-022).
     if (this.isLeader) {
@@ -539,17 +635,17 @@ export class ParleyClient extends EventTarget {
   }
 
   onOnline() {
-    if (!this.isLeader) return;
+    if (!this.isLeader || this.status.state === STATE.PAUSED || this.signedOut) return;
     this.attempt = 0;
     this.setStatus({ state: STATE.RECONNECTING, transport: null, attempt: 1, retryInMs: 0 });
     this.connect();
   }
 
   onVisibility() {
+    if (!document.hidden) this.onActivity(); // the person is back: resume a paused connection
     if (!this.isLeader) return;
     this.transport?.pause?.(document.hidden);
-    // This connection's presence: away while hidden (the server aggregates a user's tabs and devices).
-    this.transport?.send({ type: "presence", status: document.hidden ? "away" : "online" });
+    // Presence (away while hidden) is the page's, for all its tabs at once: static/tab_presence.js.
     // Back in view: catch up whatever a throttled background tab may have missed. (A dead
     // connection has already scheduled its own retry; nothing else to do here.)
     if (!document.hidden && this.transport?.name === "ws" && this.cursor) {
@@ -561,93 +657,106 @@ export class ParleyClient extends EventTarget {
   onWake() {
     if (!this.isLeader || !navigator.onLine) return;
     if (!this.transport) {
-      if (this.status.state !== STATE.FAILED) { this.attempt = 0; this.connect(); }
+      if (![STATE.FAILED, STATE.PAUSED].includes(this.status.state)) { this.attempt = 0; this.connect(); }
     } else if (this.transport.name === "ws" && this.cursor) {
       this.transport.send({ type: "resume", last_event_id: this.cursor });
     } else if (this.transport.name === "sse") {
       this.connect(); // an EventSource asleep may be half-open; reopening resumes from the cursor
     }
   }
+
+  // --- idle (FR-035) ---------------------------------------------------------------------------
+
+  /** The server closed this connection for inactivity: stay closed, calmly, until the person acts. */
+  pauseIdle() {
+    this.generation++;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.closeTransports();
+    this.attempt = 0;
+    this.setStatus({ state: STATE.PAUSED, transport: null, reason: "idle" });
+  }
+
+  /** A click, a key, focus, the tab shown: a paused connection resumes from its cursor. */
+  onActivity() {
+    if (this.status.state !== STATE.PAUSED || this.stopped || this.signedOut) return;
+    if (this.isLeader) {
+      this.attempt = 0;
+      this.connect();
+    } else {
+      this.channel?.postMessage({ kind: "retry" }); // the leader holds the connection
+    }
+  }
+
+  // --- tokens (NFR-013) ------------------------------------------------------------------------
+
+  /** The token expires in `ms`: renew it a minute before (a fifth of its life, if shorter). */
+  scheduleRefresh(ms) {
+    clearTimeout(this.refreshTimer);
+    if (!this.refreshToken) return;
+    const delay = Math.max(0, ms - Math.min(REFRESH_MARGIN_MS, ms / 5));
+    this.refreshTimer = setTimeout(() => this.refreshBeforeExpiry(), delay);
+  }
+
+  /** The new token (or true), or null when it could not be had. One refresh at a time. */
+  renewToken() {
+    if (!this.refreshToken) return Promise.resolve(null);
+    this.refreshing ??= (async () => {
+      try {
+        return (await this.refreshToken()) || null;
+      } catch {
+        return null;
+      } finally {
+        this.refreshing = null;
+      }
+    })();
+    return this.refreshing;
+  }
+
+  async refreshBeforeExpiry() {
+    if (!this.isLeader || this.stopped || this.signedOut) return;
+    const token = await this.renewToken();
+    if (!token || !this.transport || this.stopped) return; // on failure the old token runs out: auth_expired
+    if (this.transport.name === "ws" && typeof token === "string") {
+      this.transport.send({ type: "auth", token }); // in place; `auth_ok` schedules the next refresh
+    } else if (this.transport.name !== "poll") {
+      // A stream keeps the cookie it opened with: reopen on the new one, from the cursor.
+      this.connect(undefined, { quiet: true });
+    } // long-poll sends the new cookie with its next request
+  }
+
+  /** `auth_expired` (or a 401): renew, then reconnect from the cursor as if nothing happened.
+   * Without a callback, or when it fails, the person must sign in again: "failed". */
+  async renewAfterExpiry() {
+    const generation = this.generation;
+    // A callback whose tokens the server keeps refusing must not spin: twice without a
+    // connection in between is enough.
+    this.renewals = (this.renewals || 0) + 1;
+    const token = this.renewals <= 2 ? await this.renewToken() : null;
+    if (generation !== this.generation || this.stopped || this.signedOut) return;
+    if (token) this.connect(undefined, { quiet: true });
+    else this.setStatus({ state: STATE.FAILED, transport: null, reason: "auth_expired" });
+  }
+
+  /** Sign-out: close this tab's connection and every other tab's (they may not go on streaming
+   * on a cookie that is about to be cleared). Call before clearing the session. */
+  signOut() {
+    this.authChannel?.postMessage({ kind: "signed_out" });
+    this.onSignedOut();
+  }
+
+  onSignedOut() {
+    if (this.signedOut) return;
+    this.signedOut = true;
+    this.generation++;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.refreshTimer);
+    this.closeTransports();
+    this.setStatus({ state: STATE.FAILED, transport: null, reason: "signed_out" });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
 
-/**
- * Posts that survive being offline (spec, Edge Cases). Each gets a `client_id`, so a retry of a
- * post that did reach the server returns the first response instead of a second one. States:
- * "sending" (queued or in flight), "sent", "failed" (after `failAfterMs` without success, or
- * refused by the server). Events: "change" with the item.
- */
-export class Outbox extends EventTarget {
-  constructor({ baseUrl = "", failAfterMs = 30000, retryEveryMs = 3000 } = {}) {
-    super();
-    this.base = baseUrl;
-    this.failAfterMs = failAfterMs;
-    this.items = new Map();
-    this.flushing = false;
-    addEventListener("online", () => this.flush());
-    this.timer = setInterval(() => this.flush(), retryEveryMs);
-  }
-
-  post(discussionId, body, extra = {}) {
-    const clientId = crypto.randomUUID();
-    const item = { clientId, discussionId, body, extra, state: "sending", since: Date.now(), response: null, error: null };
-    this.items.set(clientId, item);
-    this.changed(item);
-    this.flush();
-    return item;
-  }
-
-  retry(clientId) {
-    const item = this.items.get(clientId);
-    if (!item || item.state !== "failed") return;
-    Object.assign(item, { state: "sending", since: Date.now(), error: null });
-    this.changed(item);
-    this.flush();
-  }
-
-  changed(item) { this.dispatchEvent(new CustomEvent("change", { detail: item })); }
-
-  async flush() {
-    if (this.flushing) return;
-    this.flushing = true;
-    try {
-      for (const item of [...this.items.values()]) {
-        if (item.state !== "sending") continue;
-        if (navigator.onLine) await this.send(item);
-        if (item.state === "sending" && Date.now() - item.since > this.failAfterMs) {
-          item.state = "failed";
-          item.error = "Not sent: no connection";
-          this.changed(item);
-        }
-      }
-    } finally {
-      this.flushing = false;
-    }
-  }
-
-  async send(item) {
-    let response;
-    try {
-      response = await fetch(`${this.base}/api/discussions/${encodeURIComponent(item.discussionId)}/responses`, {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        credentials: "same-origin",
-        body: JSON.stringify({ body: item.body, client_id: item.clientId, ...item.extra }),
-      });
-    } catch {
-      return; // network: stays "sending"; the next flush retries
-    }
-    if (response.ok) {
-      item.state = "sent";
-      item.response = await response.json();
-      this.items.delete(item.clientId);
-      this.changed(item);
-    } else if (response.status >= 400 && response.status < 500 && response.status !== 408 && response.status !== 429) {
-      const body = await response.json().catch(() => ({}));
-      item.state = "failed";
-      item.error = body?.error?.message || `Refused (${response.status})`;
-      this.changed(item);
-    }
-  }
-}
+// Posts that survive being offline and a reload: static/outbox.js (issue 14).
+export { Outbox } from "./outbox.js";

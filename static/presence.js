@@ -198,6 +198,6 @@ export class ActivitySignals {
     if (status === this.status && !force) return;
     this.status = status;
     this.lastSent = this.clock();
-    this.send(status);
+    this.send(status, force);
   }
 }

@@ -13,6 +13,7 @@ import pytest
 from playwright.async_api import Browser, async_playwright
 
 from app.infra import migrate
+from app.infra.redis_connection import RedisConnection
 
 from .support import Server, free_port, private_redis, server_env
 
@@ -32,6 +33,16 @@ def redis_url() -> Iterator[str]:
 def redis_prefix() -> str:
     """A key prefix of this test's own, so tests never see each other's keys."""
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def redis_connection(redis_url: str) -> AsyncIterator[RedisConnection]:
+    """A `RedisConnection` to `redis_url`, as one server process has; closed after the test."""
+    connection = RedisConnection(redis_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
 
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -25,9 +25,26 @@ import httpx
 from sqlalchemy import event
 
 from app.infra.db import Database
+from app.infra.redis_connection import RedisConnection
+from app.log.eventlog_redis import RedisEventLog
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
+
+
+class OwnRedisEventLog(RedisEventLog):
+    """A `RedisEventLog` on a `RedisConnection` of its own, as one server process has, closed
+    with the log (in a server, the process closes the connection it shares)."""
+
+    def __init__(self, url: str, *, prefix: str, retention_s: int) -> None:
+        self.connection = RedisConnection(url)
+        super().__init__(self.connection, prefix=prefix, retention_s=retention_s)
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            await self.connection.close()
 
 
 def free_port() -> int:

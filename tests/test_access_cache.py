@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from app.auth import Identity
-from app.domain.access import ReadAccessCache
+from app.domain.access import ReadAccessCache, readers_among
 from app.domain.models import Discussion, DiscussionMember, User
 from app.errors import NotFound
 from app.infra import migrate
@@ -132,3 +132,77 @@ async def test_a_caller_going_away_does_not_cancel_the_read_for_the_others(db: D
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     assert isinstance(outcomes[0], asyncio.CancelledError)
     assert outcomes[1:] == [None] * 4
+
+
+async def set_member(db: Database, discussion_id: str, user_id: str, member: bool) -> None:
+    async with db.session() as session:
+        existing = await session.get(DiscussionMember, (discussion_id, user_id))
+        if member and existing is None:
+            session.add(DiscussionMember(discussion_id=discussion_id, user_id=user_id))
+        elif not member and existing is not None:
+            await session.delete(existing)
+        await session.commit()
+
+
+async def test_forget_reads_the_members_again(db: Database) -> None:
+    await add_discussion(db, "secret", "alice", "private", ["bob"])
+    cache = ReadAccessCache()
+    await cache.check(db, who("bob"), "secret")
+    await set_member(db, "secret", "bob", False)
+    await set_member(db, "secret", "carol", True)
+    await cache.check(db, who("bob"), "secret")  # cached: the cache has not been told
+    cache.forget("secret")
+    with pytest.raises(NotFound):
+        await cache.check(db, who("bob"), "secret")
+    await cache.check(db, who("carol"), "secret")
+
+
+async def test_a_read_in_flight_when_forgotten_is_not_cached(db: Database) -> None:
+    """A read that began before a change may hold the old members: its callers get that
+    answer (they asked before the change), but the next check reads again."""
+    await add_discussion(db, "secret", "alice", "private", ["bob"])
+    cache = ReadAccessCache()
+    with discussion_reads(db) as reads:
+        loading = asyncio.create_task(cache.check(db, who("bob"), "secret"))
+        await asyncio.sleep(0)  # the read has started
+        cache.forget("secret")
+        await loading
+        await set_member(db, "secret", "bob", False)
+        with pytest.raises(NotFound):
+            await cache.check(db, who("bob"), "secret")
+        assert len(reads) == 2
+
+
+async def test_entries_expire(db: Database) -> None:
+    await add_discussion(db, "secret", "alice", "private", ["bob"])
+    cache = ReadAccessCache(max_age_s=0.05)
+    await cache.check(db, who("bob"), "secret")
+    await set_member(db, "secret", "bob", False)
+    await asyncio.sleep(0.1)
+    with pytest.raises(NotFound):
+        await cache.check(db, who("bob"), "secret")
+
+
+async def test_readers_among_is_the_same_rule(db: Database) -> None:
+    """The notification side (`readers_among`) admits exactly whom the cache admits."""
+    await add_discussion(db, "secret", "alice", "private", ["bob"])
+    await add_discussion(db, "open", "alice", "public", [])
+    cache = ReadAccessCache()
+    users = ["mallory", "bob", "alice", "carol", "bob"]
+    async with db.session() as session:
+        for discussion_id in ("secret", "open"):
+            discussion = await session.get(Discussion, discussion_id)
+            assert discussion is not None
+            readers = await readers_among(session, discussion, users)
+            admitted = [
+                u for u in dict.fromkeys(users) if not isinstance(await _outcome(cache, db, u, discussion_id), NotFound)
+            ]
+            assert readers == admitted
+    assert readers == ["mallory", "bob", "alice", "carol"]
+
+
+async def _outcome(cache: ReadAccessCache, db: Database, user: str, discussion_id: str) -> Any:
+    try:
+        return await cache.check(db, who(user), discussion_id)
+    except NotFound as refused:
+        return refused

@@ -14,8 +14,9 @@ from app.infra.redis_keys import RedisKeys
 from app.log.cursor import Cursor, InvalidCursor, Position
 from app.log.eventlog import CursorUnavailable, EventLog, LogGap
 from app.log.eventlog_memory import MemoryEventLog
-from app.log.eventlog_redis import RedisEventLog
 from app.log.events import Event, envelope_body
+
+from .support import OwnRedisEventLog
 
 LogFactory = Callable[..., EventLog]
 
@@ -30,7 +31,7 @@ async def make_log(request: pytest.FixtureRequest) -> AsyncIterator[LogFactory]:
             log = MemoryEventLog(retention_s=retention_s, **options)
         else:
             url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
-            log = RedisEventLog(url, prefix=prefix, retention_s=retention_s)
+            log = OwnRedisEventLog(url, prefix=prefix, retention_s=retention_s)
         opened.append(log)
         return log
 
@@ -141,7 +142,7 @@ async def test_memory_log_is_bounded_per_topic() -> None:
 
 
 async def test_redis_structures_are_trimmed_and_expire(redis_url: str, redis_prefix: str) -> None:
-    log = RedisEventLog(redis_url, prefix=redis_prefix, retention_s=30)
+    log = OwnRedisEventLog(redis_url, prefix=redis_prefix, retention_s=30)
     await log.open()
     client = redis.Redis.from_url(redis_url)
     keys = RedisKeys(redis_prefix)

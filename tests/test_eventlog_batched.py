@@ -21,7 +21,7 @@ from app.log.eventlog import CursorUnavailable
 from app.log.eventlog_redis import RedisEventLog
 from app.log.events import Event
 
-from .support import private_redis
+from .support import OwnRedisEventLog, private_redis
 from .test_eventlog import append_all
 
 WAIT_S = 20.0
@@ -36,7 +36,7 @@ def own_redis() -> Iterator[str]:
 
 @pytest.fixture
 async def log(own_redis: str, redis_prefix: str) -> AsyncIterator[RedisEventLog]:
-    made = RedisEventLog(own_redis, prefix=redis_prefix, retention_s=3600)
+    made = OwnRedisEventLog(own_redis, prefix=redis_prefix, retention_s=3600)
     await made.open()
     yield made
     await made.close()

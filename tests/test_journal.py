@@ -10,7 +10,8 @@ import pytest
 from app.log.cursor import Cursor
 from app.log.eventlog import CursorUnavailable, EventLog
 from app.log.eventlog_memory import MemoryEventLog
-from app.log.eventlog_redis import RedisEventLog
+
+from .support import OwnRedisEventLog
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -18,7 +19,7 @@ async def log(request: pytest.FixtureRequest) -> AsyncIterator[EventLog]:
     event_log: EventLog
     if request.param == "redis":
         url = request.getfixturevalue("redis_url")
-        event_log = RedisEventLog(url, prefix=request.getfixturevalue("redis_prefix"), retention_s=3600)
+        event_log = OwnRedisEventLog(url, prefix=request.getfixturevalue("redis_prefix"), retention_s=3600)
     else:
         event_log = MemoryEventLog(retention_s=3600)
     await event_log.open()

@@ -18,11 +18,10 @@ import httpx
 import pytest
 
 from app.log import topics
-from app.log.eventlog_redis import RedisEventLog
 from app.log.events import envelope_body
 
 from .push_service import Browser, PushService
-from .support import Server, SseEvent, SseReader, bearer, json_headers, sign
+from .support import OwnRedisEventLog, Server, SseEvent, SseReader, bearer, json_headers, sign
 from .test_stream import make_discussion, open_stream
 
 pytestmark = pytest.mark.slow
@@ -393,7 +392,7 @@ async def test_common_ground_notifies_followers(
     test plays it, writing to the same Redis log the servers read."""
     server = start_server(REDIS_URL=redis_url, PARLEY_REDIS_PREFIX=redis_prefix)
     bob, dan, carol = sign("bob"), sign("dan"), sign("carol")
-    log = RedisEventLog(redis_url, prefix=redis_prefix, retention_s=3600)
+    log = OwnRedisEventLog(redis_url, prefix=redis_prefix, retention_s=3600)
     await log.open()
     try:
         async with httpx.AsyncClient(timeout=10) as client:

@@ -227,6 +227,18 @@ async def test_answers_keep_to_the_document(app: Quart, client: Client) -> None:
     await api.call("GET", "/api/discussions", 200, query_string={"scope": "mine", "limit": "5"}, headers=a)
     await api.call("GET", "/api/discussions", 200, query_string={"before": discussion["id"]}, headers=b)
     await api.call("GET", "/api/discussions", 422, query_string={"scope": "everyone"}, headers=a)
+    # Members of a private discussion (the creator only).
+    private = await api.call(
+        "POST", "/api/discussions", 201, json={"title": "Ours", "visibility": "private"}, headers=a
+    )
+    member = "/api/discussions/{discussion_id}/members/{user_id}"
+    bobs = f"/api/discussions/{private['id']}/members/bob-{suffix}"
+    await api.call("PUT", member, 200, path=bobs, headers=a)
+    await api.call("PUT", member, 403, path=f"/api/discussions/{private['id']}/members/carol", headers=b)
+    await api.call("PUT", member, 409, path=f"/api/discussions/{discussion['id']}/members/bob", headers=a)
+    await api.call("PUT", member, 422, path=f"/api/discussions/{private['id']}/members/alice-{suffix}", headers=a)
+    await api.call("DELETE", member, 200, path=bobs, headers=a)
+    await api.call("DELETE", member, 404, path=bobs, headers=b)
 
     # Common ground (issue 10): propositions, stances, the analysis; broadcasts.
     propositions = "/api/discussions/{discussion_id}/propositions"
@@ -325,6 +337,7 @@ KNOWN_PATHS = {
     "/api/discussions",
     "/api/discussions/{discussion_id}",
     "/api/discussions/{discussion_id}/follow",
+    "/api/discussions/{discussion_id}/members/{user_id}",
     "/api/discussions/{discussion_id}/propositions",
     "/api/discussions/{discussion_id}/analysis",
     "/api/broadcasts",

@@ -12,8 +12,8 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as redis
 
+from app.infra.redis_connection import RedisConnection
 from app.infra.redis_keys import RedisKeys
 from app.presence.store import Connection, PresenceChange, PresenceStore, PresenceTimings
 from app.presence.store_memory import MemoryPresenceStore
@@ -30,10 +30,13 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[PresenceStore]:
         made = MemoryPresenceStore(TIMINGS)
     else:
         url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
-        made = RedisPresenceStore(url, prefix=prefix, timings=TIMINGS)
+        connection = RedisConnection(url)
+        made = RedisPresenceStore(connection, prefix=prefix, timings=TIMINGS)
     await made.open()
     yield made
     await made.close()
+    if request.param == "redis":
+        await connection.close()
 
 
 @pytest.fixture
@@ -252,8 +255,9 @@ async def test_activity_is_remembered(store: PresenceStore, t0: int) -> None:
 
 
 async def test_every_redis_key_expires(redis_url: str, redis_prefix: str, t0: int) -> None:
-    store = RedisPresenceStore(redis_url, prefix=redis_prefix, timings=TIMINGS)
-    client = redis.Redis.from_url(redis_url)
+    connection = RedisConnection(redis_url)
+    store = RedisPresenceStore(connection, prefix=redis_prefix, timings=TIMINGS)
+    client = connection.client
     try:
         await store.touch(D, [conn("a1", "alice")], now_ms=t0)
         await store.typing(D, "alice", "Alice", True, now_ms=t0)
@@ -267,8 +271,8 @@ async def test_every_redis_key_expires(redis_url: str, redis_prefix: str, t0: in
             limit = TIMINGS.idle_ms if key.decode() == active else 2 * TIMINGS.ttl_ms + TIMINGS.grace_ms + 500
             assert 0 < await client.pttl(key) <= limit, key
     finally:
-        await client.aclose()
         await store.close()
+        await connection.close()
 
 
 async def test_sweep_many_is_sweep_for_each(store: PresenceStore, t0: int) -> None:

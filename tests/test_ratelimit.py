@@ -1,33 +1,32 @@
-"""The rate limiter contract (app/infra/ratelimit.py), run against both implementations: in memory
-and in a real Redis. Fast: rates of a fraction of a second, no waiting for a calendar minute."""
+"""The rate limiter contract (app/infra/ratelimit.py), run against both backends: in memory
+(`ratelimit_memory`) and in a real Redis (`ratelimit_redis`, on a `RedisConnection` as a server
+process has). Fast: rates of a fraction of a second, no waiting for a calendar minute. What
+only one backend has (bounded memory, expiring keys) is tested after the contract."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as redis
 
 from app.errors import RateLimited
-from app.infra.ratelimit import Limits, MemoryRateLimiter, Rate, RateLimiter, RedisRateLimiter
+from app.infra.ratelimit import Limits, Rate, RateLimiter
+from app.infra.ratelimit_memory import MemoryRateLimiter
+from app.infra.ratelimit_redis import RedisRateLimiter
+from app.infra.redis_connection import RedisConnection
 from app.infra.redis_keys import RedisKeys
 
 from .support import free_port
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[RateLimiter]:
+def limiter(request: pytest.FixtureRequest) -> RateLimiter:
     if request.param == "memory":
-        yield MemoryRateLimiter()
-        return
-    client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
-    try:
-        yield RedisRateLimiter(client, RedisKeys(request.getfixturevalue("redis_prefix")))
-    finally:
-        await client.aclose()
+        return MemoryRateLimiter()
+    connection: RedisConnection = request.getfixturevalue("redis_connection")
+    return RedisRateLimiter(connection, RedisKeys(request.getfixturevalue("redis_prefix")))
 
 
 def key() -> str:
@@ -91,15 +90,11 @@ async def test_no_window_edge_to_straddle(limiter: RateLimiter) -> None:
     assert len(allowed) >= 25
 
 
-async def test_redis_state_expires_when_spent(redis_url: str, redis_prefix: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        limiter = RedisRateLimiter(client, RedisKeys(redis_prefix))
-        await limiter.acquire("post:alice", Rate(100, 60.0))
-        ttl_ms = await client.pttl(f"{redis_prefix}:rate:post:alice")
-        assert 0 < ttl_ms <= 600  # one interval (60 s / 100) of allowance spent
-    finally:
-        await client.aclose()
+async def test_redis_state_expires_when_spent(redis_connection: RedisConnection, redis_prefix: str) -> None:
+    limiter = RedisRateLimiter(redis_connection, RedisKeys(redis_prefix))
+    await limiter.acquire("post:alice", Rate(100, 60.0))
+    ttl_ms = await redis_connection.client.pttl(f"{redis_prefix}:rate:post:alice")
+    assert 0 < ttl_ms <= 600  # one interval (60 s / 100) of allowance spent
 
 
 def test_memory_limiter_is_bounded() -> None:
@@ -130,10 +125,10 @@ async def test_limits_raise_rate_limited_per_action(limiter: RateLimiter) -> Non
 
 async def test_limits_fail_open_when_redis_is_unreachable(redis_prefix: str) -> None:
     """A limit stops abuse; it must not turn a Redis outage into refused pings and typing."""
-    client = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    connection = RedisConnection(f"redis://127.0.0.1:{free_port()}/0")
     try:
-        limits = Limits(RedisRateLimiter(client, RedisKeys(redis_prefix)), {"post": Rate(1, 60.0)})
+        limits = Limits(RedisRateLimiter(connection, RedisKeys(redis_prefix)), {"post": Rate(1, 60.0)})
         for _ in range(3):
             await limits.hit("alice")
     finally:
-        await client.aclose()
+        await connection.close()

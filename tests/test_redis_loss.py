@@ -17,7 +17,7 @@ from app.log.eventlog import CursorUnavailable, LogGap
 from app.log.eventlog_redis import RedisEventLog
 from app.log.events import Event, envelope_body
 
-from .support import RedisServer, Server, bearer, redis_server, sign
+from .support import OwnRedisEventLog, RedisServer, Server, bearer, redis_server, sign
 from .test_stream import events, make_discussion, open_stream, post
 
 TOPIC = "d:loss"
@@ -40,7 +40,7 @@ def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 async def opened(url: str) -> RedisEventLog:
-    log = RedisEventLog(url, prefix="loss", retention_s=3600)
+    log = OwnRedisEventLog(url, prefix="loss", retention_s=3600)
     await log.open()
     return log
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser
+from playwright.async_api import Browser, BrowserContext, Page, Worker
 
 from .support import Server, bearer, sign
 from .test_stream import make_discussion
@@ -138,3 +138,79 @@ async def test_page_module_loads_dedupes_and_marks_read(browser: Browser, start_
         read = (await client.get(server.url + "/api/notifications", headers=bearer(bob))).json()
     assert result == {"loaded": 1, "repeat": False, "unreadBefore": 1, "unreadAfter": 0}
     assert read[0]["read_at"] is not None
+
+
+# --- a click on a notification opens its discussion (issue 14) -------------------------------
+
+CLICK = """async (discussion) => {
+  // Headless Chromium cannot click a notification: show one and hand the worker the click the
+  // browser would (a synthetic event; its waitUntil throws once the handler's work has started).
+  await self.registration.showNotification("Bob replied to you", {
+    tag: "n-click", data: { id: "n-click", discussion_id: discussion, response_id: "1" },
+  });
+  const [notification] = await self.registration.getNotifications({ tag: "n-click" });
+  try {
+    self.dispatchEvent(new NotificationEvent("notificationclick", { notification }));
+  } catch { /* waitUntil on an untrusted event */ }
+}"""
+
+
+async def signed_in_with_worker(browser: Browser, server: Server) -> tuple[BrowserContext, Page, Worker]:
+    """A context signed in as Alice (session cookie), on the home page, with sw.js running."""
+    context = await browser.new_context(base_url=server.url)
+    await context.grant_permissions(["notifications"], origin=server.url)
+    page = await context.new_page()
+    await page.goto("/healthz")
+    assert (await page.request.post("/api/session", headers=bearer(sign("alice", "Alice")))).ok
+    await page.goto("/")
+    await page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+    async with context.expect_event("serviceworker", timeout=20_000) as registered:
+        await page.evaluate(
+            """async () => {
+              await navigator.serviceWorker.register("/sw.js", { scope: "/" });
+              await navigator.serviceWorker.ready;
+            }"""
+        )
+    return context, page, await registered.value
+
+
+async def test_a_click_with_a_parley_window_open_navigates_it(
+    browser: Browser, start_server: Callable[..., Server]
+) -> None:
+    server = start_server()
+    async with httpx.AsyncClient(timeout=10) as client:
+        discussion = await make_discussion(client, server, sign("carol", "Carol"), title="Trams or buses?")
+    context, page, worker = await signed_in_with_worker(browser, server)
+    await worker.evaluate(CLICK, discussion)
+    await page.wait_for_url(f"{server.url}/d/{discussion}", timeout=20_000)
+    await page.wait_for_selector("#title:text('Trams or buses?')", timeout=20_000)
+    await context.close()
+
+
+async def test_a_click_with_no_window_open_opens_the_discussion(
+    browser: Browser, start_server: Callable[..., Server]
+) -> None:
+    """The worker asks to open `/?discussion=<id>#response-<id>`; the page shows that discussion.
+    `clients.openWindow` needs a real click (user activation), which headless Chromium cannot
+    give, so the worker's request is recorded and the test opens that address itself."""
+    server = start_server()
+    async with httpx.AsyncClient(timeout=10) as client:
+        discussion = await make_discussion(client, server, sign("carol", "Carol"), title="Trams or buses?")
+    context, page, worker = await signed_in_with_worker(browser, server)
+    await page.close()  # no Parley window left
+    await worker.evaluate(
+        """() => {
+          self.opened = [];
+          self.clients.openWindow = async (url) => { self.opened.push(url); return null; };
+        }"""
+    )
+    await worker.evaluate(CLICK, discussion)
+    async with asyncio.timeout(10):
+        while not (opened := await worker.evaluate("self.opened")):
+            await asyncio.sleep(0.05)
+    assert opened == [f"{server.url}/?discussion={discussion}#response-1"]
+    page = await context.new_page()
+    await page.goto(opened[0])
+    await page.wait_for_selector("#title:text('Trams or buses?')", timeout=20_000)
+    assert page.url == f"{server.url}/d/{discussion}#response-1"
+    await context.close()

@@ -96,6 +96,31 @@ async def test_resume_then_live_events_each_once(running: Running) -> None:
     assert node.hub.subscription_count == 0 and node.stream_slots.open_count("alice") == 0
 
 
+async def test_a_checked_session_asks_again_once_subscribed(running: Running) -> None:
+    """A removal this process handled between the transport's check and the subscription (its
+    `access_revoked` reached the hub before the subscription existed) is seen at open."""
+    asked: list[str] = []
+
+    async def recheck(identity: Identity, discussion_id: str) -> bool:
+        asked.append(discussion_id)
+        return discussion_id != "gone"  # read access removed meanwhile
+
+    running.node.recheck_access = recheck
+    unchecked = running.node.open_session(who("bob"), ["d1", "gone"])
+    session = running.node.open_session(who("alice"), ["d1", "gone"], access_checked=True)
+    try:
+        await unchecked.open(None)
+        assert asked == [] and unchecked.discussion_ids == ["d1", "gone"]
+        await session.open(None)
+        assert asked == ["d1", "gone"] and session.discussion_ids == ["d1"]
+        await post(running.node, "gone", "not for alice any more")
+        kept = await post(running.node, "d1", "still hers")
+        assert [event.position for event in await events_until(session, 1)] == [kept.position]
+    finally:
+        session.close()
+        unchecked.close()
+
+
 async def test_garbage_cursor_gives_sync_required(running: Running) -> None:
     session = running.node.open_session(who("alice"), ["d1"])
     try:

@@ -41,9 +41,9 @@ from app.analysis import store as analysis_store
 from app.analysis.debounce import DebounceSchedule
 from app.analysis.rules import Thresholds, document
 from app.cancellation import raise_if_cancelling, stop_if_cancelled
+from app.core.backends import Backends
 from app.core.services import Services
-from app.infra.lease import KeyedLease, Lease, MemoryKeyedLease, MemoryLease, RedisKeyedLease, RedisLease
-from app.infra.redis_keys import RedisKeys
+from app.infra.lease import KeyedLease, Lease
 from app.log import topics
 from app.log.cursor import Cursor, InvalidCursor
 from app.log.eventlog import CursorUnavailable
@@ -271,19 +271,13 @@ class AnalysisWorker:
         return True
 
 
-async def start_analysis(parley: Services, spawn: Callable[[Coroutine[Any, Any, None], str], None]) -> None:
+async def start_analysis(
+    parley: Services, backends: Backends, spawn: Callable[[Coroutine[Any, Any, None], str], None]
+) -> None:
     """Build the analysis worker for `create_app` and hand its task to `spawn`."""
     settings = parley.settings
-    lease: Lease
-    run_lease: KeyedLease
-    if settings.redis_url is None:
-        lease, run_lease = MemoryLease(), MemoryKeyedLease()
-    else:
-        keys = RedisKeys(settings.redis_prefix)
-        lease = RedisLease(
-            settings.redis_url, keys, LEASE_NAME, lease_s=settings.cg_lease_s, checkpoint_ttl_s=settings.retention_s
-        )
-        run_lease = RedisKeyedLease(settings.redis_url, keys, RUN_LEASE_NAME, lease_s=settings.cg_lease_s)
+    lease = backends.lease(LEASE_NAME, lease_s=settings.cg_lease_s)
+    run_lease = backends.keyed_lease(RUN_LEASE_NAME, lease_s=settings.cg_lease_s)
     worker = AnalysisWorker(
         parley,
         lease,

@@ -9,39 +9,26 @@ user's id and name are gone from them.
 Parley does not own identities (API.md, Identity): a token the issuer signed stays valid after
 the deletion, and its next request signs in as a new, empty account (nothing of the old one
 comes back). Keeping a person out for good is the issuer's job. A token naming
-`DELETED_USER_ID` is refused (`api/common.caller`).
+`DELETED_USER_ID` is refused (`app/web/requests.caller`). The queries are app/domain/account.py.
 """
 
 from __future__ import annotations
 
-import secrets
 from typing import Any, Literal
 
 from pydantic import Field
 from quart import Blueprint, Response
-from sqlalchemy import delete, update
-from sqlmodel import col, select
 
-from app.api.discussions import response_json
+from app.api.members import stage
 from app.api.notifications import Preferences
+from app.core import outbox
 from app.core.services import services
-from app.domain import audit
-from app.domain.models import (
-    Discussion,
-    DiscussionMember,
-    Follow,
-    Notification,
-    NotificationPreferences,
-    Proposition,
-    PushSubscription,
-    Stance,
-    User,
-)
-from app.domain.models import Response as StoredResponse
+from app.domain import account, audit
+from app.domain.membership import revoked
 from app.domain.notifications import notification_json
-from app.domain.users import DELETED_USER_ID, DELETED_USER_NAME
+from app.domain.preferences import preferences_of
+from app.domain.responses import response_json
 from app.log.events import rfc3339
-from app.notify.worker import preferences_of
 from app.web.contract import documented
 from app.web.requests import caller
 from app.web.wire import NotificationOut, ResponseOut, Shape, Timestamp
@@ -93,34 +80,9 @@ async def export() -> dict[str, Any]:
             truncated.append(kind)
         return rows[:MAX_EXPORT_ROWS]
 
-    limit = MAX_EXPORT_ROWS + 1
     async with services().db.session() as session:
-        user = await session.get(User, user_id)
-        responses = (
-            await session.exec(
-                select(StoredResponse)
-                .where(col(StoredResponse.author_id) == user_id)
-                .order_by(col(StoredResponse.id))
-                .limit(limit)
-            )
-        ).all()
-        follows = (
-            await session.exec(
-                select(Follow).where(col(Follow.user_id) == user_id).order_by(col(Follow.created_at)).limit(limit)
-            )
-        ).all()
-        notifications = (
-            await session.exec(
-                select(Notification)
-                .where(col(Notification.user_id) == user_id)
-                .order_by(col(Notification.created_at))
-                .limit(limit)
-            )
-        ).all()
-        preferences = await session.get(NotificationPreferences, user_id)
-        subscriptions = (
-            await session.exec(select(PushSubscription).where(col(PushSubscription.user_id) == user_id).limit(limit))
-        ).all()
+        kept = await account.kept_about(session, user_id, MAX_EXPORT_ROWS + 1)
+    user = kept.user
     name = user.name if user is not None else identity.name
     return {
         "profile": {
@@ -128,7 +90,7 @@ async def export() -> dict[str, Any]:
             "name": name,
             "created_at": None if user is None else rfc3339(user.created_at),
         },
-        "responses": bounded("responses", [response_json(r, name) for r in responses]),
+        "responses": bounded("responses", [response_json(r, name) for r in kept.responses]),
         "follows": bounded(
             "follows",
             [
@@ -137,13 +99,14 @@ async def export() -> dict[str, Any]:
                     "created_at": rfc3339(f.created_at),
                     "last_read": str(f.last_read_response_id),
                 }
-                for f in follows
+                for f in kept.follows
             ],
         ),
-        "notifications": bounded("notifications", [notification_json(n) for n in notifications]),
-        "preferences": preferences_of(preferences),
+        "notifications": bounded("notifications", [notification_json(n) for n in kept.notifications]),
+        "preferences": preferences_of(kept.preferences),
         "push_subscriptions": bounded(
-            "push_subscriptions", [{"endpoint": s.endpoint, "created_at": rfc3339(s.created_at)} for s in subscriptions]
+            "push_subscriptions",
+            [{"endpoint": s.endpoint, "created_at": rfc3339(s.created_at)} for s in kept.push_subscriptions],
         ),
         "truncated": truncated,
     }
@@ -152,51 +115,25 @@ async def export() -> dict[str, Any]:
 @blueprint.delete("/api/me")
 @documented(
     "Delete the caller's account",
-    description="Follows, notifications, push subscriptions, preferences, memberships and the user are removed; "
+    description="Their open streams get `access_revoked` for each private discussion they could read. "
+    "Follows, notifications, push subscriptions, preferences, memberships and the user are removed; "
     "responses and discussions stay, as the 'deleted user''s. A token still valid afterwards signs in as a new, "
     "empty account.",
     status=204,
+    fires=["access_revoked"],
 )
 async def delete_account() -> Response:
     identity = await caller()
     user_id = identity.user_id
     parley = services()
     async with parley.db.session() as session:
-        if await session.get(User, DELETED_USER_ID) is None:
-            session.add(User(id=DELETED_USER_ID, name=DELETED_USER_NAME))
-            await session.flush()
-        # Kept, as the deleted user's: what others replied to and read.
-        await session.exec(
-            update(StoredResponse).where(col(StoredResponse.author_id) == user_id).values(author_id=DELETED_USER_ID)
-        )
-        await session.exec(
-            update(Discussion).where(col(Discussion.created_by) == user_id).values(created_by=DELETED_USER_ID)
-        )
-        await session.exec(
-            update(Proposition).where(col(Proposition.created_by) == user_id).values(created_by=DELETED_USER_ID)
-        )
-        # Their stances keep counting in the analyses (the numbers others saw stay true), under a
-        # name of their own that says nothing of who they were: one participant, still distinct.
-        await session.exec(
-            update(Stance).where(col(Stance.user_id) == user_id).values(user_id=f"deleted:{secrets.token_hex(8)}")
-        )
-        await session.exec(
-            update(Notification)
-            .where(col(Notification.actor_id) == user_id)
-            .values(actor_id=DELETED_USER_ID, actor_name=DELETED_USER_NAME)
-        )
-        # Removed: what was only theirs.
-        for table, column in (
-            (Follow, Follow.user_id),
-            (Notification, Notification.user_id),
-            (PushSubscription, PushSubscription.user_id),
-            (NotificationPreferences, NotificationPreferences.user_id),
-            (DiscussionMember, DiscussionMember.user_id),
-            (User, User.id),
-        ):
-            await session.exec(delete(table).where(col(column) == user_id))
+        lost = await account.delete_account(session, user_id)
+        # Their open streams stop carrying the private discussions they read (on every process).
+        entries = [stage(session, revoked(discussion_id, user_id, "account_deleted"), None) for discussion_id in lost]
         await session.commit()
     parley.users.forget(user_id)
     parley.read_access.clear()
+    for entry in entries:
+        await outbox.relay(parley, entry)
     await audit.record(services().db, user_id, "account.delete", f"user:{user_id}")
     return Response(status=204)

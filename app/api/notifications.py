@@ -11,18 +11,16 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from quart import Blueprint, Response, current_app, send_from_directory
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, delete, select, update
 
 from app.core.services import services
-from app.domain.models import Notification, NotificationPreferences, PushSubscription, utcnow
+from app.domain import inbox, preferences
+from app.domain.models import utcnow
 from app.domain.notifications import DEFAULT_PREFERENCES, notification_json
 from app.errors import InvalidField, NotFound, Unavailable
 from app.log import topics
 from app.log.events import rfc3339
 from app.notify.push_target import RefusedTarget, UnresolvableTarget, check_endpoint
 from app.notify.webpush import MAX_ENDPOINT_CHARS, InvalidSubscription, PushSender, validate_subscription
-from app.notify.worker import preferences_of
 from app.web.contract import documented
 from app.web.requests import PageSize, caller, json_body, query_args
 from app.web.wire import NotificationOut, Shape
@@ -31,7 +29,7 @@ blueprint = Blueprint("notifications", __name__)
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
-MAX_ID_CHARS = 32
+MAX_ID_CHARS = inbox.MAX_NOTIFICATION_ID_CHARS
 
 
 class StrictBody(BaseModel):
@@ -41,13 +39,13 @@ class StrictBody(BaseModel):
 
 class PreferencesUpdate(StrictBody):
     """A PUT may name any subset of the keys; the others keep their value. Only the keys
-    sent are applied (`model_fields_set`); the defaults here are never written."""
+    sent are applied (`model_fields_set`); the defaults (a new user's) are never written."""
 
-    replies: bool = True
-    mentions: bool = True
-    followed: bool = False
-    common_ground: bool = True
-    push: bool = True
+    replies: bool = DEFAULT_PREFERENCES["replies"]
+    mentions: bool = DEFAULT_PREFERENCES["mentions"]
+    followed: bool = DEFAULT_PREFERENCES["followed"]
+    common_ground: bool = DEFAULT_PREFERENCES["common_ground"]
+    push: bool = DEFAULT_PREFERENCES["push"]
 
 
 Base64Url = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+={0,2}$")]
@@ -113,14 +111,9 @@ def pusher() -> PushSender:
 async def list_notifications() -> list[dict[str, Any]]:
     identity = await caller()
     wanted = query_args(NotificationsQuery)
-    query = select(Notification).where(Notification.user_id == identity.user_id)
-    if wanted.unread:
-        query = query.where(col(Notification.read_at).is_(None))
     async with services().db.session() as session:
-        rows = await session.exec(
-            query.order_by(col(Notification.created_at).desc(), col(Notification.id)).limit(wanted.limit)
-        )
-        return [notification_json(n) for n in rows.all()]
+        found = await inbox.notifications(session, identity.user_id, unread=wanted.unread, limit=wanted.limit)
+        return [notification_json(n) for n in found]
 
 
 async def _announce_read(user_id: str, ids: list[str], read_at: str) -> None:
@@ -144,17 +137,10 @@ async def _announce_read(user_id: str, ids: list[str], read_at: str) -> None:
 async def read_one(notification_id: str) -> dict[str, Any]:
     identity = await caller()
     async with services().db.session() as session:
-        notification = None
-        if len(notification_id) <= MAX_ID_CHARS:
-            notification = await session.get(Notification, notification_id)
-        # Someone else's notification does not exist, as far as this caller knows.
-        if notification is None or notification.user_id != identity.user_id:
+        notification = await inbox.own_notification(session, identity.user_id, notification_id)
+        if notification is None:
             raise NotFound(f"no notification {notification_id[:MAX_ID_CHARS]!r}")
-        changed = notification.read_at is None
-        if changed:
-            notification.read_at = utcnow()
-            session.add(notification)
-            await session.commit()
+        changed = await inbox.mark_read(session, notification)
         body = notification_json(notification)
     if changed:
         await _announce_read(identity.user_id, [notification.id], body["read_at"])
@@ -167,13 +153,7 @@ async def read_all() -> dict[str, Any]:
     identity = await caller()
     now = utcnow()
     async with services().db.session() as session:
-        rows = await session.exec(
-            select(Notification.id).where(Notification.user_id == identity.user_id, col(Notification.read_at).is_(None))
-        )
-        ids = list(rows.all())
-        if ids:
-            await session.exec(update(Notification).where(col(Notification.id).in_(ids)).values(read_at=now))
-            await session.commit()
+        ids = await inbox.mark_all_read(session, identity.user_id, now)
     if ids:
         await _announce_read(identity.user_id, ids, rfc3339(now))
     return {"read": len(ids), "ids": ids}
@@ -184,7 +164,7 @@ async def read_all() -> dict[str, Any]:
 async def get_preferences() -> dict[str, bool]:
     identity = await caller()
     async with services().db.session() as session:
-        return preferences_of(await session.get(NotificationPreferences, identity.user_id))
+        return await preferences.preferences(session, identity.user_id)
 
 
 @blueprint.put("/api/notification-preferences")
@@ -199,25 +179,7 @@ async def put_preferences() -> dict[str, bool]:
     change = await json_body(PreferencesUpdate)
     values = change.model_dump(include=change.model_fields_set)
     async with services().db.session() as session:
-        row = await session.get(NotificationPreferences, identity.user_id)
-        if row is None:
-            row = NotificationPreferences.model_validate({"user_id": identity.user_id, **DEFAULT_PREFERENCES})
-        for key, value in values.items():
-            setattr(row, key, value)
-        row.updated_at = utcnow()
-        session.add(row)
-        try:
-            await session.commit()
-        except IntegrityError:  # created concurrently by another request: apply on top of it
-            await session.rollback()
-            row = await session.get(NotificationPreferences, identity.user_id)
-            if row is None:
-                raise
-            for key, value in values.items():
-                setattr(row, key, value)
-            session.add(row)
-            await session.commit()
-        return preferences_of(row)
+        return await preferences.change(session, identity.user_id, values)
 
 
 @blueprint.get("/api/push/vapid-public-key")
@@ -255,26 +217,8 @@ async def subscribe() -> tuple[dict[str, Any], int]:
                 raise Unavailable(f"endpoint: {unresolvable}; retry") from None
             raise InvalidField(f"endpoint: {unresolvable}") from None
     async with services().db.session() as session:
-        for attempt in range(2):
-            rows = await session.exec(select(PushSubscription).where(PushSubscription.endpoint == new.endpoint))
-            existing = rows.first()
-            status = 200
-            if existing is None:
-                existing = PushSubscription(user_id=identity.user_id, endpoint=new.endpoint, p256dh="", auth="")
-                status = 201
-            # The same browser signed in as someone else, or its keys rotated: the newest wins.
-            existing.user_id = identity.user_id
-            existing.p256dh = new.keys.p256dh
-            existing.auth = new.keys.auth
-            session.add(existing)
-            try:
-                await session.commit()
-                break
-            except IntegrityError:  # the same endpoint raced in: update that one instead
-                await session.rollback()
-                if attempt:
-                    raise
-    return {"endpoint": new.endpoint, "subscribed": True}, status
+        created = await inbox.save_subscription(session, identity.user_id, new.endpoint, new.keys.p256dh, new.keys.auth)
+    return {"endpoint": new.endpoint, "subscribed": True}, 201 if created else 200
 
 
 @blueprint.delete("/api/push/subscriptions")
@@ -283,12 +227,7 @@ async def unsubscribe() -> dict[str, Any]:
     identity = await caller()
     ref = await json_body(SubscriptionRef)
     async with services().db.session() as session:
-        await session.exec(
-            delete(PushSubscription).where(
-                col(PushSubscription.endpoint) == ref.endpoint, col(PushSubscription.user_id) == identity.user_id
-            )
-        )
-        await session.commit()
+        await inbox.remove_subscription(session, identity.user_id, ref.endpoint)
     return {"endpoint": ref.endpoint, "subscribed": False}
 
 

@@ -104,7 +104,9 @@ async def dev_login() -> Response:
             f"the development login may not grant {', '.join(refused)} (allow it with PARLEY_DEV_ROLES)",
             code="role_not_allowed",
         )
-    token = parley.auth.issue(_user_id_for(login.name), login.name, roles=login.roles or None)
+    token = parley.auth.issue(
+        _user_id_for(login.name), login.name, ttl_s=parley.settings.dev_token_ttl_s, roles=login.roles or None
+    )
     identity = await parley.auth.verify(token)
     await parley.users.remember(identity)
     return _with_cookie({"token": token, "user": identity.public}, token, identity)

@@ -1,128 +1,38 @@
-"""Is a user connected anywhere right now? Decides in-app only versus Web Push (FR-009).
+"""Is a user active anywhere right now? Decides in-app only versus Web Push too (FR-009).
 
-Presence (online/away) is being built separately; until it lands, "active" means "holds at
-least one stream connection" (any transport), which is what the hub of each process knows
-for its own connections. `ActiveUsers` is the tiny protocol the notification worker needs;
-the presence work can replace these implementations with one that also counts "away".
+A user is active while they hold at least one stream connection (any transport, any process)
+whose presence status is `online`. A user whose every connection is `away` (every tab hidden,
+on every device) is inactive, so a notification reaches them as a push as well as in-app.
+Each process knows its own connections' statuses (`LocalActivity`, the presence tracker);
+`ActiveUsers` is the tiny contract the notification worker needs; two backends, built by
+`app.core.backends.Backends.active_users`:
 
-- `LocalActiveUsers`: the embedded default, one process: ask the hub.
-- `RedisActiveUsers`: every process keeps one expiring Redis set of the users connected to it,
-  sending only the changes every `REFRESH_S` (one round trip, however many users: at 20,000
-  connections a key per user cost a command per user every refresh), and lists itself in a
-  sorted set of live processes. It answers from its own hub first, then asks every live
-  process's set. Conservative in both directions by at most `REFRESH_S`..`TTL_MS`: a user who
-  just left still counts as active for a few seconds (no push for that short while; the
-  notification is in-app and in the REST list), and a user who just connected to another
-  process may get one push as well.
+- `LocalActiveUsers` (`active_users_memory`): the embedded default, one process: ask the tracker.
+- `RedisActiveUsers` (`active_users_redis`): every process publishes the users active on it in
+  Redis and asks every live process's set.
+
+A WebSocket carries its own connection's status. `PUT /api/presence` (SSE and long-poll pages)
+sets the statuses of the caller's connections on the process that answers it; connections on
+other processes keep theirs until their own next signal (PresenceTracker.set_user_status).
+
+The contract is tests/test_active_users.py, run against both.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import secrets
 from typing import Protocol
 
-import redis.asyncio as redis
-from redis.exceptions import RedisError
 
-from app.cancellation import raise_if_cancelling, stop_if_cancelled
-from app.core.hub import Hub
-from app.infra.redis_keys import RedisKeys
-from app.infra.redis_options import resilient
-from app.log import topics
+class LocalActivity(Protocol):
+    """This process's connections (app/core/presence_tracker.py: `PresenceTracker`)."""
 
-log = logging.getLogger(__name__)
+    def online_users(self) -> set[str]: ...
 
-REFRESH_S = 2.0
-TTL_MS = 6_000
-_USER_TOPIC_PREFIX = topics.user("")
+    def is_online_here(self, user_id: str) -> bool: ...
 
 
 class ActiveUsers(Protocol):
     async def is_user_active(self, user_id: str) -> bool: ...
 
-    async def run(self) -> None: ...
-
-
-class LocalActiveUsers:
-    def __init__(self, hub: Hub) -> None:
-        self._hub = hub
-
-    async def is_user_active(self, user_id: str) -> bool:
-        return self._hub.has_subscribers(topics.user(user_id))
-
     async def run(self) -> None:
-        return None
-
-
-class RedisActiveUsers:
-    def __init__(self, hub: Hub, url: str, keys: RedisKeys) -> None:
-        self._hub = hub
-        self._client: redis.Redis = redis.Redis.from_url(url, **resilient())
-        self._keys = keys
-        self._process_id = secrets.token_hex(6)
-        self._written: set[str] = set()  # what our set in Redis holds, as far as we know
-
-    async def is_user_active(self, user_id: str) -> bool:
-        if self._hub.has_subscribers(topics.user(user_id)):
-            return True
-        try:
-            seconds, micros = await self._client.time()
-            now_ms = seconds * 1000 + micros // 1000
-            processes: list[bytes] = await self._client.zrangebyscore(  # type: ignore[assignment]
-                self._keys.active_processes, now_ms, "+inf"
-            )
-            async with self._client.pipeline(transaction=False) as pipe:
-                for process in processes:
-                    pipe.sismember(self._keys.active_users(process.decode()), user_id)
-                return any(await pipe.execute())
-        except RedisError:
-            return False  # unknown: prefer sending a push over losing one
-
-    def _local_users(self) -> set[str]:
-        return {t[len(_USER_TOPIC_PREFIX) :] for t in self._hub.subscribed_topics() if t.startswith(_USER_TOPIC_PREFIX)}
-
-    async def _refresh(self) -> None:
-        """Send only what changed since the last refresh, then extend the set's life: one
-        round trip per refresh however many users this process holds."""
-        users = self._local_users()
-        key = self._keys.active_users(self._process_id)
-        joined, left = users - self._written, self._written - users
-        seconds, micros = await self._client.time()
-        expires_ms = seconds * 1000 + micros // 1000 + TTL_MS
-        async with self._client.pipeline(transaction=True) as pipe:
-            if not self._written:
-                pipe.delete(key)  # after an error or at start: rewrite it whole
-            for chunk in _chunks(sorted(joined)):
-                pipe.sadd(key, *chunk)
-            for chunk in _chunks(sorted(left)):
-                pipe.srem(key, *chunk)
-            pipe.pexpire(key, TTL_MS)
-            pipe.zadd(self._keys.active_processes, {self._process_id: expires_ms})
-            pipe.zremrangebyscore(self._keys.active_processes, "-inf", expires_ms - 2 * TTL_MS)
-            pipe.pexpire(self._keys.active_processes, 2 * TTL_MS)
-            await pipe.execute()
-        self._written = users
-
-    async def run(self) -> None:
-        """Owned by the app; cancelled on shutdown."""
-        try:
-            while True:
-                raise_if_cancelling()
-                try:
-                    await self._refresh()
-                except RedisError as error:
-                    stop_if_cancelled(error)
-                    self._written = set()  # unknown state: rewrite the set next time
-                    log.warning("active users refresh: %s", error)
-                await asyncio.sleep(REFRESH_S)
-        finally:
-            with contextlib.suppress(RedisError):
-                await self._client.delete(self._keys.active_users(self._process_id))
-            await self._client.aclose()
-
-
-def _chunks(items: list[str], size: int = 1_000) -> list[list[str]]:
-    return [items[start : start + size] for start in range(0, len(items), size)]
+        """Keep what other processes see up to date until cancelled (owned by the app)."""

@@ -1,14 +1,28 @@
-"""Chooses each backend from the settings: Redis when REDIS_URL is set, otherwise the
-embedded in-process variants (one process only; see `EmbeddedLock`)."""
+"""Chooses and builds every backend from the settings, in one place: Redis when REDIS_URL is
+set (all on one `RedisConnection` per process), otherwise the embedded in-process variants
+(one process only; see `EmbeddedLock`).
+
+`make_backends(settings)` is called once per process by whoever composes it (`create_app`
+through `app.startup.open_backends`); the workers ask the result for their leases and for the
+active users, never build their own. `Backends.close()` closes everything, the shared Redis
+connection last.
+"""
 
 from __future__ import annotations
 
-import fcntl
-import os
-from pathlib import Path
-from typing import IO
+from dataclasses import dataclass
 
-from app.infra.ratelimit import Limits, MemoryRateLimiter, Rate, RateLimiter, RedisRateLimiter
+from app.core.active_users import ActiveUsers, LocalActivity
+from app.core.active_users_memory import LocalActiveUsers
+from app.core.active_users_redis import RedisActiveUsers
+from app.core.embedded_lock import EmbeddedLock
+from app.infra.lease import KeyedLease, Lease
+from app.infra.lease_memory import MemoryKeyedLease, MemoryLease
+from app.infra.lease_redis import RedisKeyedLease, RedisLease
+from app.infra.ratelimit import Limits, Rate, RateLimiter
+from app.infra.ratelimit_memory import MemoryRateLimiter
+from app.infra.ratelimit_redis import RedisRateLimiter
+from app.infra.redis_connection import RedisConnection
 from app.infra.redis_keys import RedisKeys
 from app.log.eventlog import EventLog
 from app.log.eventlog_memory import MemoryEventLog
@@ -16,16 +30,87 @@ from app.log.eventlog_redis import RedisEventLog
 from app.presence.store import PresenceStore, PresenceTimings
 from app.presence.store_memory import MemoryPresenceStore
 from app.presence.store_redis import RedisPresenceStore
-from app.settings import Settings, StartupError
+from app.settings import Settings
 
 
-def make_limits(settings: Settings, log: EventLog) -> Limits:
-    """The per-user limits, in Redis (shared by every process) when the log is there."""
-    limiter: RateLimiter
-    if isinstance(log, RedisEventLog):
-        limiter = RedisRateLimiter(log.client, RedisKeys(settings.redis_prefix))
-    else:
-        limiter = MemoryRateLimiter()
+@dataclass
+class Backends:
+    """One process's backends. `redis` is None when embedded (then `lock` is set)."""
+
+    settings: Settings
+    redis: RedisConnection | None
+    event_log: EventLog
+    presence_store: PresenceStore
+    limits: Limits
+    lock: EmbeddedLock | None
+
+    async def open(self) -> None:
+        """Take the embedded lock, then check the log and the presence store answer."""
+        if self.lock is not None:
+            self.lock.acquire()
+        await self.event_log.open()
+        await self.presence_store.open()
+
+    def lease(self, name: str, *, lease_s: float) -> Lease:
+        """A worker lease with a checkpoint (kept for the log's retention window)."""
+        if self.redis is None:
+            return MemoryLease()
+        return RedisLease(self.redis, self._keys, name, lease_s=lease_s, checkpoint_ttl_s=self.settings.retention_s)
+
+    def keyed_lease(self, name: str, *, lease_s: float) -> KeyedLease:
+        if self.redis is None:
+            return MemoryKeyedLease()
+        return RedisKeyedLease(self.redis, self._keys, name, lease_s=lease_s)
+
+    def active_users(self, local: LocalActivity) -> ActiveUsers:
+        """Who is active anywhere; needs this process's presence tracker (built after the log)."""
+        if self.redis is None:
+            return LocalActiveUsers(local)
+        return RedisActiveUsers(local, self.redis, self._keys)
+
+    @property
+    def _keys(self) -> RedisKeys:
+        return RedisKeys(self.settings.redis_prefix)
+
+    async def close(self) -> None:
+        """Close the log and the store, then the shared connection (which closes whatever the
+        Redis backends still hold), then release the embedded lock."""
+        try:
+            await self.event_log.close()
+            await self.presence_store.close()
+        finally:
+            if self.redis is not None:
+                await self.redis.close()
+            if self.lock is not None:
+                self.lock.release()
+
+
+def make_backends(settings: Settings) -> Backends:
+    """Every backend for `settings`, built but not opened (`Backends.open`). Raises ValueError
+    for a REDIS_URL Redis cannot use."""
+    if settings.redis_url is None:
+        return Backends(
+            settings=settings,
+            redis=None,
+            event_log=MemoryEventLog(retention_s=settings.retention_s),
+            presence_store=MemoryPresenceStore(presence_timings(settings)),
+            limits=make_limits(settings, MemoryRateLimiter()),
+            lock=EmbeddedLock(settings.data_dir),
+        )
+    connection = RedisConnection(settings.redis_url)
+    prefix = settings.redis_prefix
+    return Backends(
+        settings=settings,
+        redis=connection,
+        event_log=RedisEventLog(connection, prefix=prefix, retention_s=settings.retention_s),
+        presence_store=RedisPresenceStore(connection, prefix=prefix, timings=presence_timings(settings)),
+        limits=make_limits(settings, RedisRateLimiter(connection, RedisKeys(prefix))),
+        lock=None,
+    )
+
+
+def make_limits(settings: Settings, limiter: RateLimiter) -> Limits:
+    """The per-user limits of the API, counted by `limiter`."""
     per_minute = Rate.per_minute
     return Limits(
         limiter,
@@ -41,60 +126,11 @@ def make_limits(settings: Settings, log: EventLog) -> Limits:
     )
 
 
-def make_event_log(settings: Settings) -> EventLog:
-    if settings.redis_url is not None:
-        return RedisEventLog(settings.redis_url, prefix=settings.redis_prefix, retention_s=settings.retention_s)
-    return MemoryEventLog(retention_s=settings.retention_s)
-
-
-class EmbeddedLogBusy(StartupError):
-    pass
-
-
-class EmbeddedLock:
-    """Refuses a second process on the same data directory while the log is embedded: two
-    processes would each hold half of the events and silently split every discussion."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self._path = data_dir / "embedded-log.lock"
-        self._file: IO[str] | None = None
-
-    def acquire(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self._path.open("a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip()
-            handle.close()
-            process = f"process {holder}" if holder.isdigit() else "process"
-            raise EmbeddedLogBusy(
-                f"PARLEY_DATA_DIR={self._path.parent}: another Parley {process} already serves the embedded "
-                "event log from this directory.\nStop it, give this server its own PARLEY_DATA_DIR (and PORT), "
-                "or set REDIS_URL to share one log between processes."
-            ) from None
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._file = handle
-
-    def release(self) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
-
-
-def make_presence_store(settings: Settings) -> PresenceStore:
-    """Presence follows the event log: in Redis when REDIS_URL is set, else in this process."""
-    timings = PresenceTimings(
+def presence_timings(settings: Settings) -> PresenceTimings:
+    return PresenceTimings(
         ttl_ms=round(settings.presence_ttl_s * 1000),
         grace_ms=round(settings.presence_grace_s * 1000),
         typing_ttl_ms=round(settings.typing_ttl_s * 1000),
         throttle_ms=settings.typing_throttle_ms,
         idle_ms=round(settings.idle_timeout_s * 1000),
     )
-    if settings.redis_url is not None:
-        return RedisPresenceStore(settings.redis_url, prefix=settings.redis_prefix, timings=timings)
-    return MemoryPresenceStore(timings)

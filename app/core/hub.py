@@ -39,7 +39,7 @@ class Subscription:
     as on a buffer overflow.
     """
 
-    __slots__ = ("_buffer", "_hub", "_max", "_waiter", "dropped", "last", "on_drop", "sink", "topics")
+    __slots__ = ("_buffer", "_hub", "_max", "_waiter", "dropped", "last", "on_drop", "on_revoke", "sink", "topics")
 
     def __init__(self, hub: Hub, topics: Iterable[str], max_buffered: int) -> None:
         self.topics: set[str] = set(topics)
@@ -52,6 +52,8 @@ class Subscription:
         # Called once when dropped, so a transport blocked on a send can abort its connection.
         self.on_drop: Callable[[], object] | None = None
         self.sink: Callable[[Event], bool] | None = None
+        # Called with a discussion id when its reader lost access to it (app/core/access_watch.py).
+        self.on_revoke: Callable[[str], object] | None = None
 
     def push(self, event: Event) -> None:
         sink = self.sink
@@ -129,6 +131,8 @@ class Hub:
         self._subscriptions: set[Subscription] = set()
         # Set by `stop()`: the process is shutting down (transports say "going away").
         self.stopping = False
+        # Event type -> what to call for each such event before fanning it out (`watch`).
+        self._watchers: dict[str, list[Callable[[Event], object]]] = {}
 
     @property
     def subscription_count(self) -> int:
@@ -143,6 +147,14 @@ class Hub:
     def subscribed_topics(self) -> list[str]:
         """The topics some connection of this process reads (e.g. who is connected here)."""
         return list(self._by_topic)
+
+    def subscriptions_of(self, topic: str) -> tuple[Subscription, ...]:
+        return tuple(self._by_topic.get(topic, ()))
+
+    def watch(self, event_type: str, watcher: Callable[[Event], object]) -> None:
+        """Call `watcher` with every event of `event_type` this process reads, before its
+        subscribers get it (e.g. `access_revoked`: app/core/access_watch.py). Must not block."""
+        self._watchers.setdefault(event_type, []).append(watcher)
 
     def subscribe(self, topics: Iterable[str], max_buffered: int) -> Subscription:
         subscription = Subscription(self, topics, max_buffered)
@@ -196,6 +208,13 @@ class Hub:
             self.drop(subscription, reason="shutdown")
 
     def dispatch(self, event: Event) -> None:
+        watchers = self._watchers.get(event.type)
+        if watchers is not None:
+            for watcher in watchers:
+                try:
+                    watcher(event)
+                except Exception:  # a watcher's bug must not stop this process's only reader
+                    log.exception("hub: watcher of %s failed", event.type)
         subscribers = self._by_topic.get(event.topic)
         if not subscribers:
             return

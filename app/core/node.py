@@ -9,7 +9,7 @@ log, a presence store and the stream settings.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +59,11 @@ class Node:
         self.presence = PresenceTracker(presence_store, self.hub, sweep_interval_s=settings.presence_sweep_s)
         self.presence.attach(self.publish)
         self.stream_slots = StreamSlots(settings.max_streams_per_user)
+        # Read access asked again once a session has subscribed (set by the composition root:
+        # `Services.may_read`). A membership removal handled by this process between the
+        # transport's check and the subscription would otherwise leave the discussion on the
+        # stream: its `access_revoked` reached the hub before the subscription existed.
+        self.recheck_access: Callable[[Identity, str], Awaitable[bool]] | None = None
 
     @property
     def heartbeat_s(self) -> float:
@@ -69,10 +74,13 @@ class Node:
         """How often a process-wide timer must call `StreamSession.tick()` (the lean path's)."""
         return self.settings.heartbeat_s / TICKS_PER_HEARTBEAT
 
-    def open_session(self, identity: Identity, discussion_ids: Iterable[str]) -> StreamSession:
-        """A session for `identity` (read access is the caller's to check). Takes one of the
-        user's stream slots (`TooManyStreams`, 429, past the cap); `open()` it, `close()` it."""
-        return StreamSession(self, identity, discussion_ids)
+    def open_session(
+        self, identity: Identity, discussion_ids: Iterable[str], *, access_checked: bool = False
+    ) -> StreamSession:
+        """A session for `identity` (read access is the caller's to check; `access_checked`:
+        checked, so ask again once subscribed, `recheck_access`). Takes one of the user's
+        stream slots (`TooManyStreams`, 429, past the cap); `open()` it, `close()` it."""
+        return StreamSession(self, identity, discussion_ids, access_checked=access_checked)
 
     async def publish(
         self,

@@ -13,6 +13,9 @@
 - Status semantics: a connection has a status (`StreamSession.set_status`, a WebSocket's
   `presence` message); `PUT /api/presence` is per *user*: it sets every connection of the
   caller's, on every server, in every discussion (a REST call cannot name an SSE connection).
+- Active users (FR-009): `online_users()` are the users holding at least one connection here
+  whose status is online; a user whose every connection is away (every tab hidden) is not
+  active, so their notifications go out as Web Push too (app/core/active_users.py).
 - Idle (FR-035): a stream only receives, so reading is not activity. A connection is idle when
   neither it nor its user (on any process) did anything for `idle_ms`: opening it, a typing
   signal, a status signal, a post, or `PUT /api/presence`. The tracker tells an idle session
@@ -33,11 +36,12 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from app.auth import Identity
 from app.cancellation import raise_if_cancelling, stop_if_cancelled
 from app.core.hub import Hub
+from app.core.presence_session import OnlineCount, PresenceSession
 from app.core.room_budget import ROOM_EVENTS, RoomEventBudget
 from app.infra.batching import GroupCommit
 from app.log import topics
@@ -61,23 +65,6 @@ SHUTDOWN_GRACE_MS = 30_000
 DISCUSSION_TOPIC_PREFIX = topics.discussion("")
 
 Publish = Callable[..., Awaitable[Event]]
-
-
-class PresenceSession(Protocol):
-    """What the tracker reads from, and tells, a `StreamSession`."""
-
-    @property
-    def identity(self) -> Identity: ...
-
-    @property
-    def discussion_ids(self) -> list[str]: ...
-
-    @property
-    def status(self) -> Status: ...
-
-    def apply_status(self, status: Status) -> None: ...
-
-    def went_idle(self) -> None: ...
 
 
 @dataclass(eq=False)
@@ -106,6 +93,7 @@ class PresenceTracker:
         self._room_budget = RoomEventBudget()
         self._joins: GroupCommit[str, None] = GroupCommit(self._join_batch)
         self._leave_grace_ms: int | None = None  # None: the timings' grace
+        self._online = OnlineCount()  # FR-009
         self._ids = itertools.count()
         self._id_prefix = secrets.token_hex(4)  # connection ids are unique across processes
 
@@ -116,6 +104,13 @@ class PresenceTracker:
     @property
     def connection_count(self) -> int:
         return len(self._registrations)
+
+    def online_users(self) -> set[str]:
+        """Users with at least one connection to this process whose status is online."""
+        return self._online.users()
+
+    def is_online_here(self, user_id: str) -> bool:
+        return user_id in self._online
 
     async def _emit(self, discussion_id: str, changes: Sequence[PresenceChange]) -> None:
         if not changes:
@@ -144,6 +139,7 @@ class PresenceTracker:
         """Register a newly opened session in each of its discussions; returns its id."""
         conn_id = f"{self._id_prefix}{next(self._ids):x}"
         self._registrations[conn_id] = _Registration(session, last_active_ms=_now_ms())
+        self._online.add(session)
         try:
             await self._joins.submit(conn_id)
         except Exception:
@@ -173,6 +169,7 @@ class PresenceTracker:
         registration = self._registrations.pop(conn_id, None)
         if registration is None:
             return
+        self._online.remove(registration.session)
         for discussion_id in registration.registered:
             try:
                 self._leaves.put_nowait((discussion_id, conn_id))
@@ -203,7 +200,7 @@ class PresenceTracker:
         registration = self._registrations.get(conn_id)
         if registration is None:
             return
-        registration.session.apply_status(status)
+        self._online.set_status(registration.session, status)
         user_id = registration.session.identity.user_id
         if status == "online":
             registration.last_active_ms = _now_ms()
@@ -216,7 +213,7 @@ class PresenceTracker:
         """Every connection of the user's, on every server (`PUT /api/presence`)."""
         for registration in self._registrations.values():
             if registration.session.identity.user_id == identity.user_id:
-                registration.session.apply_status(status)
+                self._online.set_status(registration.session, status)
         await self.store.mark_active(identity.user_id)
         for discussion_id in await self.store.user_discussions(identity.user_id):
             await self._emit(discussion_id, await self.store.set_status(discussion_id, identity.user_id, status))

@@ -13,13 +13,14 @@ from typing import Any
 
 from quart import current_app
 
-from app.auth import Authenticator
+from app.auth import Authenticator, Identity
 from app.core.hub import Hub
 from app.core.node import Node
 from app.core.presence_tracker import PresenceTracker
 from app.core.stream_slots import StreamSlots
 from app.domain.access import ReadAccessCache
 from app.domain.users import UserDirectory
+from app.errors import NotFound
 from app.infra.db import Database
 from app.infra.metrics import Metrics
 from app.infra.ratelimit import Limits
@@ -58,6 +59,14 @@ class Services:
     @property
     def stream_slots(self) -> StreamSlots:
         return self.node.stream_slots
+
+    async def may_read(self, identity: Identity, discussion_id: str) -> bool:
+        """Whether `identity` may read the discussion now (the read-access cache; NotFound: no)."""
+        try:
+            await self.read_access.check(self.db, identity, discussion_id)
+        except NotFound:
+            return False
+        return True
 
     async def publish(
         self,

@@ -89,6 +89,7 @@ class StreamSession:
         "_idle",
         "_node",
         "_quiet_ticks",
+        "_recheck",
         "_slot",
         "_status",
         "_subscription",
@@ -99,8 +100,11 @@ class StreamSession:
         "topics",
     )
 
-    def __init__(self, node: Node, identity: Identity, discussion_ids: Iterable[str]) -> None:
+    def __init__(
+        self, node: Node, identity: Identity, discussion_ids: Iterable[str], *, access_checked: bool = False
+    ) -> None:
         self._node = node
+        self._recheck = access_checked  # ask `Node.recheck_access` again once subscribed
         self.identity = identity
         self.discussion_ids: list[str] = list(dict.fromkeys(discussion_ids))
         self.topics = [topics.discussion(d) for d in self.discussion_ids]
@@ -129,7 +133,12 @@ class StreamSession:
         node = self._node
         subscription = node.hub.subscribe(self.topics, node.settings.max_buffered_events)
         self._subscription = subscription
+        subscription.on_revoke = self.remove_discussion  # a membership change (app/core/access_watch.py)
         try:
+            if self._recheck and node.recheck_access is not None:  # a connect racing a removal (Node)
+                for discussion_id in list(self.discussion_ids):
+                    if not await node.recheck_access(self.identity, discussion_id):
+                        self.remove_discussion(discussion_id)
             self._idle = False  # a new presence connection (`resume`): active again
             self.presence_id = await node.presence.connect(self)
             self._heartbeat_at = asyncio.get_running_loop().time() + node.heartbeat_s

@@ -9,13 +9,14 @@ through in 3.7 s across a minute's edge, issue 11; GCRA allows 106 of 100/min in
 exact `Retry-After`, O(1) memory per key and one round trip.
 
 Why not the `limits` library: its async Redis storage opens a client of its own (coredis by
-default) instead of sharing the log's pool and key prefix, and its exact "moving window"
-keeps a list of `count` timestamps per key; GCRA is one key and a dozen lines of Lua
-(`lua/gcra.lua`), with Redis's clock so every server shares one limit.
+default) instead of sharing the process's one connection and key prefix, and its exact
+"moving window" keeps a list of `count` timestamps per key; GCRA is one key and a dozen lines
+of Lua (`lua/gcra.lua`), with Redis's clock so every server shares one limit.
 
-- `MemoryRateLimiter`: this process only (the embedded log's processes, per-connection and
-  per-IP limits); bounded: at most `max_keys` keys (expired ones are swept first).
-- `RedisRateLimiter`: shared by every process; one EVALSHA per action; keys expire with TAT.
+- `MemoryRateLimiter` (`ratelimit_memory`): this process only (the embedded log's processes,
+  per-connection and per-IP limits); bounded: at most `max_keys` keys (expired ones go first).
+- `RedisRateLimiter` (`ratelimit_redis`): shared by every process; one EVALSHA per action on
+  the process's shared connection; keys expire with TAT.
 `Limits` names the per-user limits of the API (settings) and raises `RateLimited` (429). It
 fails open: with Redis unreachable an action is let through (logged), because a limit exists
 to stop abuse, not to turn a Redis outage into refused pings and typing (what needs Redis
@@ -27,16 +28,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from typing import Literal, Protocol
 
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from app.errors import RateLimited
-from app.infra.redis_keys import RedisKeys
 
 log = logging.getLogger(__name__)
 # While the limiter's store is unreachable, say so at most this often.
@@ -68,62 +66,6 @@ class RateLimiter(Protocol):
     async def acquire(self, key: str, rate: Rate) -> float:
         """Count one action under `key`: 0.0 when allowed, else the seconds until one would be
         (and nothing is counted)."""
-
-
-class MemoryRateLimiter:
-    DEFAULT_MAX_KEYS = 100_000
-
-    def __init__(self, max_keys: int = DEFAULT_MAX_KEYS, clock: Callable[[], float] = time.monotonic) -> None:
-        self._max_keys = max_keys
-        self._clock = clock
-        # key -> TAT (ms, clock time). Insertion order is last-use order (updated keys move to
-        # the end), so the oldest key goes first when the table is full.
-        self._tat: dict[str, float] = {}
-
-    def __len__(self) -> int:
-        return len(self._tat)
-
-    async def acquire(self, key: str, rate: Rate) -> float:
-        return self.try_acquire(key, rate)
-
-    def try_acquire(self, key: str, rate: Rate) -> float:
-        """`acquire` without awaiting (for callers outside a coroutine: the accept loop)."""
-        now = self._clock() * 1000
-        tat = max(self._tat.pop(key, now), now)
-        # Compared as a backlog, not as `tat + interval - period - now`: with float ms that sum
-        # can round a hair above 0 for an idle key (1 a minute then refused its first action).
-        wait = (tat - now) - (rate.period_ms - rate.interval_ms)
-        if wait > 0:
-            self._tat[key] = tat
-            return wait / 1000
-        self._tat[key] = tat + rate.interval_ms
-        if len(self._tat) > self._max_keys:
-            self._shrink(now)
-        return 0.0
-
-    def _shrink(self, now: float) -> None:
-        """Forget keys whose TAT has passed (they are as good as new); if still full, the least
-        recently used (fail open for them: bounded memory matters more than their limit)."""
-        self._tat = {key: tat for key, tat in self._tat.items() if tat > now}
-        excess = len(self._tat) - self._max_keys * 9 // 10
-        if excess > 0:
-            for key in list(self._tat)[:excess]:
-                del self._tat[key]
-
-
-_GCRA_LUA = resources.files("app").joinpath("lua/gcra.lua").read_text()
-
-
-class RedisRateLimiter:
-    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
-        self._keys = keys
-        self._gcra = client.register_script(_GCRA_LUA)
-
-    async def acquire(self, key: str, rate: Rate) -> float:
-        wait_ms = await self._gcra(
-            keys=[self._keys.rate(key)], args=[f"{rate.interval_ms:.3f}", f"{rate.period_ms:.3f}"]
-        )
-        return int(wait_ms) / 1000
 
 
 Action = Literal["post", "discussion", "follow", "typing", "presence", "ws_message", "beacon"]

@@ -49,7 +49,7 @@ class RedisKeys:
         return f"{self.prefix}:checkpoint:{name}"
 
     def active_users(self, process_id: str) -> str:
-        """The users one process holds stream connections of (a set); expires unless refreshed."""
+        """The users active on one process (a set: an online stream connection there); expires unless refreshed."""
         return f"{self.prefix}:active:{process_id}"
 
     @property

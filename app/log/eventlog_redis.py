@@ -38,7 +38,6 @@ import contextlib
 import heapq
 import logging
 import secrets
-import socket
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -50,8 +49,8 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.infra.batching import GroupCommit
+from app.infra.redis_connection import RedisConnection
 from app.infra.redis_keys import RedisKeys
-from app.infra.redis_options import resilient
 from app.log.cursor import ORIGIN, Cursor, Position
 from app.log.eventlog import LOG_GAP, CursorUnavailable, LogGap, check_epoch, retention_passed
 from app.log.events import Event
@@ -60,15 +59,10 @@ log = logging.getLogger(__name__)
 
 FIREHOSE_WINDOW_S = 60
 TAIL_BLOCK_MS = 5_000
-CONNECT_TIMEOUT_S = 5.0
-# Probe an idle reader connection after 10 s, every 5 s, give up after 3 misses (~25 s).
-KEEPALIVE_OPTIONS = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3}
 TAIL_BATCH = 1_000
 # How often the reader checks that the firehose was not trimmed past its place.
 GAP_CHECK_S = 5.0
 MAX_BACKOFF_S = 5.0
-POOL_SIZE = 50
-POOL_WAIT_S = 10.0
 CLOSE_TIMEOUT_S = 1.0
 
 # Catch-up reads per pipeline (each names ~3 topics).
@@ -82,22 +76,6 @@ APPEND_ATTEMPTS = 3
 
 class EpochChanged(RedisError):
     """The log's epoch kept changing under an append (Redis flushed again and again)."""
-
-
-def blocking_reader(url: str) -> redis.Redis:
-    """A client for blocking reads (XREAD BLOCK), on connections of its own.
-
-    No socket timeout: with redis-py 8 on Python 3.11, cancelling a read that runs under a
-    socket timeout is sometimes swallowed, and shutdown hangs (reproduced: 5 of 60 cancels).
-    Blocking reads return every few seconds anyway; TCP keepalive notices a dead Redis host.
-    """
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=None,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_keepalive=True,
-        socket_keepalive_options=KEEPALIVE_OPTIONS,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,28 +92,21 @@ class _CatchUp:
 
 
 class RedisEventLog:
-    def __init__(self, url: str, *, prefix: str, retention_s: int) -> None:
-        self._url = url
+    def __init__(self, connection: RedisConnection, *, prefix: str, retention_s: int) -> None:
+        self._connection = connection
         self._keys = RedisKeys(prefix)
         self._retention_ms = retention_s * 1000
         self._window_ms = FIREHOSE_WINDOW_S * 1000
         self.epoch = ""
         self._epoch_value = ""  # "<tag>.<created ms>", as stored under the epoch key
         self._created_ms = 0
-        # Blocking pool: a burst of appends waits for a connection instead of failing past the
-        # pool's size (PITFALLS: the default pool raises beyond 100).
-        pool = redis.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S, **resilient())
-        self._client: redis.Redis = redis.Redis(connection_pool=pool)
+        # The process's shared pool (closed by its owner, not here).
+        self._client: redis.Redis = connection.client
         self._append = self._client.register_script(_APPEND_LUA)
         self._epoch_script = self._client.register_script(_EPOCH_LUA)
         # `read_journal` blocks: on a connection of its own.
-        self._journal_reader = blocking_reader(url)
+        self._journal_reader = connection.blocking_reader()
         self._catch_up: GroupCommit[_CatchUp, list[Event]] = GroupCommit(self._read_batch, max_batch=CATCH_UP_BATCH)
-
-    @property
-    def client(self) -> redis.Redis:
-        """The shared connection pool, for other Redis-backed parts of the same process."""
-        return self._client
 
     async def open(self) -> None:
         await self._load_epoch(self._client)
@@ -158,7 +129,6 @@ class RedisEventLog:
 
     async def close(self) -> None:
         await self._catch_up.close()
-        await self._client.aclose()
         await self._journal_reader.aclose()
 
     async def ping(self) -> None:
@@ -305,7 +275,7 @@ class RedisEventLog:
         )
 
     async def tail(self) -> AsyncIterator[Event | LogGap]:
-        reader = blocking_reader(self._url)
+        reader = self._connection.blocking_reader()
         last: Position | None = None
         # The epoch of what this reader has delivered; an entry or key of another one is a gap.
         epoch: str | None = None

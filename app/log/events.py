@@ -39,6 +39,10 @@ EVENT_TYPES = frozenset(
         "proposition_added",
         # Sent once before an idle stream is closed (FR-035, app/core/presence_tracker.py).
         "session_idle",
+        # On a user's own topic when they were added to / removed from a private discussion
+        # (app/domain/membership.py); after `access_revoked` their streams carry none of it.
+        "access_granted",
+        "access_revoked",
     }
 )
 

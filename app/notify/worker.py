@@ -40,7 +40,8 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.cancellation import raise_if_cancelling, stop_if_cancelled
-from app.core.active_users import ActiveUsers, LocalActiveUsers, RedisActiveUsers
+from app.core.active_users import ActiveUsers
+from app.core.backends import Backends
 from app.core.services import Services
 from app.domain.models import (
     Discussion,
@@ -62,8 +63,7 @@ from app.domain.notifications import (
     plan,
     plan_common_ground,
 )
-from app.infra.lease import Lease, MemoryLease, RedisLease
-from app.infra.redis_keys import RedisKeys
+from app.infra.lease import Lease
 from app.log import topics
 from app.log.cursor import Cursor, InvalidCursor
 from app.log.eventlog import CursorUnavailable
@@ -536,7 +536,10 @@ def push_job(notification: Notification) -> PushJob:
 
 
 async def start_notifications(
-    extensions: dict[str, Any], parley: Services, spawn: Callable[[Coroutine[Any, Any, None], str], None]
+    extensions: dict[str, Any],
+    parley: Services,
+    backends: Backends,
+    spawn: Callable[[Coroutine[Any, Any, None], str], None],
 ) -> None:
     """Build the notification parts for `create_app` and hand their tasks to `spawn`.
 
@@ -553,16 +556,8 @@ async def start_notifications(
         backoff_s=settings.push_backoff_s,
         allow_private=settings.push_allow_insecure,
     )
-    active: ActiveUsers
-    lease: Lease
-    if settings.redis_url is None:
-        active, lease = LocalActiveUsers(parley.hub), MemoryLease()
-    else:
-        keys = RedisKeys(settings.redis_prefix)
-        active = RedisActiveUsers(parley.hub, settings.redis_url, keys)
-        lease = RedisLease(
-            settings.redis_url, keys, LEASE_NAME, lease_s=settings.notify_lease_s, checkpoint_ttl_s=settings.retention_s
-        )
+    active = backends.active_users(parley.presence)
+    lease = backends.lease(LEASE_NAME, lease_s=settings.notify_lease_s)
     worker = NotifyWorker(
         parley,
         lease,

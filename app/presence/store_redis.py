@@ -17,8 +17,8 @@ from typing import Any
 
 import redis.asyncio as redis
 
+from app.infra.redis_connection import RedisConnection
 from app.infra.redis_keys import RedisKeys
-from app.infra.redis_options import resilient
 from app.presence.store import (
     MAX_CONNECTIONS_PER_DISCUSSION,
     SWEEP_BATCH,
@@ -31,8 +31,6 @@ from app.presence.store import (
 )
 
 _PRESENCE_LUA = resources.files("app").joinpath("lua/presence.lua").read_text()
-POOL_SIZE = 20
-POOL_WAIT_S = 10.0
 
 
 def _text(value: bytes | str) -> str:
@@ -45,11 +43,12 @@ def _changes(flat: list[Any]) -> list[PresenceChange]:
 
 
 class RedisPresenceStore:
-    def __init__(self, url: str, *, prefix: str, timings: PresenceTimings) -> None:
+    def __init__(self, connection: RedisConnection, *, prefix: str, timings: PresenceTimings) -> None:
         self.timings = timings
         self._keys = RedisKeys(prefix)
-        pool = redis.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S, **resilient())
-        self._client: redis.Redis = redis.Redis(connection_pool=pool)
+        self._connection = connection
+        # The process's shared pool (closed by its owner, not here).
+        self._client: redis.Redis = connection.client
         self._script = self._client.register_script(_PRESENCE_LUA)
         t = timings
         # Keys outlive their newest entry, whichever kind it is.
@@ -59,7 +58,7 @@ class RedisPresenceStore:
         await self._client.ping()
 
     async def close(self) -> None:
-        await self._client.aclose()
+        return None  # the connection is shared: its owner closes it
 
     async def _run(
         self,
@@ -117,8 +116,7 @@ class RedisPresenceStore:
 
     async def user_discussions(self, user_id: str, *, now_ms: int | None = None) -> list[str]:
         if now_ms is None:
-            seconds, micros = await self._client.time()
-            now_ms = seconds * 1000 + micros // 1000
+            now_ms = await self._connection.server_time_ms()
         found: list[bytes] = await self._client.zrangebyscore(  # type: ignore[assignment]
             self._keys.presence_user(user_id), f"({now_ms}", "+inf"
         )
@@ -158,8 +156,7 @@ class RedisPresenceStore:
 
     async def mark_active(self, user_id: str, *, now_ms: int | None = None) -> None:
         if now_ms is None:
-            seconds, micros = await self._client.time()
-            now_ms = seconds * 1000 + micros // 1000
+            now_ms = await self._connection.server_time_ms()
         await self._client.set(self._keys.presence_active(user_id), now_ms, px=self.timings.idle_ms)
 
     async def last_active_ms(self, user_id: str) -> int | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -35,6 +37,17 @@ class StreamQuery(BaseModel):
     )
 
 
+class SseQuery(StreamQuery):
+    """The query string of `/stream`: `/ws` plus the heartbeat's form."""
+
+    heartbeat: Literal["comment", "event"] = Field(
+        default="comment",
+        description="`event`: start with a `hello` event (`heartbeat_s`, `expires_in_s`) and send each heartbeat as a "
+        "`heartbeat` event, which EventSource can see (it cannot see `:` comments), so a client can tell a silently "
+        "dropped connection by a deadline (FR-022) and a buffering proxy by a missing first event (FR-026)",
+    )
+
+
 async def authorized_session(discussion_ids: list[str]) -> tuple[Services, StreamSession]:
     """A session for the caller of this Quart request or WebSocket: 401 without a valid token."""
     identity = await caller(remember_now=False)
@@ -50,4 +63,4 @@ async def session_for(parley: Services, identity: Identity, discussion_ids: list
     refuse_unstorable(discussion_ids, "discussion")
     for discussion_id in dict.fromkeys(discussion_ids):
         await parley.read_access.check(parley.db, identity, discussion_id)
-    return parley.node.open_session(identity, discussion_ids)
+    return parley.node.open_session(identity, discussion_ids, access_checked=True)

@@ -39,7 +39,8 @@ from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
 
-from app.infra.ratelimit import MemoryRateLimiter, Rate, retry_after_s
+from app.infra.ratelimit import Rate, retry_after_s
+from app.infra.ratelimit_memory import MemoryRateLimiter
 from app.web.error_response import ErrorAnswer, http11
 
 log = logging.getLogger(__name__)

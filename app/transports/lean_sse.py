@@ -34,12 +34,11 @@ from werkzeug.http import parse_cookie
 from app.core.services import Services
 from app.core.session import HEARTBEAT, End, Step, StreamSession
 from app.log.events import Event
-from app.transports.common import TRANSIENT_ERRORS, StreamQuery, session_for
+from app.transports.common import TRANSIENT_ERRORS, SseQuery, session_for
 from app.transports.lean_http import RequestHead
 from app.web.error_response import error_response, http11
 from app.web.requests import authenticate, parse_query
-from app.web.sse_wire import HEARTBEAT as HEARTBEAT_FRAME
-from app.web.sse_wire import PREAMBLE, SSE_HEADERS, last_words, retry_later
+from app.web.sse_wire import COMMENTS, EVENTS, SSE_HEADERS, HeartbeatForm, heartbeat_form, last_words, retry_later
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,8 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-HEARTBEAT_CHUNK = chunk(HEARTBEAT_FRAME)
+# Each heartbeat form's frame, chunked once (a form is shared by every stream that chose it).
+HEARTBEAT_CHUNKS = {form: chunk(form.heartbeat) for form in (COMMENTS, EVENTS)}
 
 
 def retry_later_response() -> bytes:
@@ -183,13 +183,14 @@ class LeanStreams:
 class LeanStream(asyncio.Protocol):
     """One `GET /stream` connection: the transport's protocol from its head onwards."""
 
-    __slots__ = ("_counted", "_session", "_streams", "_task", "_transport", "expires_at")
+    __slots__ = ("_counted", "_form", "_session", "_streams", "_task", "_transport", "expires_at")
 
     def __init__(self, streams: LeanStreams, transport: asyncio.Transport, request: RequestHead) -> None:
         self._streams = streams
         self._transport: asyncio.Transport | None = transport
         self._session: StreamSession | None = None
         self._counted = False
+        self._form: HeartbeatForm = COMMENTS
         self.expires_at = 0.0
         transport.set_protocol(self)
         self._task: asyncio.Task[None] | None = streams.spawn(self._open(request))
@@ -223,7 +224,8 @@ class LeanStream(asyncio.Protocol):
 
         query = parse_qsl(request.query.decode("latin-1"), keep_blank_values=True)
         # The same model as the Hypercorn path's `/stream` (and its OpenAPI description).
-        wanted = parse_query(StreamQuery, lambda wanted_name: [value for name, value in query if name == wanted_name])
+        wanted = parse_query(SseQuery, lambda wanted_name: [value for name, value in query if name == wanted_name])
+        self._form = heartbeat_form(wanted.heartbeat)
         headers = {"Authorization": header(b"authorization")}
         identity = await authenticate(headers, parse_cookie(header(b"cookie")), parley=parley, remember_now=False)
         session = await session_for(parley, identity, wanted.discussion)
@@ -248,7 +250,8 @@ class LeanStream(asyncio.Protocol):
         if transport is None or session is None:
             self._release()
             return
-        write(transport, RESPONSE_HEAD + chunk(PREAMBLE + b"".join(event.sse for event in missed)))
+        preamble = self._form.preamble(self._streams.parley.node.heartbeat_s, session.seconds_until_expiry())
+        write(transport, RESPONSE_HEAD + chunk(preamble + b"".join(event.sse for event in missed)))
         pending = session.stream_to(self._deliver, self._dropped)
         if pending is None:  # overflowed while catching up; the client resumes
             self.end()
@@ -287,7 +290,7 @@ class LeanStream(asyncio.Protocol):
                 write(transport, chunk(last_words(step)))
             self.end()
         elif step is HEARTBEAT:
-            write(transport, HEARTBEAT_CHUNK)
+            write(transport, HEARTBEAT_CHUNKS[self._form])
             if transport.get_write_buffer_size() > self._streams.max_write_buffer:
                 session.fell_behind()
 

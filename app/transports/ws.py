@@ -6,9 +6,9 @@ so a forbidden page never gets an upgrade. After the upgrade:
 
 - server -> client: event envelopes (each event's JSON text is built once, `Event.text`), plus
   control messages without an `id`, which never move a cursor:
-  `{"type":"hello","heartbeat_s"}` once, `{"type":"heartbeat"}` when nothing was sent for
-  `PARLEY_HEARTBEAT_S` (browsers cannot see WebSocket pings, so the page's loss detection
-  needs a message),
+  `{"type":"hello","heartbeat_s","expires_in_s"}` once, `{"type":"heartbeat"}` when nothing else
+  was sent for `PARLEY_HEARTBEAT_S` (browsers cannot see WebSocket pings, so the page's loss
+  detection needs a message; counted from the last send, so a chatty client gets them too),
   `{"type":"subscribed"|"unsubscribed","discussion_id"}`, `{"type":"pong"}`,
   `{"type":"error","code","message"}`.
 - client -> server: `subscribe`, `unsubscribe`, `auth`, `resume`, `ping`, `typing`
@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,7 +45,8 @@ from app.core.services import Services, services
 from app.core.session import MAX_DISCUSSIONS_PER_CONNECTION, Deliver, End, StreamSession
 from app.core.stream_slots import TooManyStreams
 from app.errors import ApiError, Forbidden, RateLimited
-from app.infra.ratelimit import MemoryRateLimiter, Rate
+from app.infra.ratelimit import Rate
+from app.infra.ratelimit_memory import MemoryRateLimiter
 from app.log.events import Event
 from app.transports.common import STREAM_ERRORS, TRANSIENT_ERRORS, StreamQuery, authorized_session
 from app.transports.ws_messages import (
@@ -182,7 +184,8 @@ CLOSES = {
 
 async def _serve(parley: Services, session: StreamSession, resume: str | None) -> None:
     flood = MessageFlood(parley.settings.ws_connection_messages_per_min)
-    await websocket.send(Hello(heartbeat_s=parley.node.heartbeat_s).text())
+    expires_in_s = round(session.seconds_until_expiry(), 1)
+    await websocket.send(Hello(heartbeat_s=parley.node.heartbeat_s, expires_in_s=expires_in_s).text())
     await _send_events(await session.open(resume))
     receiving: asyncio.Task[str | bytes] = asyncio.ensure_future(websocket.receive())
     try:
@@ -275,7 +278,9 @@ async def _dispatch(parley: Services, session: StreamSession, message: ClientMes
             raise BadMessage(error.code, error.message) from None
         except ValueError as error:
             raise BadMessage("forbidden", str(error)) from None
-        return AuthOk(expires_at=int(identity.expires_at)).text()
+        return AuthOk(
+            expires_at=int(identity.expires_at), expires_in_s=round(identity.expires_at - time.time(), 1)
+        ).text()
     if isinstance(message, UnsubscribeMessage):
         session.remove_discussion(message.discussion_id)
         return Unsubscribed(discussion_id=message.discussion_id).text()

@@ -88,10 +88,15 @@ class Control(BaseModel):
 
 
 class Hello(Control):
-    """Sent once, first: how often to expect a message at least."""
+    """Sent once, first: how often to expect a message at least (a client that heard nothing for
+    longer, plus a few seconds, may treat the connection as dropped), and when the token expires.
+    Also the first event of `GET /stream?heartbeat=event`."""
 
     type: Literal["hello"] = "hello"
     heartbeat_s: float
+    expires_in_s: float | None = Field(
+        default=None, description="seconds until the token expires: refresh it before (`auth`, or reconnect)"
+    )
 
 
 class Heartbeat(Control):
@@ -117,6 +122,7 @@ class Pong(Control):
 class AuthOk(Control):
     type: Literal["auth_ok"] = "auth_ok"
     expires_at: int = Field(description="the new token's expiry, Unix seconds")
+    expires_in_s: float | None = Field(default=None, description="seconds until it expires (no clock skew)")
 
 
 class MessageError(Control):

@@ -74,6 +74,15 @@ class SessionIdlePayload(Shape):
     reason: Literal["idle"]
 
 
+class AccessGrantedPayload(Shape):
+    discussion_id: str = Field(description="the private discussion the user may now read")
+
+
+class AccessRevokedPayload(Shape):
+    discussion_id: str = Field(description="the private discussion the user may no longer read")
+    reason: Literal["member_removed", "account_deleted"]
+
+
 class AnalysisRefreshingPayload(Shape):
     version: int = Field(ge=0, description="the version a recomputation now running will replace")
 
@@ -101,6 +110,8 @@ EVENT_PAYLOADS: Mapping[str, type[BaseModel]] = {
     "sync_required": SyncRequiredPayload,
     "auth_expired": AuthExpiredPayload,
     "session_idle": SessionIdlePayload,
+    "access_granted": AccessGrantedPayload,
+    "access_revoked": AccessRevokedPayload,
 }
 
 
