@@ -8,7 +8,7 @@ import logging
 from types import TracebackType
 from typing import Any
 
-from quart import Quart, Response, jsonify
+from quart import Quart
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
@@ -17,11 +17,9 @@ from app.analysis.worker import start_analysis
 from app.auth import Authenticator
 from app.core.access_watch import watch_access
 from app.core.backends import Backends
-from app.core.hub import Hub
+from app.core.node import Node, StreamSettings
 from app.core.outbox import OutboxRelay
-from app.core.presence_tracker import PresenceTracker
 from app.core.services import Services
-from app.core.stream_slots import StreamSlots
 from app.domain.retention import RetentionSweeper
 from app.domain.users import UserDirectory
 from app.errors import ApiError
@@ -30,7 +28,7 @@ from app.infra.metrics import Metrics
 from app.infra.resources import STATIC_DIR
 from app.notify.worker import start_notifications
 from app.settings import Settings, StartupError
-from app.web import http_security
+from app.web import error_response, http_security
 from app.web.contract import enforce_contract
 from app.web.requests import refuse_unstorable_url
 
@@ -106,36 +104,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     if settings.access_log:
         access_log.install(app)
 
-    @app.errorhandler(ApiError)
-    async def api_error(error: ApiError) -> tuple[Response, int] | Response:
-        response = jsonify(error.to_json())
-        response.status_code = error.status
-        response.headers.update(error.headers())
-        return response
-
-    @app.errorhandler(HTTPException)
-    async def http_error(error: HTTPException) -> Response:
-        status = error.code or 500
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}
-        response = jsonify({"error": {"code": codes.get(status, "http_error"), "message": error.description or ""}})
-        response.status_code = status
-        return response
-
-    @app.errorhandler(RedisError)
-    async def redis_down(error: RedisError) -> Response:
-        # Redis (event log, rate limits) unreachable: retryable, and the client is told so.
-        log.error("redis unavailable: %s", error)
-        response = jsonify({"error": {"code": "unavailable", "message": "a backing service is unreachable; retry"}})
-        response.status_code = 503
-        response.headers["Retry-After"] = "2"
-        return response
-
-    @app.errorhandler(Exception)
-    async def unexpected(error: Exception) -> Response:
-        log.exception("unhandled error")
-        response = jsonify({"error": {"code": "internal_error", "message": "something went wrong on our side"}})
-        response.status_code = 500
-        return response
+    # Every error, one answer shape (`app/web/error_response.py`).
+    for kind in (ApiError, HTTPException, RedisError, Exception):
+        app.register_error_handler(kind, error_response.handle)
 
     @app.before_serving
     async def start() -> None:
@@ -152,24 +123,20 @@ def create_app(settings: Settings | None = None) -> Quart:
         if settings.dev_login:
             log.warning("development login is ON (PARLEY_DEV_LOGIN): anyone can sign in as anyone")
         metrics = Metrics()
-        hub = Hub(event_log, metrics)
-        tracker = PresenceTracker(presence_store, hub, sweep_interval_s=settings.presence_sweep_s)
+        node = Node(event_log, presence_store, metrics, StreamSettings.of(settings))
         app.extensions["parley"] = parley = Services(
             settings=settings,
             metrics=metrics,
             db=db,
-            log=event_log,
-            hub=hub,
+            node=node,
             auth=Authenticator(settings),
             rate_limit=backends.limits,
-            presence=tracker,
             users=UserDirectory(db),
-            stream_slots=StreamSlots(settings.max_streams_per_user),
         )
-        tracker.attach(parley.publish)
-        watch_access(hub, parley.read_access)  # membership changes, from every process
-        spawn(hub.run(), "hub")
-        spawn(tracker.run(), "presence")
+        watch_access(node.hub, parley.read_access)  # membership changes, from every process
+        node.recheck_access = parley.may_read  # closes the race of a connect with a removal
+        spawn(node.hub.run(), "hub")
+        spawn(node.presence.run(), "presence")
         spawn(parley.users.run(), "users")
         spawn(OutboxRelay(parley).run(), "outbox")
         spawn(RetentionSweeper(db, settings).run(), "retention")

@@ -50,6 +50,12 @@ class Session:
     discussion_ids: list[str] = field(default_factory=list)
     status: Status = "online"
 
+    def apply_status(self, status: Status) -> None:
+        self.status = status
+
+    def went_idle(self) -> None:
+        pass
+
 
 async def connect(tracker: PresenceTracker, user_id: str) -> str:
     return await tracker.connect(Session(Identity(user_id, user_id, frozenset(), time.time() + 3600)))

@@ -3,7 +3,7 @@ readers hears a few a second, and nobody is starved for good."""
 
 from __future__ import annotations
 
-from app.core.presence_tracker import RoomEventBudget
+from app.core.room_budget import RoomEventBudget
 
 
 def allowed(budget: RoomEventBudget, room: str, readers: int, count: int, now: float) -> int:

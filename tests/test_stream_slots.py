@@ -14,7 +14,6 @@ from quart import Quart
 
 from app.auth import Identity
 from app.core.services import Services
-from app.core.session import StreamSession
 from app.core.stream_slots import TooManyStreams
 from app.main import create_app
 from app.settings import Settings
@@ -41,10 +40,10 @@ def alice() -> Identity:
 
 async def test_sessions_take_and_give_back_slots(parley: Services) -> None:
     slots = parley.stream_slots
-    first = StreamSession(parley, alice(), ["d1"])
-    second = StreamSession(parley, alice(), ["d1"])
+    first = parley.node.open_session(alice(), ["d1"])
+    second = parley.node.open_session(alice(), ["d1"])
     with pytest.raises(TooManyStreams) as refused:
-        StreamSession(parley, alice(), ["d1"])
+        parley.node.open_session(alice(), ["d1"])
     assert refused.value.status == 429 and refused.value.code == "too_many_streams"
     assert refused.value.retry_after_s >= 1
     await first.open(None)
@@ -57,4 +56,4 @@ async def test_sessions_take_and_give_back_slots(parley: Services) -> None:
     del second
     gc.collect()
     assert slots.open_count("alice") == 0
-    StreamSession(parley, alice(), ["d1"]).close()
+    parley.node.open_session(alice(), ["d1"]).close()

@@ -18,9 +18,11 @@
   active, so their notifications go out as Web Push too (app/core/active_users.py).
 - Idle (FR-035): a stream only receives, so reading is not activity. A connection is idle when
   neither it nor its user (on any process) did anything for `idle_ms`: opening it, a typing
-  signal, a status signal, a post, or `PUT /api/presence`. An idle session gets one
-  `session_idle` event, then ends (`SessionIdle`, a `SlowConsumer`, so transports end it as they
-  end a dropped one). The page reconnects when its user is back (static/presence.js).
+  signal, a status signal, a post, or `PUT /api/presence`. The tracker tells an idle session
+  (`went_idle`); the session ends with one `session_idle` event (`StreamSession.due`). The
+  page reconnects when its user is back (static/presence.js).
+- The tracker never writes into a session: it reads `identity`, `discussion_ids`, `status`,
+  and tells it of a status change (`apply_status`) or of idleness (`went_idle`).
 All events go out with `durable=False`: live readers on every process get them; never replayed.
 """
 
@@ -32,14 +34,15 @@ import itertools
 import logging
 import secrets
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from app.auth import Identity
 from app.cancellation import raise_if_cancelling, stop_if_cancelled
-from app.core.hub import Hub, SlowConsumer
+from app.core.hub import Hub
+from app.core.presence_session import OnlineCount, PresenceSession
+from app.core.room_budget import ROOM_EVENTS, RoomEventBudget
 from app.infra.batching import GroupCommit
 from app.log import topics
 from app.log.events import Event
@@ -64,62 +67,12 @@ DISCUSSION_TOPIC_PREFIX = topics.discussion("")
 Publish = Callable[..., Awaitable[Event]]
 
 
-class SessionIdle(SlowConsumer):
-    """The session was idle for the idle timeout (FR-035); the transport ends it."""
-
-
-class PresenceSession(Protocol):
-    """What the tracker reads from a `StreamSession`."""
-
-    identity: Identity
-    discussion_ids: list[str]
-    status: Status
-
-
 @dataclass(eq=False)
 class _Registration:
     session: PresenceSession
     registered: set[str] = field(default_factory=set)
     last_active_ms: int = 0
     idle: bool = False
-    notified: bool = False
-
-
-ROOM_EVENTS = frozenset({"user_joined", "user_left", "presence_changed"})
-
-
-class RoomEventBudget:
-    """Caps the deliveries of join/leave/status events per discussion from this process.
-
-    Each such event goes to every reader of the discussion, so a crowd arriving at once costs
-    readers x arrivals deliveries: 5,000 readers of one discussion reconnecting after a restart
-    would be 25 million, and even 10 joins a second there are 50,000 deliveries a second, more
-    than a small server has (bench/: herd, scale). So the budget is counted in deliveries (an
-    event costs the discussion's readers on this process), `per_s` a second after a `burst`:
-    a discussion of 50 readers may announce 100 arrivals a second, one of 5,000 readers one.
-    The rest are skipped. Readers' lists may then miss some arrivals: the participant count and
-    list are always right in `GET /api/discussions/{id}/presence`, which the page refetches.
-    """
-
-    def __init__(self, per_s: float = 5_000.0, burst: float = 15_000.0, max_rooms: int = 10_000) -> None:
-        self._per_s = per_s
-        self._burst = burst
-        self._max_rooms = max_rooms
-        self._rooms: dict[str, tuple[float, float]] = {}  # discussion -> (tokens, at monotonic s)
-
-    def take(self, discussion_id: str, readers: int, *, now: float | None = None) -> bool:
-        """Whether an event for `readers` readers may go out now (`now`: monotonic s, for tests)."""
-        cost = min(max(1, readers), self._burst)  # a room above the burst still gets an event now and then
-        now = time.monotonic() if now is None else now
-        tokens, at = self._rooms.get(discussion_id, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - at) * self._per_s)
-        if len(self._rooms) >= self._max_rooms and discussion_id not in self._rooms:
-            self._rooms.clear()  # bounded: forgetting only refills buckets
-        if tokens < cost:
-            self._rooms[discussion_id] = (tokens, now)
-            return False
-        self._rooms[discussion_id] = (tokens - cost, now)
-        return True
 
 
 def _now_ms() -> int:
@@ -140,8 +93,7 @@ class PresenceTracker:
         self._room_budget = RoomEventBudget()
         self._joins: GroupCommit[str, None] = GroupCommit(self._join_batch)
         self._leave_grace_ms: int | None = None  # None: the timings' grace
-        # User -> how many of this process's connections of theirs are online (FR-009).
-        self._online: Counter[str] = Counter()
+        self._online = OnlineCount()  # FR-009
         self._ids = itertools.count()
         self._id_prefix = secrets.token_hex(4)  # connection ids are unique across processes
 
@@ -155,24 +107,10 @@ class PresenceTracker:
 
     def online_users(self) -> set[str]:
         """Users with at least one connection to this process whose status is online."""
-        return set(self._online)
+        return self._online.users()
 
     def is_online_here(self, user_id: str) -> bool:
         return user_id in self._online
-
-    def _count(self, session: PresenceSession, delta: int) -> None:
-        if session.status != "online":
-            return
-        user_id = session.identity.user_id
-        self._online[user_id] += delta
-        if self._online[user_id] <= 0:
-            del self._online[user_id]
-
-    def _set_session_status(self, session: PresenceSession, status: Status) -> None:
-        """Every change of a registered session's status goes through here (the online count)."""
-        self._count(session, -1)
-        session.status = status
-        self._count(session, +1)
 
     async def _emit(self, discussion_id: str, changes: Sequence[PresenceChange]) -> None:
         if not changes:
@@ -201,7 +139,7 @@ class PresenceTracker:
         """Register a newly opened session in each of its discussions; returns its id."""
         conn_id = f"{self._id_prefix}{next(self._ids):x}"
         self._registrations[conn_id] = _Registration(session, last_active_ms=_now_ms())
-        self._count(session, +1)
+        self._online.add(session)
         try:
             await self._joins.submit(conn_id)
         except Exception:
@@ -231,7 +169,7 @@ class PresenceTracker:
         registration = self._registrations.pop(conn_id, None)
         if registration is None:
             return
-        self._count(registration.session, -1)
+        self._online.remove(registration.session)
         for discussion_id in registration.registered:
             try:
                 self._leaves.put_nowait((discussion_id, conn_id))
@@ -262,7 +200,7 @@ class PresenceTracker:
         registration = self._registrations.get(conn_id)
         if registration is None:
             return
-        self._set_session_status(registration.session, status)
+        self._online.set_status(registration.session, status)
         user_id = registration.session.identity.user_id
         if status == "online":
             registration.last_active_ms = _now_ms()
@@ -275,7 +213,7 @@ class PresenceTracker:
         """Every connection of the user's, on every server (`PUT /api/presence`)."""
         for registration in self._registrations.values():
             if registration.session.identity.user_id == identity.user_id:
-                self._set_session_status(registration.session, status)
+                self._online.set_status(registration.session, status)
         await self.store.mark_active(identity.user_id)
         for discussion_id in await self.store.user_discussions(identity.user_id):
             await self._emit(discussion_id, await self.store.set_status(discussion_id, identity.user_id, status))
@@ -302,17 +240,6 @@ class PresenceTracker:
 
     # -- idle (FR-035) ----------------------------------------------------------------------
 
-    def idle_notice(self, conn_id: str | None, cursor_event: Callable[[str], Event]) -> list[Event] | None:
-        """For `StreamSession.next_events`: None while active; once idle, `[session_idle]`,
-        then `SessionIdle` on the next call."""
-        registration = self._registrations.get(conn_id) if conn_id is not None else None
-        if registration is None or not registration.idle:
-            return None
-        if registration.notified:
-            raise SessionIdle()
-        registration.notified = True
-        return [cursor_event("session_idle")]
-
     async def _check_idle(self, now_ms: int) -> None:
         idle_ms = self.timings.idle_ms
         for registration in list(self._registrations.values()):
@@ -325,6 +252,7 @@ class PresenceTracker:
                 registration.last_active_ms = last
             if now_ms - registration.last_active_ms >= idle_ms:
                 registration.idle = True
+                registration.session.went_idle()
 
     # -- the background task ----------------------------------------------------------------
 

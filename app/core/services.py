@@ -1,6 +1,8 @@
 """The composition of one running Parley process: what `create_app` builds and owns.
 
-Handlers reach it through `services()`; nothing else holds global state.
+Handlers reach it through `services()`; nothing else holds global state. The real-time half
+(event log, hub, presence, sessions) is the `Node`; this container adds what the REST side
+needs besides (the database, the authenticator, rate limits, the users, the read-access cache).
 """
 
 from __future__ import annotations
@@ -11,17 +13,19 @@ from typing import Any
 
 from quart import current_app
 
-from app.auth import Authenticator
+from app.auth import Authenticator, Identity
 from app.core.hub import Hub
+from app.core.node import Node
 from app.core.presence_tracker import PresenceTracker
 from app.core.stream_slots import StreamSlots
 from app.domain.access import ReadAccessCache
 from app.domain.users import UserDirectory
+from app.errors import NotFound
 from app.infra.db import Database
 from app.infra.metrics import Metrics
 from app.infra.ratelimit import Limits
 from app.log.eventlog import EventLog
-from app.log.events import Event, envelope_body
+from app.log.events import Event
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,15 +36,37 @@ class Services:
     settings: Settings
     metrics: Metrics
     db: Database
-    log: EventLog
-    hub: Hub
+    node: Node
     auth: Authenticator
     # Per-user limits: `await services().rate_limit.hit(user_id, action)` (429 past them).
     rate_limit: Limits
-    presence: PresenceTracker
     users: UserDirectory
-    stream_slots: StreamSlots
     read_access: ReadAccessCache = field(default_factory=ReadAccessCache)
+
+    @property
+    def log(self) -> EventLog:
+        """The event log (`Node.event_log`)."""
+        return self.node.event_log
+
+    @property
+    def hub(self) -> Hub:
+        return self.node.hub
+
+    @property
+    def presence(self) -> PresenceTracker:
+        return self.node.presence
+
+    @property
+    def stream_slots(self) -> StreamSlots:
+        return self.node.stream_slots
+
+    async def may_read(self, identity: Identity, discussion_id: str) -> bool:
+        """Whether `identity` may read the discussion now (the read-access cache; NotFound: no)."""
+        try:
+            await self.read_access.check(self.db, identity, discussion_id)
+        except NotFound:
+            return False
+        return True
 
     async def publish(
         self,
@@ -52,10 +78,10 @@ class Services:
         payload: dict[str, Any],
         durable: bool = True,
     ) -> Event:
-        body = envelope_body(event_type, discussion_id=discussion_id, user=user, payload=payload)
-        event = await self.log.append(topic, event_type, body, durable=durable)
-        self.metrics.published.labels(type=event_type).inc()
-        return event
+        """Build the envelope, append it, count it (`Node.publish`)."""
+        return await self.node.publish(
+            topic, event_type, discussion_id=discussion_id, user=user, payload=payload, durable=durable
+        )
 
 
 def services() -> Services:

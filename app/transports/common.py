@@ -16,7 +16,7 @@ from app.errors import InvalidField, NotFound
 from app.web.requests import caller, refuse_unstorable
 
 # A backing service unreachable for now (Redis, the database, a socket): a client should come
-# back later, and every transport must tell it so in a way it acts on (see `sse.retry_later`).
+# back later, and every transport must tell it so in a way it acts on (see `sse_wire.retry_later`).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (RedisError, OperationalError, InterfaceError, OSError)
 
 # What opening any stream can answer besides 401 and 422 (`app.web.contract`).
@@ -63,4 +63,4 @@ async def session_for(parley: Services, identity: Identity, discussion_ids: list
     refuse_unstorable(discussion_ids, "discussion")
     for discussion_id in dict.fromkeys(discussion_ids):
         await parley.read_access.check(parley.db, identity, discussion_id)
-    return StreamSession(parley, identity, discussion_ids)
+    return parley.node.open_session(identity, discussion_ids, access_checked=True)

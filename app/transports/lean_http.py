@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any, cast
 
 import httptools
@@ -43,6 +41,7 @@ from hypercorn.config import Config
 
 from app.infra.ratelimit import Rate, retry_after_s
 from app.infra.ratelimit_memory import MemoryRateLimiter
+from app.web.error_response import ErrorAnswer, http11
 
 log = logging.getLogger(__name__)
 
@@ -128,19 +127,6 @@ def is_lean_stream(request: RequestHead) -> bool:
         and request.http_version == "1.1"
         and not request.has_body
     )
-
-
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> bytes:
-    """A complete JSON error response (`{"error": {"code", "message"}}`), closing the connection."""
-    body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
-    lines = [
-        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(body)}",
-        "Connection: close",
-        *(f"{name}: {value}" for name, value in (headers or {}).items()),
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 StreamOpener = Callable[[asyncio.Transport, RequestHead], None]
@@ -334,7 +320,7 @@ class FrontProtocol(asyncio.Protocol):
         headers: dict[str, str] | None = None,
     ) -> None:
         self._finish()
-        transport.write(error_response(status, code, message, headers))
+        transport.write(http11(ErrorAnswer(status, code, message, headers or {})))
         transport.close()
 
     def _timed_out(self) -> None:

@@ -1,11 +1,13 @@
 """`GET /stream` on the lean front: the same stream as `sse.py`, with no task or timer per
 connection once it is streaming.
 
-A connection is authenticated and authorized (401/404/422 as JSON, like the Quart path) and
-its session opened in one short-lived task; from then on it is a `LeanStream` protocol object:
-the hub's `Subscription.push` calls its sink, which writes the event's pre-encoded chunk to
-the transport. One process-wide timer (`LeanStreams`) sends heartbeats to idle connections and
-ends streams whose token expired (`auth_expired`, without an id line). A connection whose
+A connection is authenticated and authorized (401/403/404/422/429 as JSON, like the Quart
+path: `web/requests.authenticate`, `web/error_response`) and its session opened in one
+short-lived task; from then on it is a `LeanStream` protocol object: the session's sink
+(`StreamSession.stream_to`) writes each event's pre-encoded chunk to the transport. The
+session owns the deadlines; one process-wide timer (`LeanStreams`) asks each stream's session
+what is due (`StreamSession.tick` every `Node.tick_s`: a heartbeat, the idle end; `due` at
+each token expiry: `auth_expired`, without an id line). A connection whose
 unsent bytes pass `LeanStreams.max_write_buffer` (max(64 KiB, max_buffered_events x 1 KiB))
 is dropped (closed; the client resumes by `Last-Event-ID`) and counted as
 `parley_dropped_consumers{reason="slow_consumer"}`.
@@ -29,16 +31,14 @@ from urllib.parse import parse_qsl
 
 from werkzeug.http import parse_cookie
 
-from app.auth import token_from
-from app.core.hub import SlowConsumer
 from app.core.services import Services
-from app.core.session import StreamSession
-from app.errors import ApiError, Unauthorized
+from app.core.session import HEARTBEAT, End, Step, StreamSession
 from app.log.events import Event
 from app.transports.common import TRANSIENT_ERRORS, SseQuery, session_for
-from app.transports.lean_http import RequestHead, error_response
-from app.transports.sse import EVENT_HEARTBEAT, HEARTBEAT, SSE_HEADERS, HeartbeatForm, retry_later
-from app.web.requests import parse_query
+from app.transports.lean_http import RequestHead
+from app.web.error_response import error_response, http11
+from app.web.requests import authenticate, parse_query
+from app.web.sse_wire import COMMENTS, EVENTS, SSE_HEADERS, HeartbeatForm, heartbeat_form, last_words, retry_later
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +53,18 @@ MIN_WRITE_BUFFER_BYTES = 64 * 1024
 # `max_buffered_events` is in events; on the lean path the backlog is bytes. Our frames are a
 # few hundred bytes, so 1 KiB per event is a generous equivalent.
 BYTES_PER_BUFFERED_EVENT = 1024
-# The timer runs this many times per heartbeat interval; a connection gets a heartbeat after
-# that many silent ticks, so the gap between writes stays within one heartbeat interval.
-TICKS_PER_HEARTBEAT = 2
 
 
 def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-HEARTBEAT_CHUNK = chunk(HEARTBEAT)
-EVENT_HEARTBEAT_CHUNK = chunk(EVENT_HEARTBEAT)
+# Each heartbeat form's frame, chunked once (a form is shared by every stream that chose it).
+HEARTBEAT_CHUNKS = {form: chunk(form.heartbeat) for form in (COMMENTS, EVENTS)}
 
 
 def retry_later_response() -> bytes:
-    """A whole response telling the client to reconnect later (see `sse.retry_later`)."""
+    """A whole response telling the client to reconnect later (see `sse_wire.retry_later`)."""
     return RESPONSE_HEAD + chunk(retry_later()) + LAST_CHUNK
 
 
@@ -84,10 +81,10 @@ class LeanStreams:
 
     def __init__(self, parley: Services) -> None:
         self.parley = parley
-        settings = parley.settings
-        self.max_write_buffer = max(MIN_WRITE_BUFFER_BYTES, settings.max_buffered_events * BYTES_PER_BUFFERED_EVENT)
+        max_buffered = parley.settings.max_buffered_events
+        self.max_write_buffer = max(MIN_WRITE_BUFFER_BYTES, max_buffered * BYTES_PER_BUFFERED_EVENT)
         self.connections = parley.metrics.connections.labels(transport="sse")
-        self._tick_s = settings.heartbeat_s / TICKS_PER_HEARTBEAT
+        self._tick_s = parley.node.tick_s
         self._streams: set[LeanStream] = set()
         # (expires_at epoch s, serial, stream); entries of closed streams are skipped when
         # popped, and the heap is rebuilt when they outnumber the live ones.
@@ -186,26 +183,14 @@ class LeanStreams:
 class LeanStream(asyncio.Protocol):
     """One `GET /stream` connection: the transport's protocol from its head onwards."""
 
-    __slots__ = (
-        "_counted",
-        "_form",
-        "_heartbeat_chunk",
-        "_idle_ticks",
-        "_session",
-        "_streams",
-        "_task",
-        "_transport",
-        "expires_at",
-    )
+    __slots__ = ("_counted", "_form", "_session", "_streams", "_task", "_transport", "expires_at")
 
     def __init__(self, streams: LeanStreams, transport: asyncio.Transport, request: RequestHead) -> None:
         self._streams = streams
         self._transport: asyncio.Transport | None = transport
         self._session: StreamSession | None = None
         self._counted = False
-        self._idle_ticks = 0
-        self._form = HeartbeatForm("comment")
-        self._heartbeat_chunk = HEARTBEAT_CHUNK
+        self._form: HeartbeatForm = COMMENTS
         self.expires_at = 0.0
         transport.set_protocol(self)
         self._task: asyncio.Task[None] | None = streams.spawn(self._open(request))
@@ -219,16 +204,12 @@ class LeanStream(asyncio.Protocol):
             # The connection was lost (nothing left to close) or the process is stopping.
             self._dropped()
             raise
-        except ApiError as error:
-            self._fail(error_response(error.status, error.code, error.message, error.headers()))
-            return
         except TRANSIENT_ERRORS as error:
             log.warning("stream refused for now, the client will retry: %s", error)
             self._fail(retry_later_response())
             return
-        except Exception:
-            log.exception("unhandled error opening a stream")
-            self._fail(error_response(500, "internal_error", "something went wrong on our side"))
+        except Exception as error:  # ApiError: 401/403/404/422/429; anything else: 500, logged
+            self._fail(http11(error_response(error)))
             return
         finally:
             self._task = None
@@ -244,14 +225,9 @@ class LeanStream(asyncio.Protocol):
         query = parse_qsl(request.query.decode("latin-1"), keep_blank_values=True)
         # The same model as the Hypercorn path's `/stream` (and its OpenAPI description).
         wanted = parse_query(SseQuery, lambda wanted_name: [value for name, value in query if name == wanted_name])
-        self._form = HeartbeatForm(wanted.heartbeat)
-        self._heartbeat_chunk = EVENT_HEARTBEAT_CHUNK if self._form.visible else HEARTBEAT_CHUNK
-        cookies = parse_cookie(header(b"cookie"))
-        token = token_from({"Authorization": header(b"authorization")}, cookies)
-        if token is None:
-            raise Unauthorized("sign in: send a bearer token or the parley_token cookie", code="unauthenticated")
-        identity = await parley.auth.verify(token)
-        parley.users.remember_soon(identity)
+        self._form = heartbeat_form(wanted.heartbeat)
+        headers = {"Authorization": header(b"authorization")}
+        identity = await authenticate(headers, parse_cookie(header(b"cookie")), parley=parley, remember_now=False)
         session = await session_for(parley, identity, wanted.discussion)
         # Browsers send Last-Event-ID only on their own reconnects; a page that rebuilt its
         # EventSource passes its stored cursor in the query instead.
@@ -259,7 +235,7 @@ class LeanStream(asyncio.Protocol):
         self._session = session
         self._counted = True
         self._streams.connections.inc()
-        self.expires_at = identity.expires_at
+        self.expires_at = session.expires_at
         return await session.open(resume)
 
     def _fail(self, response: bytes) -> None:
@@ -274,63 +250,49 @@ class LeanStream(asyncio.Protocol):
         if transport is None or session is None:
             self._release()
             return
-        subscription = session.subscription
-        preamble = self._form.preamble(self._streams.parley.settings.heartbeat_s, session)
+        preamble = self._form.preamble(self._streams.parley.node.heartbeat_s, session.seconds_until_expiry())
         write(transport, RESPONSE_HEAD + chunk(preamble + b"".join(event.sse for event in missed)))
-        if subscription.dropped:  # overflowed while catching up; the client resumes
+        pending = session.stream_to(self._deliver, self._dropped)
+        if pending is None:  # overflowed while catching up; the client resumes
             self.end()
             return
-        subscription.on_drop = self._dropped
-        pending = subscription.take()
         if pending:
             write(transport, chunk(b"".join(event.sse for event in pending)))
-        subscription.sink = self._deliver
         self._streams.add(self)
 
     # -- streaming: called by the hub and the process-wide timer ------------------------------
 
     def _deliver(self, event: Event) -> bool:
-        """The subscription's sink: the hot path of every fan-out."""
+        """The session's sink: the hot path of every fan-out."""
         transport = cast(asyncio.Transport, self._transport)
         try:
             transport.write(self._streams.chunk_of(event))
         except RuntimeError:
             return True  # closed under us (see `write`); connection_lost cleans up
-        self._idle_ticks = 0
         return transport.get_write_buffer_size() <= self._streams.max_write_buffer
 
     def tick(self) -> None:
-        """Every heartbeat interval / TICKS_PER_HEARTBEAT: a heartbeat if nothing was sent."""
-        self._idle_ticks += 1
-        if self._idle_ticks < TICKS_PER_HEARTBEAT or self._transport is None:
-            return
-        self._idle_ticks = 0
-        session = self._session
-        if session is not None and self._idle_ended(session):
-            return
-        write(self._transport, self._heartbeat_chunk)
-        if session is not None and self._transport.get_write_buffer_size() > self._streams.max_write_buffer:
-            self._streams.parley.hub.drop(session.subscription, reason="slow_consumer")
-
-    def _idle_ended(self, session: StreamSession) -> bool:
-        """FR-035: a session idle for the timeout gets `session_idle`, and its stream ends."""
-        try:
-            notice = session.idle_notice()
-        except SlowConsumer:
-            notice = []
-        if notice is None:
-            return False
-        if self._transport is not None:
-            for event in notice:
-                write(self._transport, chunk(event.sse))
-        self.end()
-        return True
+        """Every `Node.tick_s`: whatever the session says is due."""
+        if self._session is not None:
+            self._write(self._session.tick())
 
     def expire(self) -> None:
-        """The token expired: say so (no id line, so Last-Event-ID stays) and end the stream."""
-        if self._transport is not None and self._session is not None:
-            write(self._transport, chunk(self._session.auth_expired().sse_without_id))
-        self.end()
+        """The token's expiry time came: the session ends it (`auth_expired`)."""
+        if self._session is not None:
+            self._write(self._session.due())
+
+    def _write(self, step: Step | None) -> None:
+        transport, session = self._transport, self._session
+        if step is None or transport is None or session is None:
+            return
+        if isinstance(step, End):
+            if step.notice is not None:
+                write(transport, chunk(last_words(step)))
+            self.end()
+        elif step is HEARTBEAT:
+            write(transport, HEARTBEAT_CHUNKS[self._form])
+            if transport.get_write_buffer_size() > self._streams.max_write_buffer:
+                session.fell_behind()
 
     def end(self) -> None:
         """End the response properly (last chunk) and close once it is sent."""

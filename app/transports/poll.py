@@ -10,14 +10,13 @@ or unknown cursor yields a `sync_required` event, exactly as on `/stream`. No cu
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
 
 from pydantic import BaseModel, Field
 from quart import Blueprint, Response
 
-from app.core.hub import SlowConsumer
-from app.core.session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
+from app.core.session import MAX_DISCUSSIONS_PER_CONNECTION, Deliver, End, StreamSession
 from app.log.events import Event
 from app.transports.common import STREAM_ERRORS, authorized_session
 from app.web.contract import documented
@@ -82,18 +81,20 @@ async def poll() -> Response:
 
 
 async def _wait(session: StreamSession, timeout_s: float) -> list[Event]:
-    deadline = time.monotonic() + timeout_s
-    while (left_s := deadline - time.monotonic()) > 0:
-        if session.seconds_until_expiry() <= 0:
-            return [session.auth_expired()]
-        try:
-            events = await session.next_events(min(left_s, max(session.seconds_until_expiry(), 0.01)))
-        except SlowConsumer:
-            # Dropped while waiting: answer now; the client's next poll resumes by cursor.
-            return []
-        if events:
-            return events
-    return []
+    """The first events within `timeout_s`, or the end's notice (`auth_expired`, `session_idle`);
+    none when the time passes or the session was dropped (the next poll resumes by cursor)."""
+    if timeout_s <= 0:
+        return []
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:  # heartbeats are the other transports' concern: a poll just waits on
+                step = await session.next()
+                if isinstance(step, Deliver):
+                    return step.events
+                if isinstance(step, End):
+                    return [] if step.notice is None else [step.notice]
+    except TimeoutError:
+        return []
 
 
 def _body(events: list[Event], cursor: str) -> Response:

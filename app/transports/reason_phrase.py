@@ -2,7 +2,7 @@
 
 ASGI carries no reason phrase, and Hypercorn sends h11's default, an empty one
 (`HTTP/1.1 200 `): legal, but it reads as broken in `curl -i` and trips strict clients. The
-lean front writes its own status lines with phrases (`lean_http.error_response`, `lean_sse`).
+lean front writes its own status lines with phrases (`web/error_response.http11`, `lean_sse`).
 
 Hypercorn has no option for it: `install` swaps in a subclass of its HTTP/1.1 protocol
 that fills in the standard phrase. Every process that serves calls it (`app.serving`).

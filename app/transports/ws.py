@@ -24,8 +24,9 @@ so a forbidden page never gets an upgrade. After the upgrade:
   messages, `typing`, `presence`) a message is refused with an `error` (`rate_limited`,
   `retry_after_s`) and the connection stays.
 
-One coroutine owns the session: it waits for whichever comes first, a client message or live
-events, so `resume` can swap the subscription without racing a sender. Disconnect arrives as
+One coroutine owns the session: it waits for whichever comes first, a client message or the
+session's next step (`StreamSession.next`: events, a heartbeat, the end), so `resume` can swap
+the subscription without racing a sender. Disconnect arrives as
 `CancelledError`; `finally` releases the subscription either way.
 """
 
@@ -38,25 +39,22 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError
-from quart import Blueprint, Response, jsonify, websocket
+from quart import Blueprint, Response, websocket
 
-from app.core.hub import SlowConsumer
 from app.core.services import Services, services
-from app.core.session import MAX_DISCUSSIONS_PER_CONNECTION, StreamSession
+from app.core.session import MAX_DISCUSSIONS_PER_CONNECTION, Deliver, End, StreamSession
 from app.core.stream_slots import TooManyStreams
 from app.errors import ApiError, Forbidden, RateLimited
 from app.infra.ratelimit import Rate
 from app.infra.ratelimit_memory import MemoryRateLimiter
 from app.log.events import Event
-from app.text import unstorable_text
 from app.transports.common import STREAM_ERRORS, TRANSIENT_ERRORS, StreamQuery, authorized_session
 from app.transports.ws_messages import (
-    CLIENT_MESSAGES,
     AnyClientMessage,
     AnyControl,
     AuthMessage,
     AuthOk,
+    BadMessage,
     ClientMessage,
     Heartbeat,
     Hello,
@@ -70,8 +68,10 @@ from app.transports.ws_messages import (
     TypingMessage,
     Unsubscribed,
     UnsubscribeMessage,
+    parse_client_message,
 )
 from app.web.contract import documented
+from app.web.error_response import error_response, quart_response
 from app.web.event_schemas import AnyEvent
 from app.web.requests import query_args
 
@@ -86,15 +86,6 @@ CLOSE_TRY_AGAIN_LATER = 1013
 HEARTBEAT = Heartbeat().text()
 # What the server sends: events, or control messages (which carry no `id`).
 AnyServerMessage: Any = AnyEvent | AnyControl
-
-
-class BadMessage(Exception):
-    """A client message we cannot act on; answered with an `error`, the connection stays."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
@@ -140,9 +131,8 @@ def _error(code: str, message: str) -> str:
 async def ws() -> Response | None:
     allowed = services().settings.allowed_origins
     if not origin_allowed(websocket.headers.get("Origin"), websocket.headers.get("Host"), allowed):
-        response = jsonify({"error": {"code": "forbidden_origin", "message": "this origin may not open a WebSocket"}})
-        response.status_code = 403
-        return response
+        refused = Forbidden("this origin may not open a WebSocket", code="forbidden_origin")
+        return quart_response(error_response(refused))
     try:
         wanted = query_args(StreamQuery)
         parley, session = await authorized_session(wanted.discussion)
@@ -153,10 +143,7 @@ async def ws() -> Response | None:
         await websocket.close(CLOSE_TOO_MANY, "too many open streams")
         return None
     except ApiError as error:
-        response = jsonify(error.to_json())
-        response.status_code = error.status
-        response.headers.update(error.headers())
-        return response
+        return quart_response(error_response(error))
     except TRANSIENT_ERRORS:
         await _try_again_later(accept=True)
         return None
@@ -186,46 +173,41 @@ async def _send_events(events: list[Event]) -> None:
         await websocket.send(event.text)
 
 
+# How each end of a session closes the socket (End.reason -> code, reason).
+CLOSES = {
+    "auth_expired": (CLOSE_TOKEN_EXPIRED, "token expired"),
+    "idle": (CLOSE_SLOW_CONSUMER, "idle: reconnect when back"),
+    "dropped": (CLOSE_SLOW_CONSUMER, "too far behind: resume from your cursor"),
+    "stopping": (CLOSE_GOING_AWAY, "server stopping: reconnect"),
+}
+
+
 async def _serve(parley: Services, session: StreamSession, resume: str | None) -> None:
-    heartbeat_s = parley.settings.heartbeat_s
     flood = MessageFlood(parley.settings.ws_connection_messages_per_min)
     expires_in_s = round(session.seconds_until_expiry(), 1)
-    await websocket.send(Hello(heartbeat_s=heartbeat_s, expires_in_s=expires_in_s).text())
+    await websocket.send(Hello(heartbeat_s=parley.node.heartbeat_s, expires_in_s=expires_in_s).text())
     await _send_events(await session.open(resume))
-    clock = asyncio.get_running_loop().time
-    last_sent = clock()
     receiving: asyncio.Task[str | bytes] = asyncio.ensure_future(websocket.receive())
     try:
         while True:
-            remaining_s = session.seconds_until_expiry()
-            if remaining_s <= 0:
-                await websocket.send(session.auth_expired().text)
-                await websocket.close(CLOSE_TOKEN_EXPIRED, "token expired")
-                return
-            # A heartbeat is due heartbeat_s after the last send, however often the client talks.
-            quiet_s = max(0.0, heartbeat_s - (clock() - last_sent))
-            waiting = asyncio.ensure_future(session.next_events(min(quiet_s, remaining_s)))
+            waiting = asyncio.ensure_future(session.next())
             done, _ = await asyncio.wait({receiving, waiting}, return_when=asyncio.FIRST_COMPLETED)
             if waiting not in done:
-                # Buffered events stay in the subscription; the next wait hands them out.
+                # Cancelling loses nothing: buffered events stay for the next `next()`.
                 waiting.cancel()
-                with contextlib.suppress(asyncio.CancelledError, SlowConsumer):
+                with contextlib.suppress(asyncio.CancelledError):
                     await waiting
             else:
-                try:
-                    events = waiting.result()
-                except SlowConsumer:
-                    if parley.hub.stopping:
-                        await websocket.close(CLOSE_GOING_AWAY, "server stopping: reconnect")
-                    else:
-                        await websocket.close(CLOSE_SLOW_CONSUMER, "too far behind: resume from your cursor")
+                step = waiting.result()
+                if isinstance(step, End):
+                    if step.notice is not None:
+                        await websocket.send(step.notice.text)
+                    await websocket.close(*CLOSES[step.reason])
                     return
-                if events:
-                    await _send_events(events)
-                    last_sent = clock()
-                elif receiving not in done:
+                if isinstance(step, Deliver):
+                    await _send_events(step.events)
+                else:
                     await websocket.send(HEARTBEAT)
-                    last_sent = clock()
             if receiving in done:
                 message = receiving.result()
                 receiving = asyncio.ensure_future(websocket.receive())
@@ -234,7 +216,7 @@ async def _serve(parley: Services, session: StreamSession, resume: str | None) -
                     await websocket.close(CLOSE_TOO_MANY, "too many messages")
                     return
                 if await _handle(parley, session, message):
-                    last_sent = clock()
+                    session.wrote()  # a reply counts: the heartbeat is due heartbeat_s after it
     finally:
         receiving.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -256,7 +238,7 @@ async def _handle(parley: Services, session: StreamSession, raw: str | bytes | N
     """Act on one client message; True when something was sent back."""
     try:
         await parley.rate_limit.hit(session.identity.user_id, "ws_message")
-        reply = await _dispatch(parley, session, _parse(raw))
+        reply = await _dispatch(parley, session, parse_client_message(raw))
     except RateLimited as limited:
         # The message is dropped; the client may send again after `retry_after_s`.
         error = {"type": "error", "code": limited.code, "message": limited.message}
@@ -270,29 +252,6 @@ async def _handle(parley: Services, session: StreamSession, raw: str | bytes | N
     elif reply:
         await _send_events(reply)
     return bool(reply)
-
-
-def _parse(raw: str | bytes | None) -> ClientMessage:
-    if raw is None:  # Quart hands an empty binary frame over as None (found by tests/test_fuzz_ws.py)
-        raise BadMessage("malformed_json", "messages are JSON objects")
-    try:
-        message = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise BadMessage("malformed_json", "messages are JSON objects") from None
-    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        raise BadMessage("malformed_message", 'a message is an object with a string "type"')
-    found = unstorable_text(message, "message")
-    if found is not None:
-        raise BadMessage("invalid_field", f"{found}: text may not contain NUL characters or unpaired surrogates")
-    model = CLIENT_MESSAGES.get(message["type"])
-    if model is None:
-        raise BadMessage("unknown_type", f"unknown message type {message['type'][:40]!r}")
-    try:
-        return model.model_validate(message)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "message"
-        raise BadMessage("invalid_field", f"{where}: {first['msg']}") from None
 
 
 async def _dispatch(parley: Services, session: StreamSession, message: ClientMessage) -> str | list[Event]:

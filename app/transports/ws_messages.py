@@ -8,12 +8,14 @@ Control messages carry no `id`: they never move a cursor.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from app.presence.store import Status
+from app.text import unstorable_text
 
 DiscussionId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
@@ -136,3 +138,36 @@ class MessageError(Control):
 
 CONTROL_MESSAGES = (Hello, Heartbeat, Subscribed, Unsubscribed, Pong, AuthOk, MessageError)
 AnyControl: Any = Annotated[Union[CONTROL_MESSAGES], Field(discriminator="type")]  # noqa: UP007
+
+
+class BadMessage(Exception):
+    """A client message we cannot act on; answered with an `error`, the connection stays."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def parse_client_message(raw: str | bytes | None) -> ClientMessage:
+    """One client frame as its model; `BadMessage` (answered with an `error`) if it is not one."""
+    if raw is None:  # Quart hands an empty binary frame over as None (found by tests/test_fuzz_ws.py)
+        raise BadMessage("malformed_json", "messages are JSON objects")
+    try:
+        message = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadMessage("malformed_json", "messages are JSON objects") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise BadMessage("malformed_message", 'a message is an object with a string "type"')
+    found = unstorable_text(message, "message")
+    if found is not None:
+        raise BadMessage("invalid_field", f"{found}: text may not contain NUL characters or unpaired surrogates")
+    model = CLIENT_MESSAGES.get(message["type"])
+    if model is None:
+        raise BadMessage("unknown_type", f"unknown message type {message['type'][:40]!r}")
+    try:
+        return model.model_validate(message)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "message"
+        raise BadMessage("invalid_field", f"{where}: {first['msg']}") from None

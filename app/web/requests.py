@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, TypeVar, get_origin
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints, ValidationError
 from quart import g, has_websocket_context, request, websocket
 
 from app.auth import Identity, token_from
-from app.core.services import services
+from app.core.services import Services, services
 from app.domain.access import readable_discussion
 from app.domain.users import DELETED_USER_ID
 from app.errors import BadRequest, Forbidden, InvalidField, NotFound, PayloadTooLarge, Unauthorized
@@ -70,17 +70,28 @@ PageSize = Annotated[int, BeforeValidator(_ascii_whole_number)]
 
 
 async def caller(*, remember_now: bool = True) -> Identity:
-    """The authenticated caller, or 401. Also upserts the user from the token's claims: before
-    going on, or (`remember_now=False`, for stream connects) in the background."""
+    """The authenticated caller of this Quart request or WebSocket handshake (`authenticate`),
+    remembered for the rest of the request."""
     identity: Identity | None = g.get("identity")
     if identity is not None:
         return identity
     # A WebSocket handshake has no `request`; its headers and cookies are on `websocket`.
     incoming = websocket if has_websocket_context() else request
-    token = token_from(incoming.headers, incoming.cookies)
+    identity = await authenticate(incoming.headers, incoming.cookies, parley=services(), remember_now=remember_now)
+    g.identity = identity
+    return identity
+
+
+async def authenticate(
+    headers: Mapping[str, str] | Any, cookies: Mapping[str, str], *, parley: Services, remember_now: bool = True
+) -> Identity:
+    """The caller a request's headers and cookies name (a bearer token or the cookie), or 401;
+    403 for the deleted-user placeholder. Also upserts the user from the token's claims: before
+    going on, or (`remember_now=False`, for stream connects) in the background. The one place
+    both the Quart handlers and the lean stream front authenticate."""
+    token = token_from(headers, cookies)
     if token is None:
         raise Unauthorized("sign in: send a bearer token or the parley_token cookie", code="unauthenticated")
-    parley = services()
     identity = await parley.auth.verify(token)
     if identity.user_id == DELETED_USER_ID:
         raise Forbidden("this account cannot be used", code="forbidden")
@@ -88,7 +99,6 @@ async def caller(*, remember_now: bool = True) -> Identity:
         await parley.users.remember(identity)
     else:
         parley.users.remember_soon(identity)
-    g.identity = identity
     return identity
 
 
