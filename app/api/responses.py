@@ -113,9 +113,12 @@ async def list_responses(discussion_id: str) -> dict[str, Any]:
 async def post_response(discussion_id: str) -> tuple[dict[str, Any], int]:
     identity = await caller()
     new = await json_body(NewResponse)
-    await services().rate_limit.hit(identity.user_id)
-    async with services().db.session() as session:
-        discussion = await readable_discussion(session, identity, discussion_id)
+    parley = services()
+    await parley.rate_limit.hit(identity.user_id)
+    # Read access from the cache every process keeps exact on membership changes (as stream
+    # connects and GET of the discussion do): no database read (issue 13).
+    await parley.read_access.check(parley.db, identity, discussion_id)
+    async with parley.db.session() as session:
         # A repeated client_id is found by the unique constraint at the INSERT below, not by a
         # read first: that read cost every page post ~0.4 ms (issue 13) to spare the rare retry.
         stances = dict(new.stances) if new.stances else {}
@@ -137,20 +140,26 @@ async def post_response(discussion_id: str) -> tuple[dict[str, Any], int]:
             stances=stances or None,
             client_id=new.client_id,
         )
-        domain.add(session, discussion, response)
         try:
             # The response, the stances it carries and its event are stored together, or none is.
-            await session.flush()  # the response's id, for its stances and its event
+            await domain.insert(session, response)  # sets its id, for its stances and its event
             await analysis_store.record_stances(
                 session,
-                services().db.engine.dialect.name,
+                parley.db.engine.dialect.name,
                 discussion_id=discussion_id,
                 user_id=identity.user_id,
                 response_id=response.id or 0,
                 stances=stances,
             )
             body = domain.response_json(response, identity.name)
-            event = _stage_event(session, "response_posted", identity, body)
+            event = await outbox.insert(
+                session,
+                topics.discussion(discussion_id),
+                "response_posted",
+                discussion_id=discussion_id,
+                user=identity.public,
+                payload={"response": body},
+            )
             await session.commit()
         except IntegrityError:
             # The same client_id again (a retry, or a race with another request): the first wins.
@@ -161,7 +170,7 @@ async def post_response(discussion_id: str) -> tuple[dict[str, Any], int]:
             return earlier, 200
     # FR-021: posting ends the author's typing at once (before the post reaches anyone).
     await stop_typing(discussion_id, identity)
-    await outbox.relay(services(), event)
+    await outbox.relay(parley, event)
     return body, 201
 
 
