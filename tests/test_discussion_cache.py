@@ -1,9 +1,10 @@
 """`GET /api/discussions/{id}` answers from the read-access cache (issue 13): every change to
 what it answers is seen, against real server processes.
 
-On the process that made the change: at once (the very next request), for a member added or
-removed and for an account deletion (the creator shown as the deleted user, the discussion
-still there). On another process sharing one Redis and one database: as soon as the change's
+On the process that made the change: at once (the very next request: GET, and a post, which
+checks read access with the same cache), for a member added or removed and for an account
+deletion (the creator shown as the deleted user, the discussion still there).
+On another process sharing one Redis and one database: as soon as the change's
 event reaches it through the log, well before the cache's 60 s age bound (the polls below give
 up after `WAIT_S`).
 """
@@ -50,6 +51,11 @@ async def eventually(
         await asyncio.sleep(0.05)
 
 
+async def post(client: httpx.AsyncClient, server: Server, token: str, discussion: str) -> httpx.Response:
+    url = f"{server.url}/api/discussions/{discussion}/responses"
+    return await client.post(url, json={"body": "hello"}, headers=bearer(token))
+
+
 def card(answer: httpx.Response) -> dict[str, Any]:
     assert answer.status_code == 200, answer.text
     body: dict[str, Any] = answer.json()
@@ -71,10 +77,13 @@ async def test_the_process_that_changes_members_answers_the_change_at_once(
         for _ in range(2):  # the second answer comes from the cache
             assert (await get(client, server, bob, secret)).status_code == 404
             shown = card(await get(client, server, alice, secret))
+        assert (await post(client, server, bob, secret)).status_code == 404  # posting checks the same cache
         assert (await set_member(client, server, alice, secret, "bob", member=True)).status_code == 200
         assert card(await get(client, server, bob, secret)) == shown
+        assert (await post(client, server, bob, secret)).status_code == 201
         assert (await set_member(client, server, alice, secret, "bob", member=False)).status_code == 200
         assert (await get(client, server, bob, secret)).status_code == 404
+        assert (await post(client, server, bob, secret)).status_code == 404
         assert card(await get(client, server, alice, secret)) == shown
 
 

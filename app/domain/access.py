@@ -6,8 +6,8 @@ only gathers its facts:
 
 - `readable_discussion` (REST: one caller, one discussion, a fresh database read);
 - `readers_among`, `readers_in` (notifications: which of these users may read it, one query);
-- `ReadAccessCache` (stream connects and `GET /api/discussions/{id}`: cached per discussion with
-  the discussion's own fields, forgotten on membership changes and account deletions).
+- `ReadAccessCache` (stream connects, `GET /api/discussions/{id}`, posting a response: cached
+  per discussion with its own fields, forgotten on membership changes and account deletions).
 
 Membership changes (app/domain/membership.py) fire `access_granted` / `access_revoked` on the
 member's user topic; every process's hub hands them to `ReadAccessCache.forget`
