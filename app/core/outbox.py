@@ -60,6 +60,7 @@ DELETE_BATCH = 500
 MAX_APPENDED = 100_000
 
 _OUTBOX = OutboxEntry.__table__  # type: ignore[attr-defined]
+_INSERT_ENTRY = sa_insert(_OUTBOX).returning(_OUTBOX.c.id)  # built once, run with parameters
 
 # Per database: ids of rows their request appended, for the relay's next pass to delete.
 _appended: weakref.WeakKeyDictionary[Database, list[int]] = weakref.WeakKeyDictionary()
@@ -95,9 +96,14 @@ async def insert(
     body = envelope_body(event_type, discussion_id=discussion_id, user=user, payload=payload)
     entry = OutboxEntry(key=secrets.token_hex(16), topic=topic, event_type=event_type, body=body.decode())
     inserted = await session.exec(
-        sa_insert(_OUTBOX)
-        .values(key=entry.key, topic=topic, event_type=event_type, body=entry.body, created_at=entry.created_at)
-        .returning(_OUTBOX.c.id)
+        _INSERT_ENTRY,
+        params={
+            "key": entry.key,
+            "topic": topic,
+            "event_type": event_type,
+            "body": entry.body,
+            "created_at": entry.created_at,
+        },
     )
     entry.id = inserted.scalar_one()
     return entry
