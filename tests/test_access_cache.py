@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from app.auth import Identity
-from app.domain.access import ReadAccessCache, readers_among
+from app.domain.access import ReadAccessCache, discussion_json, find_discussion, readers_among
 from app.domain.models import Discussion, DiscussionMember, User
 from app.errors import NotFound
 from app.infra import migrate
@@ -206,3 +206,19 @@ async def _outcome(cache: ReadAccessCache, db: Database, user: str, discussion_i
         return await cache.check(db, who(user), discussion_id)
     except NotFound as refused:
         return refused
+
+
+async def test_the_discussion_s_fields_come_from_the_cache_exactly_as_read(db: Database) -> None:
+    """`GET /api/discussions/{id}` answers `readable`: the fields `discussion_json` gives, read
+    once, then without a database read."""
+    await add_discussion(db, "open", "alice", "public", [])
+    async with db.session() as session:
+        expected = discussion_json(await find_discussion(session, "open"))
+    cache = ReadAccessCache()
+    with discussion_reads(db) as reads:
+        assert dict(await cache.readable(db, who("bob"), "open")) == expected
+        assert dict(await cache.readable(db, who("carol"), "open")) == expected
+        assert len(reads) == 1
+    shown = await cache.readable(db, who("bob"), "open")
+    with pytest.raises(TypeError):  # shared by every answer: nobody may change it
+        shown["title"] = "Elms"  # type: ignore[index]

@@ -103,11 +103,12 @@ async def list_discussions() -> dict[str, Any]:
 async def get_discussion(discussion_id: str) -> dict[str, Any]:
     identity = await caller()
     parley = services()
-    async with parley.db.session() as session:
-        discussion = await readable_discussion(session, identity, discussion_id)
+    # From the read-access cache: no database read in the common case (issue 13). Its fields
+    # are those only a membership change or an account deletion changes, which it is told of.
+    card = await parley.read_access.readable(parley.db, identity, discussion_id)
     # Who is here now (FR-033), from the same store as GET .../presence.
     here = await parley.presence.snapshot(discussion_id)
-    return {**discussions.discussion_json(discussion), "participant_count": len(here.participants)}
+    return {**card, "participant_count": len(here.participants)}
 
 
 @blueprint.put("/api/discussions/<discussion_id>/follow")

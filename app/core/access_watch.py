@@ -4,7 +4,8 @@ A change fires `access_granted` / `access_revoked` on the member's user topic
 (app/domain/membership.py). Every process's hub reads every event from the log, so each one
 here, through `Hub.watch`:
 
-- forgets the discussion in its `ReadAccessCache` (the next connect reads the members again);
+- forgets the discussion in its `ReadAccessCache` (the next connect or `GET` reads it again;
+  everything, for an account deletion: its discussions' `created_by` changed too);
 - on `access_revoked`, takes the discussion off each of that user's open streams in this
   process (`Subscription.on_revoke`: the session drops its topic and its presence there).
 
@@ -32,7 +33,13 @@ def watch_access(hub: Hub, cache: ReadAccessCache) -> None:
         discussion_id = _discussion_of(event)
         if discussion_id is None:
             return
-        cache.forget(discussion_id)
+        payload = event.as_dict().get("payload")
+        if isinstance(payload, dict) and payload.get("reason") == "account_deleted":
+            # The account's discussions now show the deleted user as creator: forget them all,
+            # as the process that deleted it did (app/api/account.py).
+            cache.clear()
+        else:
+            cache.forget(discussion_id)
         topic = topics.discussion(discussion_id)
         for subscription in hub.subscriptions_of(event.topic):  # the user's streams here
             if topic in subscription.topics:

@@ -41,6 +41,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 from sqlalchemy import delete
+from sqlalchemy import insert as sa_insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -57,6 +58,9 @@ RELAY_BATCH = 200
 # Ids per DELETE statement (SQLite allows 32,766 parameters) and waiting at most.
 DELETE_BATCH = 500
 MAX_APPENDED = 100_000
+
+_OUTBOX = OutboxEntry.__table__  # type: ignore[attr-defined]
+_INSERT_ENTRY = sa_insert(_OUTBOX).returning(_OUTBOX.c.id)  # built once, run with parameters
 
 # Per database: ids of rows their request appended, for the relay's next pass to delete.
 _appended: weakref.WeakKeyDictionary[Database, list[int]] = weakref.WeakKeyDictionary()
@@ -75,6 +79,33 @@ def stage(
     body = envelope_body(event_type, discussion_id=discussion_id, user=user, payload=payload)
     entry = OutboxEntry(key=secrets.token_hex(16), topic=topic, event_type=event_type, body=body.decode())
     session.add(entry)
+    return entry
+
+
+async def insert(
+    session: AsyncSession,
+    topic: str,
+    event_type: str,
+    *,
+    discussion_id: str | None,
+    user: dict[str, str] | None,
+    payload: dict[str, Any],
+) -> OutboxEntry:
+    """`stage`, written at once as one Core statement (the hot path of a post: no ORM flush
+    at the commit); its `id` is set. `relay` it after the commit."""
+    body = envelope_body(event_type, discussion_id=discussion_id, user=user, payload=payload)
+    entry = OutboxEntry(key=secrets.token_hex(16), topic=topic, event_type=event_type, body=body.decode())
+    inserted = await session.exec(
+        _INSERT_ENTRY,
+        params={
+            "key": entry.key,
+            "topic": topic,
+            "event_type": event_type,
+            "body": entry.body,
+            "created_at": entry.created_at,
+        },
+    )
+    entry.id = inserted.scalar_one()
     return entry
 
 

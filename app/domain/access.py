@@ -6,7 +6,8 @@ only gathers its facts:
 
 - `readable_discussion` (REST: one caller, one discussion, a fresh database read);
 - `readers_among`, `readers_in` (notifications: which of these users may read it, one query);
-- `ReadAccessCache` (stream connects: cached per discussion, forgotten on membership changes).
+- `ReadAccessCache` (stream connects, `GET /api/discussions/{id}`, posting a response: cached
+  per discussion with its own fields, forgotten on membership changes and account deletions).
 
 Membership changes (app/domain/membership.py) fire `access_granted` / `access_revoked` on the
 member's user topic; every process's hub hands them to `ReadAccessCache.forget`
@@ -18,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Container
+from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass
 from functools import partial
+from types import MappingProxyType
+from typing import Any
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -29,6 +32,7 @@ from app.auth import Identity
 from app.domain.models import Discussion, DiscussionMember
 from app.errors import NotFound
 from app.infra.db import Database
+from app.log.events import rfc3339
 
 MAX_ID_CHARS = 64
 
@@ -36,6 +40,19 @@ MAX_ID_CHARS = 64
 def may_read(visibility: str, created_by: str, members: Container[str], user_id: str) -> bool:
     """The rule. `members` need only hold the members among the users asked about."""
     return visibility != "private" or user_id == created_by or user_id in members
+
+
+def discussion_json(discussion: Discussion) -> dict[str, Any]:
+    """A discussion as the API shows it (`DiscussionOut`). Only fields that never change but
+    through what `ReadAccessCache` is told of (`created_by`: an account deletion), so a cached
+    copy stays exact."""
+    return {
+        "id": discussion.id,
+        "title": discussion.title,
+        "visibility": discussion.visibility,
+        "created_by": discussion.created_by,
+        "created_at": rfc3339(discussion.created_at),
+    }
 
 
 def not_found(discussion_id: str) -> NotFound:
@@ -98,20 +115,25 @@ class _Readers:
     created_by: str
     members: frozenset[str]
     loaded_at: float
+    card: Mapping[str, Any]  # `discussion_json`, read-only: shared by every answer
 
     def admit(self, user_id: str) -> bool:
         return may_read(self.visibility, self.created_by, self.members, user_id)
 
 
 class ReadAccessCache:
-    """Read access for stream connects without a database round trip each time.
+    """Read access (and the discussion's own fields) without a database round trip each time.
 
     A reconnect storm after a restart then costs the database once per discussion, not once
-    per client. Correct while membership changes: each change fires an event that every
-    process's hub passes to `forget` (app/core/access_watch.py), and an entry older than
-    `max_age_s` is read again anyway, which bounds the cost of an event lost with the log
-    (a Redis flush). Only existing discussions are cached, so unknown ids cannot fill it; it
-    keeps the `max_entries` most recently used.
+    per client, and `GET /api/discussions/{id}` none at all (issue 13). Correct while
+    membership changes: the process that commits a change forgets at once (app/api/members.py,
+    app/api/account.py), and each change fires an event that every process's hub passes to
+    `forget` (app/core/access_watch.py), so another process is exact once the event reaches it.
+    An entry older than `max_age_s` is read again anyway: that bounds the cost of an event lost
+    with the log (a Redis flush), and the one change no event tells another process of: a
+    deleted account's *public* discussions showing `created_by` as the deleted user (their
+    private ones are in its `access_revoked` events). Only existing discussions are cached, so
+    unknown ids cannot fill it; it keeps the `max_entries` most recently used.
     """
 
     def __init__(self, max_entries: int = 10_000, max_age_s: float = 60.0) -> None:
@@ -136,6 +158,10 @@ class ReadAccessCache:
         self._outdated.update(self._loading)
 
     async def check(self, db: Database, identity: Identity, discussion_id: str) -> None:
+        await self.readable(db, identity, discussion_id)
+
+    async def readable(self, db: Database, identity: Identity, discussion_id: str) -> Mapping[str, Any]:
+        """`discussion_json` of the discussion if the caller may read it; 404 otherwise."""
         readers = self._entries.get(discussion_id)
         if readers is None or time.monotonic() - readers.loaded_at > self._max_age_s:
             readers = await self._load(db, discussion_id)
@@ -143,6 +169,7 @@ class ReadAccessCache:
             self._entries.move_to_end(discussion_id)
         if not readers.admit(identity.user_id):
             raise not_found(discussion_id)
+        return readers.card
 
     async def _load(self, db: Database, discussion_id: str) -> _Readers:
         # The read runs as its own task: a caller that goes away must not cancel it for others.
@@ -173,4 +200,10 @@ class ReadAccessCache:
             members = await session.exec(
                 select(col(DiscussionMember.user_id)).where(DiscussionMember.discussion_id == discussion_id)
             )
-            return _Readers(discussion.visibility, discussion.created_by, frozenset(members.all()), time.monotonic())
+            return _Readers(
+                discussion.visibility,
+                discussion.created_by,
+                frozenset(members.all()),
+                time.monotonic(),
+                MappingProxyType(discussion_json(discussion)),
+            )

@@ -13,6 +13,7 @@ from sqlalchemy import and_, distinct, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.domain.access import discussion_json
 from app.domain.membership import add_initial_members
 from app.domain.models import Discussion, DiscussionMember, Response
 from app.errors import InvalidField
@@ -20,15 +21,7 @@ from app.log.events import rfc3339
 
 Scope = Literal["public", "mine"]
 
-
-def discussion_json(discussion: Discussion) -> dict[str, Any]:
-    return {
-        "id": discussion.id,
-        "title": discussion.title,
-        "visibility": discussion.visibility,
-        "created_by": discussion.created_by,
-        "created_at": rfc3339(discussion.created_at),
-    }
+__all__ = ["Scope", "create", "discussion_json", "listing"]
 
 
 async def create(
