@@ -155,8 +155,10 @@ class StreamSession:
             delivered = []
             for event in missed:
                 if event.position > subscription.last:
-                    delivered.append(event)
                     subscription.last = event.position
+                    # A discussion revoked while the catch-up was read stays out of it.
+                    if event.topic in subscription.topics:
+                        delivered.append(event)
             return delivered + subscription.take()
         except BaseException:
             self._leave()

@@ -143,19 +143,22 @@ class ReadAccessCache:
         # Reads in flight, so that a crowd connecting to one uncached discussion at once waits
         # for one database read instead of each making its own.
         self._loading: dict[str, asyncio.Task[_Readers]] = {}
-        # Reads in flight that started before a change: their answer is not cached.
-        self._outdated: set[str] = set()
+        # Reads in flight that started before a change: taken out of `_loading` (a caller who
+        # comes after the change starts a fresh read) and their answer is not cached.
+        self._outdated: set[asyncio.Task[_Readers]] = set()
 
     def forget(self, discussion_id: str) -> None:
         """Its readers changed: the next check reads them again."""
         self._entries.pop(discussion_id, None)
-        if discussion_id in self._loading:
-            self._outdated.add(discussion_id)
+        loading = self._loading.pop(discussion_id, None)
+        if loading is not None:
+            self._outdated.add(loading)
 
     def clear(self) -> None:
         """Forget every entry (an account deletion changed creators and members)."""
         self._entries.clear()
-        self._outdated.update(self._loading)
+        self._outdated.update(self._loading.values())
+        self._loading.clear()
 
     async def check(self, db: Database, identity: Identity, discussion_id: str) -> None:
         await self.readable(db, identity, discussion_id)
@@ -181,9 +184,10 @@ class ReadAccessCache:
         return await asyncio.shield(loading)
 
     def _loaded(self, discussion_id: str, loading: asyncio.Task[_Readers]) -> None:
-        del self._loading[discussion_id]
-        if discussion_id in self._outdated:
-            self._outdated.discard(discussion_id)
+        if self._loading.get(discussion_id) is loading:
+            del self._loading[discussion_id]
+        if loading in self._outdated:
+            self._outdated.discard(loading)
             return
         if loading.cancelled() or loading.exception() is not None:
             return  # not cached: the next connect asks again

@@ -213,7 +213,12 @@ class ShardedTail:
         laggards = [s for s in range(self._count) if self._read[s] < newest and self._ticked[s] < newest]
         for shard in laggards:
             self._ticked[shard] = newest
-        await asyncio.gather(*(self._source.tick(shard, newest) for shard in laggards))
+        try:
+            await asyncio.gather(*(self._source.tick(shard, newest) for shard in laggards))
+        except BaseException:
+            for shard in laggards:  # not ticked after all: ask again on the next pass
+                self._ticked[shard] = ORIGIN
+            raise
 
     def _forget(self, shard: int) -> None:
         """Drop what is waiting from a shard whose data is gone."""
