@@ -222,3 +222,18 @@ async def test_the_discussion_s_fields_come_from_the_cache_exactly_as_read(db: D
     shown = await cache.readable(db, who("bob"), "open")
     with pytest.raises(TypeError):  # shared by every answer: nobody may change it
         shown["title"] = "Elms"  # type: ignore[index]
+
+
+async def test_a_caller_after_a_change_does_not_join_a_read_begun_before_it(db: Database) -> None:
+    """A read in flight when membership changes may hold the readers from before the change: a
+    caller who comes after `forget` starts a read of its own (review of issue 15's cache)."""
+    await add_discussion(db, "secret", "alice", "private", ["bob"])
+    cache = ReadAccessCache()
+    with discussion_reads(db) as reads:
+        before = asyncio.get_running_loop().create_task(cache.check(db, who("alice"), "secret"))
+        await asyncio.sleep(0)  # its read has begun and is not finished
+        assert not before.done()
+        cache.forget("secret")  # the change's event arrives meanwhile
+        await cache.check(db, who("bob"), "secret")
+        await before
+        assert len(reads) == 2
