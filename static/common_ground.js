@@ -50,7 +50,9 @@ class TweenedNumber {
     }
     const start = performance.now();
     const step = (now) => {
-      const t = Math.min(1, (now - start) / TWEEN_MS);
+      // A frame's timestamp is when the frame began, which can precede `start`: clamp at 0, or
+      // the eased value would dip below `from` for a frame (seen as 0 -> -2 -> 40).
+      const t = Math.max(0, Math.min(1, (now - start) / TWEEN_MS));
       this.show(t === 1 ? target : from + (target - from) * easeOutCubic(t));
       if (t < 1) this.frame = requestAnimationFrame(step);
     };
