@@ -201,7 +201,11 @@ def test_fuzzed_websocket_messages_never_break_the_server(fuzz_target: tuple[Ser
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd is not None else None
             connection.closed(code)
-            assert code in ALLOWED_CLOSE_CODES, (code, batch)
+            # The server closed while this client was still writing (e.g. 4008: the fuzzer reads
+            # nothing, so its queue fills): the send breaks the pipe before the close frame is
+            # read, so no code is known. A crash is still caught: by the log check below.
+            unread_close = code is None and isinstance(closed.__cause__, (BrokenPipeError, ConnectionResetError))
+            assert code in ALLOWED_CLOSE_CODES or unread_close, (code, batch)
         # Checked per example, so Hypothesis shrinks a crash to the frames that cause it.
         assert "unhandled" not in server.log(), batch
 
