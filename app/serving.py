@@ -45,6 +45,7 @@ from hypercorn.utils import check_multiprocess_shutdown_event
 from app import hypercorn_fixes, startup
 from app.core.services import Services
 from app.infra import logs, metrics
+from app.infra.collector import Collector
 from app.infra.ratelimit import Rate
 from app.main import create_app
 from app.settings import Settings
@@ -184,6 +185,11 @@ async def worker_serve(
     # frozen with the rest rather than paying a full collection (~0.1 s) before listening.
     gc.freeze()
     gc.enable()
+    collector = None
+    if settings.gc_freeze_s > 0:
+        collector = loop.create_task(
+            Collector(freeze_every_s=settings.gc_freeze_s, full_every_s=settings.gc_full_s).run(), name="collector"
+        )
     context = StoppingContext(None)
     lean = settings.lean_stream and not config.ssl_enabled
     connect_rate = Rate.per_minute(settings.connect_limit_per_min)
@@ -214,6 +220,8 @@ async def worker_serve(
         lifespan_task.cancel()
         await asyncio.gather(lifespan_task, return_exceptions=True)
         watchdog.cancel()
+        if collector is not None:
+            collector.cancel()
 
 
 async def _report_slow_shutdown(after_s: float) -> None:

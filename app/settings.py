@@ -145,6 +145,10 @@ class Settings:
     # Serve `GET /stream` on the lean front (transports/lean_http.py) in front of Hypercorn.
     # PARLEY_LEAN_STREAM=0 serves everything with Hypercorn; with TLS it is always off.
     lean_stream: bool = True
+    # Objects older than this are frozen out of the collector's passes, and a full collection
+    # runs this often instead (app/infra/collector.py); 0 keeps CPython's own schedule.
+    gc_freeze_s: float = 1.0
+    gc_full_s: float = 600.0
     # The lean front closes a connection whose first request head is not complete this long
     # after it opened (slowloris).
     header_timeout_s: float = 5.0
@@ -281,6 +285,8 @@ class Settings:
             max_catchup_events=_int(env, "PARLEY_MAX_CATCHUP_EVENTS", 1000, minimum=1),
             workers=_int(env, "WEB_CONCURRENCY", 1, minimum=1),
             lean_stream=_flag(env, "PARLEY_LEAN_STREAM") is not False,
+            gc_freeze_s=_float(env, "PARLEY_GC_FREEZE_S", 1.0, minimum=0.0),
+            gc_full_s=_float(env, "PARLEY_GC_FULL_S", 600.0, minimum=1.0),
             header_timeout_s=_float(env, "PARLEY_HEADER_TIMEOUT_S", 5.0, minimum=0.1),
             log_level=(env.get("PARLEY_LOG_LEVEL") or "INFO").upper(),
             push_timeout_s=_float(env, "PARLEY_PUSH_TIMEOUT_S", 10.0, minimum=0.1),

@@ -298,11 +298,13 @@ async def listen_and_publish(
     core0 = core_busy_seconds(SERVER_CORE)
     rss0 = rss_bytes(pid)
     signal_profiler(args, target, signal.SIGUSR2)
+    sampler = start_py_spy(args, pid, f"{args.workload}-{rate:g}")
     result = await publish(
         target, discussions, rate=rate, duration_s=duration_s, mode=mode, connections=args.publish_connections
     )
     missing = await gen.drain(result["per_discussion"], before, timeout_s=args.drain_s)
     signal_profiler(args, target, signal.SIGUSR2)
+    stop_py_spy(sampler)
     for meter in meters:
         meter.stop()
     client_cpu.stop()
@@ -552,7 +554,11 @@ def main() -> None:
     parser.add_argument(
         "--cpu-quota", type=float, help="cap each server process at this fraction of a core (cgroup; for scale)"
     )
-    parser.add_argument("--py-spy", action="store_true", help="herd: sample the restarted server with py-spy")
+    parser.add_argument(
+        "--py-spy",
+        action="store_true",
+        help="sample the server with py-spy while measuring (herd: the restarted server)",
+    )
     args = parser.parse_args()
     raise_fd_limit()
     pin_to(CLIENT_CORE)

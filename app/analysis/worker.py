@@ -55,6 +55,12 @@ LEASE_NAME = "analysis"
 RUN_LEASE_NAME = "analysis-run"
 BATCH_LIMIT = 500
 READ_WAIT_S = 1.0
+# After a batch that was not full, wait this long before reading the next: under a steady stream
+# each read would otherwise return a handful of events and pay the step's fixed Redis round
+# trips (lease, epoch, stream info, checkpoint) for them (in `bench.run seed`, 1,000 events/s,
+# this worker's steps cost more of the event loop than its analyses). Runs are debounced by
+# `cg_min_interval_ms` anyway; an event arriving after a quiet spell is read at once.
+BATCH_LINGER_S = 0.1
 # Discussions computed at once by the holder.
 CONCURRENCY = 4
 # The holder stops reading the journal while this many discussions wait for a run (each
@@ -112,6 +118,7 @@ class AnalysisWorker(JournalHandler):
             lease_s=lease_s,
             batch_limit=BATCH_LIMIT,
             read_wait_s=READ_WAIT_S,
+            linger_s=BATCH_LINGER_S,
         )
 
     async def start_cursor(self) -> None:
