@@ -20,7 +20,9 @@ from app.log.events import sse_frame
 RETRY_MS = 2_000
 # `retry:` and a comment, so proxies and PaaS routers see a first byte at once.
 PREAMBLE = f"retry: {RETRY_MS}\n: connected\n\n".encode()
-HEARTBEAT = b": heartbeat\n\n"
+# The smallest comment line (2 bytes; 8 with HTTP/1.1 chunk framing: 16 B/min at the default
+# 30 s). A comment needs no blank line after it: nothing is dispatched.
+HEARTBEAT = b":\n"
 # `?heartbeat=event`: 45 bytes every PARLEY_HEARTBEAT_S (default 30 s), well under 1 KB/min.
 # Its data and the `hello`'s are the WebSocket's `Heartbeat` and `Hello` (transports/ws_messages.py).
 EVENT_HEARTBEAT = sse_frame(None, "heartbeat", b'{"type":"heartbeat"}')
