@@ -245,8 +245,10 @@ async def idle(args: argparse.Namespace, target: Target) -> list[dict[str, Any]]
         added = step - len(gen.clients)
         opened_before = gen.open_count
         cpu = CpuMeter(pid).start()
+        sampler = start_py_spy(args, pid, f"idle-connect-{step}")
         connect_s = await gen.connect(added, discussions)
         cpu.stop()
+        stop_py_spy(sampler)
         await asyncio.sleep(args.settle_s)  # let allocator and GC settle before sampling
         rss = rss_bytes(pid)
         signal_profiler(args, target, signal.SIGUSR1)
