@@ -89,6 +89,9 @@ class PresenceTracker:
         self._registrations: dict[str, _Registration] = {}
         self._leaves: asyncio.Queue[tuple[str, str]] = asyncio.Queue(MAX_PENDING_LEAVES)
         self._wake = asyncio.Event()
+        # A session's discussions changed (`nudge`): reconcile at the next wake. Not on every
+        # wake: a leave wakes the loop too, and a reconcile walks every connection.
+        self._reconcile_due = False
         self._publish: Publish | None = None
         self._room_budget = RoomEventBudget()
         self._joins: GroupCommit[str, None] = GroupCommit(self._join_batch)
@@ -151,7 +154,8 @@ class PresenceTracker:
         """Connections that opened together join in one store call per discussion: a crowd
         reconnecting after a restart costs O(discussions) calls, not O(connections)."""
         by_discussion: dict[str, list[Connection]] = {}
-        for conn_id in conn_ids:
+        for index, conn_id in enumerate(conn_ids):
+            await _yield_every(index)
             registration = self._registrations.get(conn_id)
             if registration is None:
                 continue  # closed while waiting for its batch
@@ -160,8 +164,7 @@ class PresenceTracker:
                 if discussion_id not in registration.registered:
                     registration.registered.add(discussion_id)
                     by_discussion.setdefault(discussion_id, []).append(self._connection(conn_id, session))
-        for discussion_id, connections in by_discussion.items():
-            await self._emit(discussion_id, await self.store.touch(discussion_id, connections))
+        await self._touch(by_discussion)
         return [None] * len(conn_ids)
 
     def disconnect(self, conn_id: str) -> None:
@@ -179,12 +182,15 @@ class PresenceTracker:
 
     def nudge(self) -> None:
         """A session's discussions changed: reconcile now rather than at the next refresh."""
+        self._reconcile_due = True
         self._wake.set()
 
     async def _reconcile(self) -> None:
         """Sessions whose discussions changed (a WebSocket's subscribe/unsubscribe): leave the
         ones they dropped, and join the new ones the way connects join (`_join_batch`)."""
-        for conn_id, registration in list(self._registrations.items()):
+        self._reconcile_due = False
+        for index, (conn_id, registration) in enumerate(list(self._registrations.items())):
+            await _yield_every(index)
             for discussion_id in sorted(registration.registered - set(registration.session.discussion_ids)):
                 registration.registered.discard(discussion_id)
                 await self._emit(discussion_id, await self.store.leave(discussion_id, conn_id))
@@ -242,7 +248,8 @@ class PresenceTracker:
 
     async def _check_idle(self, now_ms: int) -> None:
         idle_ms = self.timings.idle_ms
-        for registration in list(self._registrations.values()):
+        for index, registration in enumerate(list(self._registrations.values())):
+            await _yield_every(index)
             if registration.idle or now_ms - registration.last_active_ms < idle_ms:
                 continue
             # Activity through REST may have happened on any process: ask the store.
@@ -279,12 +286,20 @@ class PresenceTracker:
     async def _refresh(self) -> None:
         await self._reconcile()
         by_discussion: dict[str, list[Connection]] = {}
-        for conn_id, registration in list(self._registrations.items()):
+        for index, (conn_id, registration) in enumerate(list(self._registrations.items())):
+            await _yield_every(index)
             for discussion_id in registration.registered:
                 by_discussion.setdefault(discussion_id, []).append(self._connection(conn_id, registration.session))
+        await self._touch(by_discussion)
+
+    async def _touch(self, by_discussion: dict[str, list[Connection]]) -> None:
+        """One store call per discussion: O(discussions) calls, not O(connections). A
+        connection closed meanwhile is left out: its leave is queued, and a touch after it
+        would keep it listed until it expired."""
         for discussion_id, connections in by_discussion.items():
-            # One call per discussion: a refresh costs O(discussions), not O(connections) calls.
-            await self._emit(discussion_id, await self.store.touch(discussion_id, connections))
+            live = [connection for connection in connections if connection.conn_id in self._registrations]
+            if live:
+                await self._emit(discussion_id, await self.store.touch(discussion_id, live))
 
     async def _sweep(self) -> None:
         local = self._local_discussions()
@@ -310,7 +325,7 @@ class PresenceTracker:
                     next_refresh = now + self._refresh_interval_s
                     await self._refresh()
                     await self._check_idle(_now_ms())
-                elif self._wake.is_set():
+                elif self._reconcile_due:
                     await self._reconcile()
                 if loop.time() >= next_sweep:
                     next_sweep = loop.time() + self._sweep_interval_s
@@ -340,3 +355,10 @@ class PresenceTracker:
         await self._joins.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._drain_leaves(), timeout_s)
+
+
+async def _yield_every(index: int, every: int = 500) -> None:
+    """Let the loop deliver between slices of a pass over every connection: at 10,000
+    connections a pass in one piece stopped every delivery behind it for tens of ms."""
+    if index and index % every == 0:
+        await asyncio.sleep(0)
