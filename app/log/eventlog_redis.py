@@ -7,7 +7,8 @@ one more stream holding every event of the shard for a short window, its *journa
 durable one for the retention window. `append.lua` writes the firehose, the topic and the
 journal of one shard atomically (one hash slot: the shard's keys share a hash tag, so shards
 can live on different Redis Cluster masters) and gives the event the firehose's ID as its
-position everywhere. Positions form one global order across shards (`app.log.cursor`,
+position everywhere; one call takes one event or, for `append_many`, up to `APPEND_BATCH`
+events of the shard, positioned in the order given. Positions form one global order across shards (`app.log.cursor`,
 docs/SCALING.md "One order across shards"): each process's tail (`app.log.redis_tail`) merges
 the shards and releases an event only once every shard has shown a later position.
 
@@ -196,13 +197,12 @@ class RedisEventLog(TailSource):
             *(self._append_run(shard, [appends[i] for i in indexes]) for shard, indexes in runs),
             return_exceptions=True,
         )
-        events: list[Event | None] = [None] * len(appends)
+        placed: dict[int, Event] = {}
         for (_, indexes), result in zip(runs, results, strict=True):
             if isinstance(result, BaseException):
                 raise result  # (the other shards' calls have finished: none is left running)
-            for index, event in zip(indexes, result, strict=True):
-                events[index] = event
-        return [event for event in events if event is not None]
+            placed.update(zip(indexes, result, strict=True))
+        return [placed[index] for index in range(len(appends))]
 
     async def _append_run(self, shard: int, appends: Sequence[Append]) -> list[Event]:
         """Append to one shard, in order, `APPEND_BATCH` at a time (a script holds Redis while
