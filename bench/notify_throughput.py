@@ -1,7 +1,7 @@
 """Notification worker throughput and lag under a steady stream of responses (issue 13, goal 4).
 
     python bench/notify_throughput.py [--backend embedded|redis] [--rate 1000] [--seconds 10]
-                                      [--discussions 50] [--followers 10]
+                                      [--discussions 50] [--followers 10] [--cpu-quota 0.4]
 
 Builds the real app (`create_app`, its `before_serving`: the real worker, log and database)
 in this process and feeds it `--rate` responses per second for `--seconds`, the way a post
@@ -16,7 +16,11 @@ Measured from the log itself (read as the run goes, 2 times a second): the lag o
 clock: this process's, or Redis `TIME`). Prints lag p50/p95/max over all notifications,
 notifications per second (stored notifications over the time from the first post to the
 last notification) and how many were expected. `--backend redis`: Redis (a private
-redis-server, or REDIS_URL) and PostgreSQL at 127.0.0.1:5432 (a fresh database, dropped after).
+redis-server, or REDIS_URL) and PostgreSQL at 127.0.0.1:5432 (a fresh database, dropped after);
+it also prints the append script calls Redis ran (`INFO commandstats`, EVAL + EVALSHA: the
+feeder's one per response and the worker's; all clients', so a shared REDIS_URL counts others').
+`--cpu-quota 0.4`: this process capped at 0.4 of a core (a cgroup v1 `cpu` controller, as
+`bench/run.py scale` uses), for a figure that does not depend on what else the machine runs.
 Prints figures; asserts nothing.
 """
 
@@ -92,18 +96,21 @@ async def postgres_database() -> AsyncIterator[str]:
             await admin.close()
 
 
-async def redis_cpu_s(url: str | None) -> float:
-    """CPU seconds the Redis server has used (INFO cpu), or 0 without Redis."""
+async def redis_cpu_s(url: str | None) -> tuple[float, int]:
+    """CPU seconds the Redis server has used (INFO cpu) and the scripts it ran (INFO
+    commandstats: EVAL + EVALSHA), or zeros without Redis."""
     if url is None:
-        return 0.0
+        return 0.0, 0
     import redis.asyncio
 
     client = redis.asyncio.Redis.from_url(url)
     try:
         info = await client.info("cpu")
+        stats = await client.info("commandstats")
     finally:
         await client.aclose()
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+    scripts = sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("eval", "evalsha"))
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"]), scripts
 
 
 async def seed(parley: Any, discussions: int, followers: int) -> dict[str, int]:
@@ -224,8 +231,26 @@ class Tally:
             )
 
 
+@contextlib.contextmanager
+def cpu_quota(cores: float | None) -> Iterator[None]:
+    """This process (not the redis-server it started before) capped at `cores` of a core."""
+    if cores is None:
+        yield
+        return
+    from bench.common import CPU_CGROUP_ROOT, CpuQuota
+
+    quota = CpuQuota(f"parley-notify-bench-{os.getpid()}", cores)
+    quota.add(os.getpid())
+    print(f"this process capped at {cores} of a core")
+    try:
+        yield
+    finally:
+        (CPU_CGROUP_ROOT / "cgroup.procs").write_text(str(os.getpid()))
+        quota.remove()
+
+
 async def run(args: argparse.Namespace, database_url: str, redis: str | None) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, cpu_quota(args.cpu_quota):
         env = {"DATABASE_URL": database_url, "PARLEY_DATA_DIR": tmp, "PARLEY_RATE_LIMIT_PER_MIN": "0"}
         if redis is not None:
             env |= {"REDIS_URL": redis, "PARLEY_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}"}
@@ -254,7 +279,11 @@ async def run(args: argparse.Namespace, database_url: str, redis: str | None) ->
                 f"{used / max(1, sent) * 1000:.2f} ms per response"
             )
             if redis is not None:
-                print(f"  CPU of redis-server over the same time: {await redis_cpu_s(redis) - redis_cpu:.1f} s")
+                redis_cpu_after, scripts_after = await redis_cpu_s(redis)
+                print(
+                    f"  redis-server over the same time: CPU {redis_cpu_after - redis_cpu[0]:.1f} s, "
+                    f"{scripts_after - redis_cpu[1]} script calls (EVAL + EVALSHA; the feeder's: {sent})"
+                )
 
 
 async def main() -> None:
@@ -265,6 +294,7 @@ async def main() -> None:
     parser.add_argument("--discussions", type=int, default=50)
     parser.add_argument("--followers", type=int, default=10)
     parser.add_argument("--drain-s", type=float, default=120, help="how long to wait for the worker after feeding")
+    parser.add_argument("--cpu-quota", type=float, help="cap this process at this fraction of a core (cgroup v1)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if args.backend == "embedded":

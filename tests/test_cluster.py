@@ -21,7 +21,7 @@ from app.infra.redis_cluster import RedisClusterConnection
 from app.infra.redis_connection import RedisConnection, time_ms
 from app.infra.redis_keys import shard_of
 from app.log.cursor import Cursor, Position
-from app.log.eventlog import CursorUnavailable, LogGap
+from app.log.eventlog import Append, CursorUnavailable, LogGap
 from app.log.eventlog_redis import NotReplicated
 from app.log.events import Event, envelope_body
 from app.settings import ConfigError, Settings
@@ -76,6 +76,11 @@ async def test_an_append_no_replica_confirmed_counts_as_failed(redis_url: str, r
         with pytest.raises(NotReplicated):
             await log.append("d:x", "response_posted", body("needs a replica"))
         await log.append("d:x", "typing_started", body("ephemeral"), durable=False)
+        with pytest.raises(NotReplicated):  # a batch with a durable event waits too
+            await log.append_many(
+                [Append("d:x", "typing_started", body("e"), durable=False), Append("d:x", "response_posted", body("d"))]
+            )
+        await log.append_many([Append("d:x", "typing_started", body("ephemeral"), durable=False)])
     finally:
         await log.close()
 
@@ -129,12 +134,18 @@ async def test_shards_on_three_masters_keep_one_order(cluster: RedisCluster, pre
         async with tailing(log) as received:
             appended = [await log.append(topics[i % 9], "response_posted", body(str(i))) for i in range(60)]
             concurrent = await asyncio.gather(*(log.append(t, "response_posted", body(t)) for t in topics * 4))
-            await wait_for(lambda: len(received) >= 96, timeout_s=10)
+            batch = await log.append_many([Append(topics[i % 9], "response_posted", body(str(i))) for i in range(45)])
+            await wait_for(lambda: len(received) >= 141, timeout_s=10)
         live = [item for item in received if isinstance(item, Event)]
         # What one process appends in turn keeps its order across shards; the tail gives every
         # event once, in one order, whichever master it came from.
         assert [e.position for e in appended] == sorted(e.position for e in appended)
-        assert [e.position for e in live] == sorted({e.position for e in [*appended, *concurrent]})
+        assert [e.position for e in live] == sorted({e.position for e in [*appended, *concurrent, *batch]})
+        # A batch: each topic's events in the order given, all after what came before.
+        assert min(e.position for e in batch) > max(e.position for e in [*appended, *concurrent])
+        for topic in topics:
+            mine = [e for e in batch if e.topic == topic]
+            assert [e.position for e in mine] == sorted(e.position for e in mine)
         everything = await log.read_after(topics, start, limit=1000)
         assert [e.position for e in everything] == [e.position for e in live]
         middle = Cursor.parse(appended[29].cursor)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -12,7 +13,7 @@ import redis.asyncio as redis
 
 from app.infra.redis_keys import RedisKeys
 from app.log.cursor import Cursor, InvalidCursor, Position
-from app.log.eventlog import CursorUnavailable, EventLog, LogGap
+from app.log.eventlog import Append, CursorUnavailable, EventLog, LogGap
 from app.log.eventlog_memory import MemoryEventLog
 from app.log.events import Event, envelope_body
 
@@ -49,6 +50,10 @@ def body(text: str) -> bytes:
 
 async def append_all(log: EventLog, items: list[tuple[str, str]]) -> list[Event]:
     return [await log.append(topic, "response_posted", body(text)) for topic, text in items]
+
+
+def texts_of(append: Append) -> list[str]:
+    return [json.loads(append.body)["payload"]["text"]]
 
 
 def texts(events: list[Event]) -> list[str]:
@@ -132,6 +137,61 @@ async def test_cursor_older_than_retention_is_expired(make_log: LogFactory) -> N
     with pytest.raises(CursorUnavailable) as caught:
         await log.read_after(["d:a"], Cursor.parse(old.cursor), limit=100)
     assert caught.value.reason == "expired"
+
+
+async def test_append_many_positions_each_topics_events_in_order_after_earlier_appends(make_log: LogFactory) -> None:
+    log = make_log()
+    await log.open()
+    start = await log.head()
+    [before] = await append_all(log, [("u:z", "before")])
+    # More than one script call's worth (APPEND_BATCH), spread over topics of every shard.
+    batch = [Append(f"u:{i % 7}", "notification", body(str(i))) for i in range(450)]
+    batch.insert(100, Append("u:1", "activity", body("ephemeral"), durable=False))
+    async with tailing(log) as received:
+        appended = await log.append_many(batch)
+        [after] = await append_all(log, [("u:z", "after")])
+        await wait_for(lambda: any(isinstance(e, Event) and e.position == after.position for e in received))
+    assert [(e.topic, e.type, texts([e])) for e in appended] == [(a.topic, a.event_type, texts_of(a)) for a in batch]
+    assert all(Cursor.parse(e.cursor).epoch == log.epoch for e in appended)
+    positions = [e.position for e in appended]
+    assert len(set(positions)) == len(positions)
+    assert before.position < min(positions) and max(positions) < after.position
+    for topic in {a.topic for a in batch}:
+        mine = [e.position for e in appended if e.topic == topic]
+        assert mine == sorted(mine), topic
+    # Stored and journaled as `append` would, the ephemeral one only on the tail; the tail
+    # gives each event once.
+    durable = [e for e in appended if e.type == "notification"]
+    stored = await log.read_after([f"u:{i}" for i in range(7)], start, limit=1000)
+    assert [e.cursor for e in stored] == [e.cursor for e in sorted(durable, key=lambda e: e.position)]
+    assert [e.as_dict() for e in stored] == [e.as_dict() for e in sorted(durable, key=lambda e: e.position)]
+    journal = await log.read_journal(start, 1000, 0.0)
+    assert [e.cursor for e in journal] == [
+        e.cursor for e in sorted([before, *durable, after], key=lambda e: e.position)
+    ]
+    live = [e.position for e in received if isinstance(e, Event) and e.topic.startswith("u:")]
+    assert live == sorted([*positions, after.position])
+    assert await log.append_many([]) == []
+
+
+async def test_append_many_appends_at_most_once_per_dedupe_key(make_log: LogFactory) -> None:
+    log = make_log()
+    await log.open()
+    start = await log.head()
+    first = await log.append("d:a", "response_posted", body("x"), dedupe_key="outbox-1")
+    appended = await log.append_many(
+        [
+            Append("d:a", "response_posted", body("x"), dedupe_key="outbox-1"),
+            Append("d:a", "response_posted", body("y"), dedupe_key="outbox-2"),
+            Append("d:b", "response_posted", body("z")),
+            Append("d:a", "response_posted", body("y"), dedupe_key="outbox-2"),
+        ]
+    )
+    assert appended[0].position == first.position
+    assert appended[3].position == appended[1].position
+    stored = await log.read_after(["d:a", "d:b"], start, limit=100)
+    assert [e.position for e in stored] == sorted([first.position, appended[1].position, appended[2].position])
+    assert texts(stored) == ["x", "y", "z"] or texts(stored) == ["x", "z", "y"]
 
 
 async def test_memory_log_is_bounded_per_topic() -> None:

@@ -9,6 +9,7 @@ and the test decides what is a batch.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from sqlmodel import col, select, update
 
 from app.core.active_users_memory import LocalActiveUsers
+from app.core.node import Node
 from app.core.services import Services
 from app.domain.models import (
     Discussion,
@@ -33,6 +35,7 @@ from app.infra.redis_connection import RedisConnection
 from app.infra.redis_keys import RedisKeys
 from app.log import topics
 from app.log.cursor import Cursor
+from app.log.eventlog_redis import NotReplicated
 from app.log.events import Event
 from app.log.journal_consumer import JournalConsumer, JournalHandler
 from app.main import create_app
@@ -40,6 +43,8 @@ from app.notify.delivery import Delivery
 from app.notify.webpush import PushSender
 from app.notify.worker import LEASE_NAME, NotifyHandler
 from app.settings import Settings
+
+from .support import OwnRedisEventLog
 
 _pushers: dict[int, PushSender] = {}
 
@@ -174,6 +179,40 @@ async def test_a_batch_gives_exactly_the_right_notifications_once_also_when_repl
     assert sorted(await published(parley, after_second)) == ids
     assert await stored(parley) == expected
     assert r4  # posted, and notified nobody
+
+
+async def test_notifications_are_marked_published_only_once_their_batch_is_appended(
+    parley: Services, redis_url: str, redis_prefix: str
+) -> None:
+    """NFR-009: stored, appended, then recorded. A log that refuses the batch (here: no replica
+    confirms it, PARLEY_LOG_WAIT_REPLICAS=1 on a Redis without replicas) leaves every row
+    pending, and the next run publishes them."""
+    parents = await seed(parley)
+    start = await parley.log.head()
+    await post(parley, "pub", "alice", "Agreed, @bob and @Carol", parent=parents["bob_pub"])
+    await post(parley, "pub", "alice", "again", parent=parents["carol_pub"])
+    events = await batch(parley, start)
+    refusing = OwnRedisEventLog(redis_url, prefix=redis_prefix, retention_s=3600, wait_replicas=1)
+    await refusing.open()
+    try:
+        node = Node(refusing, parley.presence.store, parley.metrics, parley.node.settings)
+        refused = dataclasses.replace(parley, node=node)
+        _pushers[id(refused)] = _pushers[id(parley)]
+        try:
+            with pytest.raises(NotReplicated):
+                await handler(refused).handle(start, events, asyncio.Event())
+        finally:
+            del _pushers[id(refused)]
+    finally:
+        await refusing.close()
+    async with parley.db.session() as session:
+        states = (await session.exec(select(Notification.delivery_state))).all()
+    assert states and set(states) == {"pending"}
+    assert await handler(parley).handle(start, events, asyncio.Event())
+    async with parley.db.session() as session:
+        rows = (await session.exec(select(Notification))).all()
+    assert {n.delivery_state for n in rows} == {"published"}
+    assert {n.id for n in rows} <= set(await published(parley, start))
 
 
 async def test_a_holder_that_lost_the_lease_stores_nothing(parley: Services) -> None:

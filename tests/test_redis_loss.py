@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from app.log.cursor import Cursor
-from app.log.eventlog import CursorUnavailable, LogGap
+from app.log.eventlog import Append, CursorUnavailable, LogGap
 from app.log.eventlog_redis import RedisEventLog
 from app.log.events import Event, envelope_body
 
@@ -94,6 +94,23 @@ async def test_a_process_started_after_the_loss_adopts_the_survivors_epoch(
         assert await late.read_after([TOPIC], Cursor.parse(after.cursor), limit=10) == []
     finally:
         await late.close()
+
+
+async def test_a_batch_appended_after_the_loss_is_all_in_the_new_epoch(
+    volatile_redis: RedisServer, two_logs: tuple[RedisEventLog, RedisEventLog]
+) -> None:
+    a, b = two_logs
+    first = await a.append(TOPIC, "response_posted", body("before"))
+    old_epoch = a.epoch
+    await restart(volatile_redis)
+    batch = await a.append_many([Append(TOPIC, "response_posted", body(str(i))) for i in range(250)])
+    assert a.epoch != old_epoch
+    assert all(e.cursor.startswith(a.epoch + ".") for e in batch)
+    with pytest.raises(CursorUnavailable) as caught:
+        await b.read_after([TOPIC], Cursor.parse(first.cursor), limit=1000)
+    assert caught.value.reason == "unknown_epoch"
+    resumed = await b.read_after([TOPIC], Cursor.parse(batch[0].cursor), limit=1000)
+    assert [e.cursor for e in resumed] == [e.cursor for e in batch[1:]]
 
 
 async def test_head_after_the_loss_is_in_the_new_epoch(

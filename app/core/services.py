@@ -8,6 +8,7 @@ needs besides (the database, the authenticator, rate limits, the users, the read
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from quart import current_app
 
 from app.auth import Authenticator, Identity
 from app.core.hub import Hub
-from app.core.node import Node
+from app.core.node import Node, Publication
 from app.core.presence_tracker import PresenceTracker
 from app.core.stream_slots import StreamSlots
 from app.domain.access import ReadAccessCache
@@ -82,6 +83,10 @@ class Services:
         return await self.node.publish(
             topic, event_type, discussion_id=discussion_id, user=user, payload=payload, durable=durable
         )
+
+    async def publish_many(self, publications: Sequence[Publication]) -> list[Event]:
+        """A batch of `publish`, appended in one go (`Node.publish_many`)."""
+        return await self.node.publish_many(publications)
 
 
 def services() -> Services:

@@ -6,6 +6,12 @@ Contract, identical for both backends (tests/test_eventlog.py runs one suite aga
   by every topic (see `app.log.cursor` for why) and stores it in its topic for the retention
   window. A non-durable event (typing, presence) gets a position and reaches `tail` readers
   but is not stored: it is never replayed.
+- `append_many` appends a batch in one go (one round trip per shard for the Redis log): like
+  `append` on each in turn, so each topic's events get increasing positions in the order given,
+  after everything this process appended before. (Across topics, the Redis log with several
+  shards may interleave them differently, as concurrent appends are.) On an error each topic has
+  a prefix of its events appended, possibly none or all: a caller that records what it appended
+  records it only once `append_many` has returned.
 - `tail` yields every event appended after it started, durable or not, in position order, to
   the one reader a process runs (`app.core.hub.Hub`). If the backend cannot guarantee the sequence
   is gap-free (the reader lost its place, or the log lost its data and started a new epoch),
@@ -27,7 +33,8 @@ Contract, identical for both backends (tests/test_eventlog.py runs one suite aga
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 from app.log.cursor import Cursor, Position
@@ -52,6 +59,17 @@ class CursorUnavailable(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True, slots=True)
+class Append:
+    """One event of an `append_many` batch (the arguments of `append`)."""
+
+    topic: str
+    event_type: str
+    body: bytes
+    durable: bool = True
+    dedupe_key: str | None = None
+
+
 class EventLog(Protocol):
     @property
     def epoch(self) -> str:
@@ -69,6 +87,9 @@ class EventLog(Protocol):
     ) -> Event:
         """Append an event. With `dedupe_key`, at most once per key within the retention
         window: a second append returns the first one's event (the outbox relays by it)."""
+
+    async def append_many(self, appends: Sequence[Append]) -> list[Event]:
+        """Append a batch: one event per `Append`, in the same order (see the contract above)."""
 
     async def read_after(self, topics: Collection[str], cursor: Cursor, limit: int) -> list[Event]: ...
 

@@ -12,10 +12,10 @@ import asyncio
 import heapq
 import secrets
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 
 from app.log.cursor import ORIGIN, Cursor, Position
-from app.log.eventlog import LOG_GAP, CursorUnavailable, LogGap, check_epoch, retention_passed
+from app.log.eventlog import LOG_GAP, Append, CursorUnavailable, LogGap, check_epoch, retention_passed
 from app.log.events import Event, now_ms
 
 SWEEP_INTERVAL_MS = 60_000
@@ -76,6 +76,13 @@ class MemoryEventLog:
     async def append(
         self, topic: str, event_type: str, body: bytes, *, durable: bool = True, dedupe_key: str | None = None
     ) -> Event:
+        return self._append(topic, event_type, body, durable, dedupe_key)
+
+    async def append_many(self, appends: Sequence[Append]) -> list[Event]:
+        # No await between them: the batch enters the log whole, in the order given.
+        return [self._append(a.topic, a.event_type, a.body, a.durable, a.dedupe_key) for a in appends]
+
+    def _append(self, topic: str, event_type: str, body: bytes, durable: bool, dedupe_key: str | None) -> Event:
         if dedupe_key is not None:
             earlier = self._appended.get(dedupe_key)
             if earlier is not None:

@@ -9,12 +9,11 @@ before a crash, before its state was written).
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from datetime import timedelta
-from functools import partial
 
+from app.core.node import Publication
 from app.core.services import Services
 from app.domain.models import Discussion, Notification, utcnow
 from app.domain.notifications import notification_json
@@ -23,9 +22,6 @@ from app.log.events import rfc3339
 from app.notify import store
 from app.notify.webpush import PushJob, PushSender
 
-# Appends in flight at once: each user's own notifications stay in order (one after another),
-# different users' go concurrently, so a Redis log is not paid one round trip at a time.
-PUBLISH_CONCURRENCY = 32
 # Pushes left "pending" by a crashed holder are sent again if they are younger than this.
 PUSH_REQUEUE_WINDOW = timedelta(hours=1)
 PUSH_REQUEUE_LIMIT = 1_000
@@ -36,6 +32,20 @@ PUSH_REQUEUE_LIMIT = 1_000
 ACTIVITY_INTERVAL_S = 1.0
 
 
+def publication(notification: Notification) -> Publication:
+    """The `notification` event on the user's topic."""
+    actor = None
+    if notification.actor_id is not None:
+        actor = {"id": notification.actor_id, "name": notification.actor_name or notification.actor_id}
+    return Publication(
+        topics.user(notification.user_id),
+        "notification",
+        notification.discussion_id,
+        actor,
+        {"notification": notification_json(notification)},
+    )
+
+
 def push_job(notification: Notification) -> PushJob:
     """What the service worker (static/sw.js) receives: enough to show and to open."""
     return PushJob(
@@ -44,18 +54,6 @@ def push_job(notification: Notification) -> PushJob:
         payload={"notification": notification_json(notification)},
         urgency="high" if notification.priority == "high" else "normal",
     )
-
-
-async def per_user(work: dict[str, list[Callable[[], Awaitable[object]]]]) -> None:
-    """Run each user's calls in order, up to `PUBLISH_CONCURRENCY` users at once."""
-    slots = asyncio.Semaphore(PUBLISH_CONCURRENCY)
-
-    async def one(calls: list[Callable[[], Awaitable[object]]]) -> None:
-        async with slots:
-            for call in calls:
-                await call()
-
-    await asyncio.gather(*(one(calls) for calls in work.values()))
 
 
 class Delivery:
@@ -71,29 +69,18 @@ class Delivery:
         self._sent_at: dict[str, float] = {}  # discussion id -> monotonic time of its last update
 
     async def notifications(self, notifications: Iterable[Notification]) -> None:
-        """Publish what is pending in-app, queue what is pending for Web Push, and record it."""
-        work: dict[str, list[Callable[[], Awaitable[object]]]] = {}
+        """Publish what is pending in-app (one batch: `Services.publish_many`, each user's in the
+        order given), queue what is pending for Web Push, and record it once all is appended."""
+        publications: list[Publication] = []
         published: list[str] = []
         for notification in notifications:
             if notification.delivery_state == "pending":
-                work.setdefault(notification.user_id, []).append(partial(self._publish, notification))
+                publications.append(publication(notification))
                 published.append(notification.id)
             if notification.push_state == "pending":
                 await self._pusher.enqueue(push_job(notification))
-        await per_user(work)
+        await self._parley.publish_many(publications)
         await store.mark_published(self._parley.db, published)
-
-    async def _publish(self, notification: Notification) -> None:
-        actor = None
-        if notification.actor_id is not None:
-            actor = {"id": notification.actor_id, "name": notification.actor_name or notification.actor_id}
-        await self._parley.publish(
-            topics.user(notification.user_id),
-            "notification",
-            discussion_id=notification.discussion_id,
-            user=actor,
-            payload={"notification": notification_json(notification)},
-        )
 
     async def activity(self, activity: dict[str, set[str]], titles: dict[str, tuple[str, str]]) -> None:
         """One `activity` update per follower and discussion (FR-008) for the batch, or later
@@ -123,7 +110,7 @@ class Delivery:
         for discussion_id in activity:
             self._sent_at[discussion_id] = now
         counts = await store.unread_of_followers(self._parley.db, list(activity))
-        work: dict[str, list[Callable[[], Awaitable[object]]]] = {}
+        updates: list[Publication] = []
         for (user_id, discussion_id), count in sorted(counts.items()):
             if user_id in activity.get(discussion_id, ()) and discussion_id in self._titles:
                 title, last_activity_at = self._titles[discussion_id]
@@ -133,18 +120,11 @@ class Delivery:
                     "unread_count": count,
                     "last_activity_at": last_activity_at,
                 }
-                update = partial(
-                    self._parley.publish,
-                    topics.user(user_id),
-                    "activity",
-                    discussion_id=discussion_id,
-                    user=None,
-                    payload=payload,
-                    durable=False,
+                updates.append(
+                    Publication(topics.user(user_id), "activity", discussion_id, None, payload, durable=False)
                 )
-                work.setdefault(user_id, []).append(update)
         self._titles = {d: t for d, t in self._titles.items() if d in self._waiting}
-        await per_user(work)
+        await self._parley.publish_many(updates)
 
     async def requeue_pending_pushes(self) -> None:
         """Pushes a crashed holder had queued but not finished: send them (again)."""
