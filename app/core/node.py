@@ -17,6 +17,7 @@ from typing import Any
 from app.auth import Identity
 from app.core.hub import Hub
 from app.core.presence_tracker import PresenceTracker
+from app.core.publication import Publication
 from app.core.session import TICKS_PER_HEARTBEAT, StreamSession
 from app.core.stream_slots import StreamSlots
 from app.infra.metrics import Metrics
@@ -24,18 +25,6 @@ from app.log.eventlog import Append, EventLog
 from app.log.events import Event, envelope_body
 from app.presence.store import PresenceStore
 from app.settings import Settings
-
-
-@dataclass(frozen=True, slots=True)
-class Publication:
-    """One event of a `Node.publish_many` batch (the arguments of `Node.publish`)."""
-
-    topic: str
-    event_type: str
-    discussion_id: str | None
-    user: dict[str, str] | None
-    payload: dict[str, Any]
-    durable: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +59,7 @@ class Node:
         self.settings = settings
         self.hub = Hub(event_log, metrics)
         self.presence = PresenceTracker(presence_store, self.hub, sweep_interval_s=settings.presence_sweep_s)
-        self.presence.attach(self.publish)
+        self.presence.attach(self.publish_many)
         self.stream_slots = StreamSlots(settings.max_streams_per_user)
         # Read access asked again once a session has subscribed (set by the composition root:
         # `Services.may_read`). A membership removal handled by this process between the

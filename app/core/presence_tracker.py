@@ -42,6 +42,7 @@ from app.auth import Identity
 from app.cancellation import raise_if_cancelling, stop_if_cancelled
 from app.core.hub import Hub
 from app.core.presence_session import OnlineCount, PresenceSession
+from app.core.publication import Publication
 from app.core.room_budget import ROOM_EVENTS, RoomEventBudget
 from app.infra.batching import GroupCommit
 from app.log import topics
@@ -64,7 +65,7 @@ LEAVE_BATCH = 500
 SHUTDOWN_GRACE_MS = 30_000
 DISCUSSION_TOPIC_PREFIX = topics.discussion("")
 
-Publish = Callable[..., Awaitable[Event]]
+PublishMany = Callable[[Sequence[Publication]], Awaitable[list[Event]]]
 
 
 @dataclass(eq=False)
@@ -92,7 +93,7 @@ class PresenceTracker:
         # A session's discussions changed (`nudge`): reconcile at the next wake. Not on every
         # wake: a leave wakes the loop too, and a reconcile walks every connection.
         self._reconcile_due = False
-        self._publish: Publish | None = None
+        self._publish: PublishMany | None = None
         self._room_budget = RoomEventBudget()
         self._joins: GroupCommit[str, None] = GroupCommit(self._join_batch)
         self._leave_grace_ms: int | None = None  # None: the timings' grace
@@ -100,8 +101,8 @@ class PresenceTracker:
         self._ids = itertools.count()
         self._id_prefix = secrets.token_hex(4)  # connection ids are unique across processes
 
-    def attach(self, publish: Publish) -> None:
-        """How events go out (`Services.publish`); set once by the composition root."""
+    def attach(self, publish: PublishMany) -> None:
+        """How events go out (`Node.publish_many`); set once by the composition root."""
         self._publish = publish
 
     @property
@@ -121,20 +122,17 @@ class PresenceTracker:
         if self._publish is None:
             raise RuntimeError("PresenceTracker.attach() was not called")
         topic = topics.discussion(discussion_id)
+        publications = []
         for change in changes:
             if change.type in ROOM_EVENTS and not self._room_budget.take(
                 discussion_id, self._hub.subscriber_count(topic)
             ):
                 continue  # a crowd is arriving or leaving: see RoomEventBudget
             payload: dict[str, Any] = {} if change.status is None else {"status": change.status}
-            await self._publish(
-                topic,
-                change.type,
-                discussion_id=discussion_id,
-                user={"id": change.user_id, "name": change.name},
-                payload=payload,
-                durable=False,
-            )
+            user = {"id": change.user_id, "name": change.name}
+            publications.append(Publication(topic, change.type, discussion_id, user, payload, durable=False))
+        # One append for the batch (a crowd's joins are one log call per discussion, not one each).
+        await self._publish(publications)
 
     # -- connections ------------------------------------------------------------------------
 

@@ -16,8 +16,9 @@ from quart import current_app
 
 from app.auth import Authenticator, Identity
 from app.core.hub import Hub
-from app.core.node import Node, Publication
+from app.core.node import Node
 from app.core.presence_tracker import PresenceTracker
+from app.core.publication import Publication
 from app.core.stream_slots import StreamSlots
 from app.domain.access import ReadAccessCache
 from app.domain.users import UserDirectory

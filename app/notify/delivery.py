@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from datetime import timedelta
 
-from app.core.node import Publication
+from app.core.publication import Publication
 from app.core.services import Services
 from app.domain.models import Discussion, Notification, utcnow
 from app.domain.notifications import notification_json
