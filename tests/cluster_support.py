@@ -90,10 +90,29 @@ class RedisCluster:
                 infos = [node.info("cluster") for node in self.nodes if node.process.poll() is None]
                 agreed = all(i["cluster_state"] == "ok" and int(i["cluster_known_nodes"]) == known for i in infos)
                 paired = agreed and all(self.replica_of(master) is not None for master in self.masters())
-                if paired and all(self.replicating(node) for node in self.nodes if "slave" in self._flags(node)):
+                if (
+                    paired
+                    and all(self.replicating(node) for node in self.nodes if "slave" in self._flags(node))
+                    and all(self.replicas_online(master) for master in self.masters())
+                ):
                     return
             time.sleep(0.1)
         raise TimeoutError("the Redis Cluster never became ready")
+
+    def replicas_online(self, master: ClusterNode) -> bool:
+        """Whether a write to the master is confirmed by its replica (`WAIT`). A replica's link
+        is up before that: its master may still have it in `wait_bgsave`, and after the sync
+        Redis 7 streams nothing to it (GETACK included) until the replica's first ACK, up to a
+        second later (seen: the tests' first WAITs then got 0 of 1)."""
+        ranges = [(low, high) for low, high, port in self.slot_ranges() if port == master.port]
+        key = next(
+            f"ready-{i}"
+            for i in range(100_000)
+            if any(low <= key_slot(f"ready-{i}".encode()) <= high for low, high in ranges)
+        )
+        with master.client() as client:
+            client.set(key, "1", ex=60)
+            return int(client.execute_command("WAIT", 1, 200)) >= 1
 
     def replicating(self, replica: ClusterNode) -> bool:
         """Whether a replica's link to its master is up (synced: WAIT counts it)."""
