@@ -1,4 +1,6 @@
 """`parley serve`: run Parley on Hypercorn, bound to $PORT (the Procfile's `web:`);
+`parley work`: run only the workers (notifications, analysis, retention), no listener (the
+Procfile's optional `worker:`, beside web processes started with PARLEY_WORKERS=0);
 `parley migrate`: bring the database to the newest schema (the Procfile's `release:`).
 
 Every connection is accepted by our front (`app/serving.py`): over plain TCP it serves
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from hypercorn.config import Config
 
 # Hypercorn, SQLAlchemy and the app are imported by the command that needs them (`_serve`,
-# `_migrate`), so `parley --help` and a mistyped command answer at once.
+# `_work`, `_migrate`), so `parley --help` and a mistyped command answer at once.
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--host", help="address to bind (default: PARLEY_HOST, else 127.0.0.1 with development login on, else 0.0.0.0)"
     )
+    commands.add_parser(
+        "work", help="run only the workers (notifications, analysis, retention); web processes set PARLEY_WORKERS=0"
+    )
     commands.add_parser("migrate", help="apply the database migrations (the Procfile's release phase)")
     args = parser.parse_args(argv)
     try:
@@ -74,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level)
     if args.command == "migrate":
         return _migrate(settings)
+    if args.command == "work":
+        return _work(settings)
     if settings.embedded and settings.workers > 1:
         print(
             f"parley: WEB_CONCURRENCY={settings.workers}, but without REDIS_URL the event log lives in one "
@@ -108,6 +115,32 @@ def _serve(settings: Settings) -> int:
     sockets = startup.bind(config, settings.host, settings.port)
     url = startup.open_url(settings.host, settings.port, config.ssl_enabled)
     return serving.serve(config, settings, sockets, url)
+
+
+def _work(settings: Settings) -> int:
+    """Run the workers until SIGTERM or SIGINT; a start-up failure is said in a line or two."""
+    import asyncio
+    import signal
+
+    from app import startup
+    from app.main import run_workers
+
+    async def work() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await run_workers(settings, stop)
+
+    try:
+        return asyncio.run(work())
+    except Exception as error:
+        failure = startup.cause(error)
+        if failure is None:
+            raise
+        log.debug("start-up failed", exc_info=error)
+        startup.report(failure)
+        return 1
 
 
 def _migrate(settings: Settings) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
@@ -26,7 +27,7 @@ from app.errors import ApiError
 from app.infra.db import Database
 from app.infra.metrics import Metrics
 from app.infra.resources import STATIC_DIR
-from app.notify.worker import start_notifications
+from app.notify.worker import NotifyParts, notify_parts, start_notifications
 from app.settings import Settings, StartupError
 from app.web import error_response, http_security
 from app.web.contract import enforce_contract
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 PRESENCE_DRAIN_S = 1.0
 USERS_FLUSH_S = 2.0
 TASKS_STOP_S = 5.0
+
+Spawn = Callable[[Coroutine[Any, Any, None], str], None]
 
 
 class _Quart(Quart):
@@ -55,7 +58,6 @@ def create_app(settings: Settings | None = None) -> Quart:
     app = _Quart(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["PARLEY_SETTINGS"] = settings
-    tasks: set[asyncio.Task[Any]] = set()
 
     from app.api import (
         account,
@@ -108,50 +110,34 @@ def create_app(settings: Settings | None = None) -> Quart:
     for kind in (ApiError, HTTPException, RedisError, Exception):
         app.register_error_handler(kind, error_response.handle)
 
+    tasks = BackgroundTasks()
+    spawn = tasks.spawn
+
     @app.before_serving
     async def start() -> None:
         # Each step raises a StartupError naming the setting at fault (app/startup.py).
-        # Redis first: it fails fast, before a fresh SQLite file's migrations fill the screen.
-        # (Embedded, opening takes the data directory's lock first.)
-        backends = await startup.open_backends(settings)
-        app.extensions["parley.backends"] = backends
-        event_log, presence_store = backends.event_log, backends.presence_store
-        db = Database(settings.database_url)
-        await startup.ready_database(settings, db)
+        startup.check_workers(settings)
+        parley, backends = await open_services(settings, app.extensions)
+        node = parley.node
         if backends.lock is not None:
             log.info("embedded event log (no REDIS_URL): this process must be the only one")
         if settings.dev_login:
             log.warning("development login is ON (PARLEY_DEV_LOGIN): anyone can sign in as anyone")
-        metrics = Metrics()
-        node = Node(event_log, presence_store, metrics, StreamSettings.of(settings))
-        app.extensions["parley"] = parley = Services(
-            settings=settings,
-            metrics=metrics,
-            db=db,
-            node=node,
-            auth=Authenticator(settings),
-            rate_limit=backends.limits,
-            users=UserDirectory(db),
-        )
         watch_access(node.hub, parley.read_access)  # membership changes, from every process
         node.recheck_access = parley.may_read  # closes the race of a connect with a removal
         spawn(node.hub.run(), "hub")
         spawn(node.presence.run(), "presence")
         spawn(parley.users.run(), "users")
+        # Every web process relays its own requests' outbox rows (it alone knows which it
+        # appended) and tells the notification worker, wherever it runs, who is online here.
         spawn(OutboxRelay(parley).run(), "outbox")
-        spawn(RetentionSweeper(db, settings).run(), "retention")
-        await start_notifications(app.extensions, parley, backends, spawn)
-        await start_analysis(parley, backends, spawn)
-
-    def spawn(coroutine: Any, name: str) -> None:
-        task = asyncio.create_task(coroutine, name=name)
-        tasks.add(task)
-        task.add_done_callback(_finished)
-
-    def _finished(task: asyncio.Task[Any]) -> None:
-        tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+        notify = await notify_parts(parley, backends)
+        app.extensions["parley.push"] = notify.pusher  # the page asks for its VAPID key
+        spawn(notify.active.run(), "active-users")
+        if settings.run_workers:
+            await start_workers(parley, backends, notify, spawn)
+        else:
+            log.info("PARLEY_WORKERS=0: the journal workers run elsewhere (`parley work`)")
 
     @app.after_serving
     async def stop() -> None:
@@ -164,19 +150,112 @@ def create_app(settings: Settings | None = None) -> Quart:
                 await asyncio.wait_for(running.users.flush(), USERS_FLUSH_S)
             except Exception:  # shutdown goes on: those users are written on their next visit
                 log.warning("users: could not write the queued users before stopping")
-        for task in list(tasks):
-            task.cancel()
-        if tasks:
-            # Bounded: a task that swallowed its cancellation must not keep the process up.
-            _, stuck = await asyncio.wait(set(tasks), timeout=TASKS_STOP_S)
-            for task in stuck:
-                log.error("background task %s did not stop within %.0fs; leaving it", task.get_name(), TASKS_STOP_S)
-        parley: Services | None = app.extensions.pop("parley", None)
-        if parley is not None:
-            await parley.db.close()
-        # The log, the presence store and the one Redis connection all of them shared.
-        backends: Backends | None = app.extensions.pop("parley.backends", None)
-        if backends is not None:
-            await backends.close()
+        await tasks.cancel_all()
+        await close_services(app.extensions)
 
     return app
+
+
+class BackgroundTasks:
+    """A process's background tasks: spawned by name, logged if one fails, all cancelled at
+    shutdown with a bounded wait. `failed` is set once any of them ends with an error."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.failed = asyncio.Event()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+            self.failed.set()
+
+    async def cancel_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            # Bounded: a task that swallowed its cancellation must not keep the process up.
+            _, stuck = await asyncio.wait(set(self._tasks), timeout=TASKS_STOP_S)
+            for task in stuck:
+                log.error("background task %s did not stop within %.0fs; leaving it", task.get_name(), TASKS_STOP_S)
+
+
+async def open_services(settings: Settings, extensions: dict[str, Any]) -> tuple[Services, Backends]:
+    """The backends, the database and the `Services` over them, kept in `extensions` (so that
+    `close_services` closes whatever was opened, even when a later step failed)."""
+    # Redis first: it fails fast, before a fresh SQLite file's migrations fill the screen.
+    # (Embedded, opening takes the data directory's lock first.)
+    backends = await startup.open_backends(settings)
+    extensions["parley.backends"] = backends
+    db = Database(settings.database_url)
+    await startup.ready_database(settings, db)
+    metrics = Metrics()
+    node = Node(backends.event_log, backends.presence_store, metrics, StreamSettings.of(settings))
+    extensions["parley"] = parley = Services(
+        settings=settings,
+        metrics=metrics,
+        db=db,
+        node=node,
+        auth=Authenticator(settings),
+        rate_limit=backends.limits,
+        users=UserDirectory(db),
+    )
+    return parley, backends
+
+
+async def close_services(extensions: dict[str, Any]) -> None:
+    """Close what `open_services` opened: the database, then the backends (the log, the
+    presence store and the one Redis connection all of them shared)."""
+    parley: Services | None = extensions.pop("parley", None)
+    if parley is not None:
+        await parley.db.close()
+    backends: Backends | None = extensions.pop("parley.backends", None)
+    if backends is not None:
+        await backends.close()
+
+
+async def start_workers(parley: Services, backends: Backends, notify: NotifyParts, spawn: Spawn) -> None:
+    """The workers (PARLEY_WORKERS): the two journal workers, one lease holder per cluster,
+    and the retention sweeper (batch deletes; idempotent, so any process may run it). Run by
+    `parley serve` (PARLEY_WORKERS=1, the default) and by `parley work`.
+
+    Not workers, so in every web process whatever PARLEY_WORKERS says: the outbox relay (a
+    process deletes the rows its own requests appended), the active users (who is online on
+    this process), the hub, presence and the users writer."""
+    spawn(RetentionSweeper(parley.db, parley.settings).run(), "retention")
+    await start_notifications(parley, backends, notify, spawn)
+    await start_analysis(parley, backends, spawn)
+
+
+WORKERS_READY = "Parley workers are running (SIGTERM or Ctrl+C to stop)"
+
+
+async def run_workers(settings: Settings, stop: asyncio.Event) -> int:
+    """`parley work`: the workers alone, on this process's own backends and database (no
+    listener, no streams), until `stop` is set (0) or a worker task fails (1: the process
+    manager restarts it). Says `WORKERS_READY` on stdout once the workers hold their places."""
+    startup.check_work(settings)
+    extensions: dict[str, Any] = {}
+    tasks = BackgroundTasks()
+    try:
+        parley, backends = await open_services(settings, extensions)
+        notify = await notify_parts(parley, backends)
+        await start_workers(parley, backends, notify, tasks.spawn)
+        print(WORKERS_READY, flush=True)
+        stopping = asyncio.create_task(stop.wait())
+        failing = asyncio.create_task(tasks.failed.wait())
+        try:
+            await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            failing.cancel()
+        return 1 if tasks.failed.is_set() else 0
+    finally:
+        # Cancelled, each journal consumer releases its lease: a successor takes over at once.
+        await tasks.cancel_all()
+        await close_services(extensions)

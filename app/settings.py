@@ -142,6 +142,10 @@ class Settings:
     max_catchup_events: int = 1000
     # Hypercorn workers for `parley serve` (WEB_CONCURRENCY on most PaaS).
     workers: int = 1
+    # PARLEY_WORKERS: whether `parley serve` runs the workers (the notification and analysis
+    # journal workers, the retention sweeper: `app.main.start_workers`) beside the streams.
+    # 0 leaves them to a `parley work` process (needs REDIS_URL; docs/ARCHITECTURE.md).
+    run_workers: bool = True
     # Serve `GET /stream` on the lean front (transports/lean_http.py) in front of Hypercorn.
     # PARLEY_LEAN_STREAM=0 serves everything with Hypercorn; with TLS it is always off.
     lean_stream: bool = True
@@ -284,6 +288,7 @@ class Settings:
             max_buffered_events=_int(env, "PARLEY_MAX_BUFFERED_EVENTS", 1024, minimum=1),
             max_catchup_events=_int(env, "PARLEY_MAX_CATCHUP_EVENTS", 1000, minimum=1),
             workers=_int(env, "WEB_CONCURRENCY", 1, minimum=1),
+            run_workers=_flag(env, "PARLEY_WORKERS") is not False,
             lean_stream=_flag(env, "PARLEY_LEAN_STREAM") is not False,
             gc_freeze_s=_float(env, "PARLEY_GC_FREEZE_S", 1.0, minimum=0.0),
             gc_full_s=_float(env, "PARLEY_GC_FULL_S", 600.0, minimum=1.0),

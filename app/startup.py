@@ -1,4 +1,4 @@
-"""What `parley serve` says when it starts: the URL to open, or, when a setting keeps it from
+"""What `parley serve` (and `parley work`) says when it starts: the URL to open, or, when a setting keeps it from
 starting, one or two lines naming that setting and what to do (no traceback; the full detail
 is logged at PARLEY_LOG_LEVEL=DEBUG).
 
@@ -56,6 +56,27 @@ async def open_backends(settings: Settings) -> Backends:
             raise
         raise redis_unusable(settings.redis_url, error) from error
     return backends
+
+
+def check_workers(settings: Settings) -> None:
+    """`parley serve` with PARLEY_WORKERS=0 leaves the workers to `parley work` processes,
+    which share the event log through Redis: embedded, no other process could run them."""
+    if not settings.run_workers and settings.embedded:
+        raise StartupError(
+            "PARLEY_WORKERS=0 needs REDIS_URL: without it the event log lives in this one process, "
+            "and no `parley work` process could read it.\n"
+            "Set REDIS_URL (and run `parley work` beside), or unset PARLEY_WORKERS to run the workers here."
+        )
+
+
+def check_work(settings: Settings) -> None:
+    """`parley work` reads the event log other processes write: it must be in Redis."""
+    if settings.embedded:
+        raise StartupError(
+            "parley work needs REDIS_URL: it reads the event log the web processes write, and "
+            "without REDIS_URL that log lives inside a `parley serve` process.\n"
+            "Set REDIS_URL (and DATABASE_URL) as for the web processes, or run `parley serve` alone."
+        )
 
 
 def cause(error: BaseException) -> StartupError | None:

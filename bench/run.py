@@ -7,6 +7,10 @@
     python -m bench.run herd    --backend redis [--connections 5000]
     python -m bench.run scale   --backend redis [--connections 5000]
 
+`--workers separate` runs the journal workers in a `parley work` process of their own (pinned to
+the client core, like the publisher) beside servers started with PARLEY_WORKERS=0: the servers'
+CPU is then the fan-out's alone, and the worker's is its own column (`worker_cpu_pct`).
+
 `--reference` repeats the workload on `bench/reference_server.py` in the same run, so each
 figure is also a ratio to the ceiling measured minutes apart on the same machine.
 
@@ -24,6 +28,7 @@ import json
 import math
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,6 +73,7 @@ class Target:
     servers: list[ServerProcess]
     redis_url: str | None
     prefix: str
+    worker: subprocess.Popen[bytes] | None = None  # `parley work` (--workers separate)
 
     @property
     def main(self) -> ServerProcess:
@@ -87,6 +93,11 @@ async def started(args: argparse.Namespace, kind: str, processes: int = 1) -> As
         if redis_url is not None:
             env |= {"REDIS_URL": redis_url, "PARLEY_REDIS_PREFIX": prefix}
         name = "reference" if kind == "reference" else f"parley-{args.backend}"
+        separate = args.workers == "separate" and kind == "parley"
+        if separate:
+            if redis_url is None:
+                raise SystemExit("--workers separate needs --backend redis")
+            env["PARLEY_WORKERS"] = "0"
         if args.profile and kind == "parley":
             # bench/profile_hook/sitecustomize.py: snapshots and profiles on signals, app untouched.
             env |= {
@@ -104,12 +115,17 @@ async def started(args: argparse.Namespace, kind: str, processes: int = 1) -> As
             # With two processes, each gets a core: the point of `scale` is one process per core.
             core = index % (os.cpu_count() or 1)
             servers.append(ServerProcess(kind, free_port(), path, env, core=core))
+        worker: subprocess.Popen[bytes] | None = None
         try:
             for server in servers:
                 await asyncio.to_thread(server.start)
                 await wait_ready(server)
-            yield Target(name, servers, redis_url, prefix)
+            if separate:
+                worker = await asyncio.to_thread(start_worker, servers[0], path)
+            yield Target(name, servers, redis_url, prefix, worker)
         finally:
+            if worker is not None:
+                await asyncio.to_thread(stop_worker, worker, path)
             if args.profile:
                 # Let the hook finish its last snapshot (slow: it walks every traced block) or profile.
                 await asyncio.sleep(60 if args.workload == "idle" else 15)
@@ -123,6 +139,36 @@ async def started(args: argparse.Namespace, kind: str, processes: int = 1) -> As
                     (RESULTS_DIR / f"server-{name}-{server.port}.log").write_bytes(log.read_bytes())
             if redis_url is not None:
                 await delete_keys(redis_url, prefix)
+
+
+def start_worker(server: ServerProcess, path: Path, timeout_s: float = 30.0) -> subprocess.Popen[bytes]:
+    """`parley work` with the server's environment, pinned to the client core; ready once it says so."""
+    log_path = path / "worker.log"
+    command = [sys.executable, "-m", "app", "work"]
+    if shutil.which("taskset") and (os.cpu_count() or 1) > CLIENT_CORE:
+        command = ["taskset", "-c", str(CLIENT_CORE), *command]
+    with log_path.open("ab") as log:
+        worker = subprocess.Popen(command, cwd=path, env=server.environment(), stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(int(timeout_s / 0.1)):
+        if b"workers are running" in log_path.read_bytes():
+            return worker
+        if worker.poll() is not None:
+            break
+        time.sleep(0.1)
+    worker.kill()
+    raise RuntimeError(f"parley work did not start:\n{log_path.read_text(errors='replace')[-2000:]}")
+
+
+def stop_worker(worker: subprocess.Popen[bytes], path: Path) -> None:
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(15)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(5)
+    log = path / "worker.log"
+    if log.exists():
+        (RESULTS_DIR / f"worker-{worker.pid}.log").write_bytes(log.read_bytes())
 
 
 async def wait_ready(server: ServerProcess, timeout_s: float = 30.0) -> None:
@@ -296,6 +342,7 @@ async def listen_and_publish(
     before = gen.received_by_client()
     ended0, dup0, ooo0 = gen.totals.ended_by_server, gen.totals.duplicates, gen.totals.out_of_order
     meters = [CpuMeter(server.pid).start() for server in target.servers]
+    worker_cpu = CpuMeter(target.worker.pid).start() if target.worker is not None else None
     client_cpu = CpuMeter(None).start()
     core0 = core_busy_seconds(SERVER_CORE)
     rss0 = rss_bytes(pid)
@@ -309,6 +356,8 @@ async def listen_and_publish(
     stop_py_spy(sampler)
     for meter in meters:
         meter.stop()
+    if worker_cpu is not None:
+        worker_cpu.stop()
     client_cpu.stop()
     listeners = {d: 0 for d in discussions}
     for client in gen.clients:
@@ -322,7 +371,7 @@ async def listen_and_publish(
     )
     core0_other = core_busy_seconds(SERVER_CORE) - core0 - on_core0
     percentiles = gen.hist.percentiles_ms()
-    return {
+    row = {
         "server": target.name,
         "listeners": len(gen.clients),
         "open": gen.open_count,
@@ -352,6 +401,9 @@ async def listen_and_publish(
         "connect_failed": gen.totals.failed,
         "last_error": gen.last_error,
     }
+    if worker_cpu is not None:  # `parley work`'s CPU, not in server_cpu_* (--workers separate)
+        row["worker_cpu_pct"] = round(worker_cpu.share * 100, 1)
+    return row
 
 
 async def latency(args: argparse.Namespace, target: Target) -> list[dict[str, Any]]:
@@ -551,6 +603,12 @@ def main() -> None:
     parser.add_argument("--step", type=float, default=1.5, help="hot: rate multiplier per step")
     parser.add_argument("--max-steps", type=int, default=14)
     parser.add_argument("--retry-ms", type=float, default=200.0, help="herd: client reconnect delay")
+    parser.add_argument(
+        "--workers",
+        choices=["in-process", "separate"],
+        default="in-process",
+        help="separate: the journal workers in a `parley work` process (client core), servers with PARLEY_WORKERS=0",
+    )
     parser.add_argument("--reference", action="store_true", help="also run on bench/reference_server.py")
     parser.add_argument("--profile", action="store_true", help="tracemalloc (idle) or cProfile the server")
     parser.add_argument(

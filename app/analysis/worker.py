@@ -239,7 +239,7 @@ class AnalysisWorker(JournalHandler):
 async def start_analysis(
     parley: Services, backends: Backends, spawn: Callable[[Coroutine[Any, Any, None], str], None]
 ) -> None:
-    """Build the analysis worker for `create_app` and hand its task to `spawn`."""
+    """Build the analysis worker (`app.main.start_workers`) and hand its task to `spawn`."""
     settings = parley.settings
     lease = backends.lease(LEASE_NAME, lease_s=settings.cg_lease_s)
     run_lease = backends.keyed_lease(RUN_LEASE_NAME, lease_s=settings.cg_lease_s)

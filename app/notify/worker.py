@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from app.core.active_users import ActiveUsers
@@ -107,15 +108,17 @@ class NotifyHandler(JournalHandler):
         return decision, facts
 
 
-async def start_notifications(
-    extensions: dict[str, Any],
-    parley: Services,
-    backends: Backends,
-    spawn: Callable[[Coroutine[Any, Any, None], str], None],
-) -> None:
-    """Build the notification parts for `create_app` and hand their tasks to `spawn`.
+@dataclass(frozen=True)
+class NotifyParts:
+    """What every process builds, workers or not: the push sender (the page asks any web
+    process for its VAPID key; its `run` is the worker's to spawn) and the active users (each
+    web process runs it, so the notification worker, wherever it runs, knows who is online)."""
 
-    Each task closes what it owns when cancelled, so shutdown needs nothing more here."""
+    pusher: PushSender
+    active: ActiveUsers
+
+
+async def notify_parts(parley: Services, backends: Backends) -> NotifyParts:
     settings = parley.settings
     vapid = await asyncio.to_thread(load_vapid, settings.vapid_private_key, settings.data_dir)
     pusher = PushSender(
@@ -128,10 +131,22 @@ async def start_notifications(
         backoff_s=settings.push_backoff_s,
         allow_private=settings.push_allow_insecure,
     )
-    active = backends.active_users(parley.presence)
+    return NotifyParts(pusher, backends.active_users(parley.presence))
+
+
+async def start_notifications(
+    parley: Services,
+    backends: Backends,
+    parts: NotifyParts,
+    spawn: Callable[[Coroutine[Any, Any, None], str], None],
+) -> None:
+    """Build the notification worker (`app.main.start_workers`) and hand its tasks to `spawn`.
+
+    Each task closes what it owns when cancelled, so shutdown needs nothing more here."""
+    settings = parley.settings
     lease = backends.lease(LEASE_NAME, lease_s=settings.notify_lease_s)
     handler = NotifyHandler(
-        parley, active, Delivery(parley, pusher), event_delay_s=settings.notify_event_delay_ms / 1000
+        parley, parts.active, Delivery(parley, parts.pusher), event_delay_s=settings.notify_event_delay_ms / 1000
     )
     consumer = JournalConsumer(
         "notification worker",
@@ -144,7 +159,5 @@ async def start_notifications(
         on_lag=parley.metrics.notify_lag.set,
     )
     await consumer.initialise()
-    extensions["parley.push"] = pusher
-    spawn(pusher.run(), "push-sender")
-    spawn(active.run(), "active-users")
+    spawn(parts.pusher.run(), "push-sender")
     spawn(consumer.run(), "notify-worker")
