@@ -286,3 +286,18 @@ async def test_sweep_many_is_sweep_for_each(store: PresenceStore, t0: int) -> No
     assert await store.sweep_many(["gone", "kept"], now_ms=t0 + TIMINGS.grace_ms) == {"gone": [], "kept": []}
     assert [p.user_id for p in (await store.snapshot("kept", now_ms=t0 + 1)).participants] == ["kept-user"]
     assert await store.sweep_many([], now_ms=t0) == {}
+
+
+async def test_touch_many_is_touch_for_each(store: PresenceStore, t0: int) -> None:
+    """Several discussions touched in one call: each gets what its own `touch` returns (a first
+    connection joins, a second of the same user changes nothing, a refresh changes nothing)."""
+    await store.touch("old", [conn("o1", "olga")], now_ms=t0)
+    touched = await store.touch_many(
+        {"new": [conn("n1", "nina"), conn("n2", "nina")], "old": [conn("o1", "olga")], "empty": []}, now_ms=t0 + 1
+    )
+    assert touched == {"new": [PresenceChange("user_joined", "nina", "Nina", "online")], "old": [], "empty": []}
+    assert [p.user_id for p in (await store.snapshot("new", now_ms=t0 + 2)).participants] == ["nina"]
+    # Refreshed: "old" outlives the ttl counted from its first touch.
+    swept = await store.sweep_many(["old"], now_ms=t0 + TIMINGS.ttl_ms)
+    assert swept == {"old": []}
+    assert await store.touch_many({}, now_ms=t0) == {}

@@ -34,7 +34,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,22 +117,26 @@ class PresenceTracker:
         return user_id in self._online
 
     async def _emit(self, discussion_id: str, changes: Sequence[PresenceChange]) -> None:
-        if not changes:
-            return
+        await self._emit_all({discussion_id: changes})
+
+    async def _emit_all(self, changes_by_discussion: Mapping[str, Sequence[PresenceChange]]) -> None:
+        """Every discussion's changes in one append (a crowd's joins are one log call, not one
+        each), less what the discussion's `RoomEventBudget` skips."""
         if self._publish is None:
             raise RuntimeError("PresenceTracker.attach() was not called")
-        topic = topics.discussion(discussion_id)
         publications = []
-        for change in changes:
-            if change.type in ROOM_EVENTS and not self._room_budget.take(
-                discussion_id, self._hub.subscriber_count(topic)
-            ):
-                continue  # a crowd is arriving or leaving: see RoomEventBudget
-            payload: dict[str, Any] = {} if change.status is None else {"status": change.status}
-            user = {"id": change.user_id, "name": change.name}
-            publications.append(Publication(topic, change.type, discussion_id, user, payload, durable=False))
-        # One append for the batch (a crowd's joins are one log call per discussion, not one each).
-        await self._publish(publications)
+        for discussion_id, changes in changes_by_discussion.items():
+            topic = topics.discussion(discussion_id)
+            for change in changes:
+                if change.type in ROOM_EVENTS and not self._room_budget.take(
+                    discussion_id, self._hub.subscriber_count(topic)
+                ):
+                    continue  # a crowd is arriving or leaving: see RoomEventBudget
+                payload: dict[str, Any] = {} if change.status is None else {"status": change.status}
+                user = {"id": change.user_id, "name": change.name}
+                publications.append(Publication(topic, change.type, discussion_id, user, payload, durable=False))
+        if publications:
+            await self._publish(publications)
 
     # -- connections ------------------------------------------------------------------------
 
@@ -291,13 +295,16 @@ class PresenceTracker:
         await self._touch(by_discussion)
 
     async def _touch(self, by_discussion: dict[str, list[Connection]]) -> None:
-        """One store call per discussion: O(discussions) calls, not O(connections). A
-        connection closed meanwhile is left out: its leave is queued, and a touch after it
-        would keep it listed until it expired."""
-        for discussion_id, connections in by_discussion.items():
-            live = [connection for connection in connections if connection.conn_id in self._registrations]
-            if live:
-                await self._emit(discussion_id, await self.store.touch(discussion_id, live))
+        """One store round trip and one append per `SWEEP_CHUNK` discussions, not a call per
+        connection or discussion. A connection closed meanwhile is left out: its leave
+        is queued, and a touch after it would keep it listed until it expired."""
+        live = {
+            discussion_id: [connection for connection in connections if connection.conn_id in self._registrations]
+            for discussion_id, connections in by_discussion.items()
+        }
+        items = [(discussion_id, connections) for discussion_id, connections in live.items() if connections]
+        for start in range(0, len(items), SWEEP_CHUNK):  # a refresh: a round trip per chunk
+            await self._emit_all(await self.store.touch_many(dict(items[start : start + SWEEP_CHUNK])))
 
     async def _sweep(self) -> None:
         local = self._local_discussions()

@@ -29,7 +29,7 @@ publishes them as ephemeral (`durable=False`) events. Contract, identical for bo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
@@ -118,6 +118,11 @@ class PresenceStore(Protocol):
         self, discussion_id: str, connections: Sequence[Connection], *, now_ms: int | None = None
     ) -> list[PresenceChange]:
         """Add these connections, or refresh them if present. A lingering one stays lingering."""
+
+    async def touch_many(
+        self, by_discussion: Mapping[str, Sequence[Connection]], *, now_ms: int | None = None
+    ) -> dict[str, list[PresenceChange]]:
+        """`touch` of several discussions in one round trip (a batch of connects, a refresh)."""
 
     async def leave(self, discussion_id: str, conn_id: str, *, now_ms: int | None = None) -> list[PresenceChange]:
         """The connection closed: remove it, or let it linger if it was the user's last."""

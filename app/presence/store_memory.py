@@ -10,7 +10,7 @@ without events (in one process, a discussion nobody streams has nobody to tell).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from app.presence.store import (
@@ -260,6 +260,12 @@ class MemoryPresenceStore:
 
     async def sweep(self, discussion_id: str, *, now_ms: int | None = None) -> list[PresenceChange]:
         return self._sweep_now(discussion_id, _clock_ms() if now_ms is None else now_ms)
+
+    async def touch_many(
+        self, by_discussion: Mapping[str, Sequence[Connection]], *, now_ms: int | None = None
+    ) -> dict[str, list[PresenceChange]]:
+        now = _clock_ms() if now_ms is None else now_ms
+        return {d: await self.touch(d, connections, now_ms=now) for d, connections in by_discussion.items()}
 
     async def sweep_many(
         self, discussion_ids: Sequence[str], *, now_ms: int | None = None

@@ -11,7 +11,7 @@ Times come from Redis `TIME` unless a test passes `now_ms`: one clock for all se
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -93,11 +93,33 @@ class RedisPresenceStore:
     ) -> list[PresenceChange]:
         if not connections:
             return []
+        return _changes(await self._touch(discussion_id, connections, now_ms))
+
+    async def touch_many(
+        self, by_discussion: Mapping[str, Sequence[Connection]], *, now_ms: int | None = None
+    ) -> dict[str, list[PresenceChange]]:
+        touched = [(d, connections) for d, connections in by_discussion.items() if connections]
+        if not touched:
+            return {d: [] for d in by_discussion}
+        async with self._client.pipeline(transaction=False) as pipe:
+            for discussion_id, connections in touched:
+                await self._touch(discussion_id, connections, now_ms, pipe)
+            results = await pipe.execute()
+        changes = {d: _changes(result) for (d, _), result in zip(touched, results, strict=True)}
+        return {d: changes.get(d, []) for d in by_discussion}
+
+    async def _touch(
+        self,
+        discussion_id: str,
+        connections: Sequence[Connection],
+        now_ms: int | None,
+        pipe: redis.client.Pipeline | None = None,
+    ) -> Any:
         args: list[str | int] = [discussion_id]
         for c in connections:
             args += [c.conn_id, c.user_id, c.name, c.status]
         index_keys = [self._keys.presence_user(c.user_id) for c in connections]
-        return _changes(await self._run("touch", discussion_id, args, now_ms, index_keys))
+        return await self._run("touch", discussion_id, args, now_ms, index_keys, pipe=pipe)
 
     async def leave(self, discussion_id: str, conn_id: str, *, now_ms: int | None = None) -> list[PresenceChange]:
         return await self.leave_many(discussion_id, [conn_id], now_ms=now_ms)
