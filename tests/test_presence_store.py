@@ -301,3 +301,32 @@ async def test_touch_many_is_touch_for_each(store: PresenceStore, t0: int) -> No
     swept = await store.sweep_many(["old"], now_ms=t0 + TIMINGS.ttl_ms)
     assert swept == {"old": []}
     assert await store.touch_many({}, now_ms=t0) == {}
+
+
+async def test_redis_sweeps_only_what_is_due_and_the_safety_net_sweeps_the_rest(
+    redis_url: str, redis_prefix: str, t0: int
+) -> None:
+    """presence.lua keeps each discussion's next deadline in one zset; `sweep_many` looks only
+    at discussions due by it. A deadline it does not know of (keys from an older version,
+    simulated by removing the entry) is found by a sweep with `only_due=False`."""
+    connection = RedisConnection(redis_url)
+    store = RedisPresenceStore(connection, prefix=redis_prefix, timings=TIMINGS)
+    keys, client = RedisKeys(redis_prefix), connection.client
+    try:
+        for name in ("a", "b"):
+            await store.touch(name, [conn(f"{name}1", f"{name}-user")], now_ms=t0)
+        due = {k.decode(): s for k, s in await client.zrange(keys.presence_due, 0, -1, withscores=True)}
+        assert due == {keys.presence("a")[0]: t0 + TIMINGS.ttl_ms, keys.presence("b")[0]: t0 + TIMINGS.ttl_ms}
+        assert await client.pttl(keys.presence_due) > 0
+        assert await store.sweep_many(["a", "b"], now_ms=t0 + 1) == {"a": [], "b": []}
+        await client.zrem(keys.presence_due, keys.presence("b")[0])  # "b"'s deadline unknown
+        expired = t0 + TIMINGS.ttl_ms
+        swept = await store.sweep_many(["a", "b"], now_ms=expired)
+        assert kinds(swept["a"]) == [("user_left", "a-user", "offline")] and swept["b"] == []
+        swept = await store.sweep_many(["a", "b"], now_ms=expired, only_due=False)
+        assert swept == {"a": [], "b": [PresenceChange("user_left", "b-user", "B-User", "offline")]}
+        # Nothing pending any more: neither is listed.
+        assert await client.zcard(keys.presence_due) == 0
+    finally:
+        await store.close()
+        await connection.close()

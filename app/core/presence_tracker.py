@@ -57,6 +57,7 @@ MAX_BACKOFF_S = 5.0
 # Discussions swept per round trip (`sweep_many`): a process reading 1,000 discussions sweeps
 # them all every second: one call each was 1,000 round trips a second.
 SWEEP_CHUNK = 200
+FULL_SWEEP_EVERY = 30
 # Connections per `leave_many` call (bounds one Lua call's work).
 LEAVE_BATCH = 500
 # How long the users of a stopping server stay present (lingering): long enough for its clients
@@ -93,6 +94,7 @@ class PresenceTracker:
         # A session's discussions changed (`nudge`): reconcile at the next wake. Not on every
         # wake: a leave wakes the loop too, and a reconcile walks every connection.
         self._reconcile_due = False
+        self._sweeps = 0
         self._publish: PublishMany | None = None
         self._room_budget = RoomEventBudget()
         self._joins: GroupCommit[str, None] = GroupCommit(self._join_batch)
@@ -308,8 +310,12 @@ class PresenceTracker:
 
     async def _sweep(self) -> None:
         local = self._local_discussions()
+        # Each sweep looks only at what the store says is due; every FULL_SWEEP_EVERY-th looks at
+        # everything, in case a deadline was not recorded (keys written by an older version).
+        self._sweeps += 1
+        full = self._sweeps % FULL_SWEEP_EVERY == 0
         for start in range(0, len(local), SWEEP_CHUNK):
-            swept = await self.store.sweep_many(local[start : start + SWEEP_CHUNK])
+            swept = await self.store.sweep_many(local[start : start + SWEEP_CHUNK], only_due=not full)
             for discussion_id, changes in swept.items():
                 await self._emit(discussion_id, changes)
 

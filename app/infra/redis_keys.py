@@ -98,9 +98,17 @@ class RedisKeys:
     # Presence and typing (app/lua/presence.lua): per discussion, every key PEXPIREd past its
     # newest entry, so a discussion nobody touches leaves nothing behind.
     def presence(self, discussion_id: str) -> list[str]:
-        """The five keys of one discussion's presence, in presence.lua's KEYS order."""
+        """The six keys of one discussion's presence, in presence.lua's KEYS order (the last,
+        `presence_due`, is shared by every discussion)."""
         base = f"{self.prefix}:presence:{discussion_id}"
-        return [f"{base}:conns", f"{base}:conn-info", f"{base}:users", f"{base}:typing", f"{base}:typing-info"]
+        discussion = [f"{base}:conns", f"{base}:conn-info", f"{base}:users", f"{base}:typing", f"{base}:typing-info"]
+        return [*discussion, self.presence_due]
+
+    @property
+    def presence_due(self) -> str:
+        """When each discussion's presence next needs a sweep (a zset: its `conns` key -> ms),
+        so a sweep looks only at discussions with something due; expiring."""
+        return f"{self.prefix}:presence-due"
 
     def presence_user(self, user_id: str) -> str:
         """The discussions a user has connections in (for a per-user status change); expiring."""

@@ -4,7 +4,9 @@
 -- KEYS[3] users hash (user id -> {"n": name, "c": connections, "v": live ones, "o": live online, "s": status})
 -- KEYS[4] typing zset (user id -> when the sweep must look at the entry, ms)
 -- KEYS[5] typing hash (user id -> {"n": name, "t": state, "b": last broadcast ms, "l": last signal ms})
--- KEYS[6..] touch only: the user index zset (discussion id -> expiry) of each connection, in order
+-- KEYS[6] due zset, shared by every discussion (KEYS[1]'s name -> the earliest deadline in
+--         KEYS[1] or KEYS[4], ms): what a sweep must look at (`reschedule`, after every op)
+-- KEYS[7..] touch only: the user index zset (discussion id -> expiry) of each connection, in order
 -- ARGV[1] op: touch | leave | status | typing | stop_typing | sweep | snapshot
 -- ARGV[2] now ms, or "" for the server's clock   ARGV[3] connection ttl ms   ARGV[4] grace ms
 -- ARGV[5] typing ttl ms   ARGV[6] throttle ms   ARGV[7] key ttl ms   ARGV[8] max connections
@@ -105,6 +107,25 @@ local function expire_all()
   for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], key_ttl) end
 end
 
+-- This discussion's next deadline (a connection's expiry or grace, a typing entry's due time)
+-- in the due zset, or out of it when nothing is pending: sweeps skip discussions not due.
+local function reschedule()
+  local next_at = nil
+  for _, key in ipairs({KEYS[1], KEYS[4]}) do
+    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if first[2] then
+      local at = tonumber(first[2])
+      if next_at == nil or at < next_at then next_at = at end
+    end
+  end
+  if next_at then
+    redis.call('ZADD', KEYS[6], next_at, KEYS[1])
+    redis.call('PEXPIRE', KEYS[6], key_ttl)
+  else
+    redis.call('ZREM', KEYS[6], KEYS[1])
+  end
+end
+
 if op == 'snapshot' then
   local people, typers = {}, {}
   local users = redis.call('HGETALL', KEYS[3])
@@ -130,7 +151,7 @@ end
 
 if op == 'touch' then
   local did = ARGV[9]
-  local k = 6
+  local k = 7
   for i = 10, #ARGV, 4 do
     local conn, uid, name, status = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     local raw = redis.call('HGET', KEYS[2], conn)
@@ -279,7 +300,11 @@ elseif op == 'sweep' then
       typing_del(uid)
     end
   end
-  if #out == 0 then return out end
+  if #out == 0 then
+    reschedule()
+    return out
+  end
 end
+reschedule()
 expire_all()
 return out

@@ -152,9 +152,11 @@ class PresenceStore(Protocol):
     async def sweep(self, discussion_id: str, *, now_ms: int | None = None) -> list[PresenceChange]: ...
 
     async def sweep_many(
-        self, discussion_ids: Sequence[str], *, now_ms: int | None = None
+        self, discussion_ids: Sequence[str], *, now_ms: int | None = None, only_due: bool = True
     ) -> dict[str, list[PresenceChange]]:
-        """`sweep` of several discussions in one round trip (a process sweeps all of its own)."""
+        """`sweep` of several discussions in one round trip (a process sweeps all of its own).
+        `only_due`: a store may skip discussions it knows have nothing due (Redis keeps each
+        discussion's next deadline); False sweeps each (the tracker's periodic safety net)."""
 
     async def snapshot(self, discussion_id: str, *, now_ms: int | None = None) -> Snapshot: ...
 

@@ -268,7 +268,7 @@ class MemoryPresenceStore:
         return {d: await self.touch(d, connections, now_ms=now) for d, connections in by_discussion.items()}
 
     async def sweep_many(
-        self, discussion_ids: Sequence[str], *, now_ms: int | None = None
+        self, discussion_ids: Sequence[str], *, now_ms: int | None = None, only_due: bool = True
     ) -> dict[str, list[PresenceChange]]:
         now = _clock_ms() if now_ms is None else now_ms
         return {discussion_id: self._sweep_now(discussion_id, now) for discussion_id in discussion_ids}
