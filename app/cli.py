@@ -15,6 +15,7 @@ import gc
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -90,10 +91,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.host:
         settings = replace(settings, host=args.host)
+    return _reporting_start_up_failures(lambda: _serve(settings))
+
+
+def _reporting_start_up_failures(run: Callable[[], int]) -> int:
+    """`run()`; a start-up failure (a setting at fault, a backend down) is said in a line or
+    two and exits 1, not a traceback."""
     from app import startup
 
     try:
-        return _serve(settings)
+        return run()
     except Exception as error:
         failure = startup.cause(error)
         if failure is None:
@@ -122,7 +129,6 @@ def _work(settings: Settings) -> int:
     import asyncio
     import signal
 
-    from app import startup
     from app.main import run_workers
 
     async def work() -> int:
@@ -132,15 +138,7 @@ def _work(settings: Settings) -> int:
             loop.add_signal_handler(sig, stop.set)
         return await run_workers(settings, stop)
 
-    try:
-        return asyncio.run(work())
-    except Exception as error:
-        failure = startup.cause(error)
-        if failure is None:
-            raise
-        log.debug("start-up failed", exc_info=error)
-        startup.report(failure)
-        return 1
+    return _reporting_start_up_failures(lambda: asyncio.run(work()))
 
 
 def _migrate(settings: Settings) -> int:
