@@ -179,5 +179,5 @@ async def refuse_unstorable_url() -> None:
 async def ensure_readable(identity: Identity, discussion_id: str) -> None:
     """404 unless the caller may read the discussion (`access.readable_discussion`), for
     handlers that need nothing else from the database."""
-    async with services().db.session() as session:
+    async with services().db.read_session() as session:
         await readable_discussion(session, identity, discussion_id)
