@@ -93,7 +93,7 @@ async def list_discussions() -> dict[str, Any]:
     `participant_count` here is the number of distinct people who responded."""
     identity = await caller()
     wanted = query_args(DiscussionsQuery)
-    async with services().db.session() as session:
+    async with services().db.read_session() as session:
         listed = await discussions.listing(session, identity.user_id, wanted.scope, wanted.limit, wanted.before)
     return {"discussions": listed}
 
@@ -137,5 +137,5 @@ async def unfollow(discussion_id: str) -> dict[str, Any]:
 @documented("The discussions the caller follows, with unread counts", response=list[Activity])
 async def my_follows() -> list[dict[str, Any]]:
     identity = await caller()
-    async with services().db.session() as session:
+    async with services().db.read_session() as session:
         return await follows.followed_by(session, identity.user_id)

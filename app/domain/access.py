@@ -199,7 +199,7 @@ class ReadAccessCache:
     @staticmethod
     async def _read(db: Database, discussion_id: str) -> _Readers:
         """Who may read the discussion; the same answer whoever asks (NotFound if it does not exist)."""
-        async with db.session() as session:
+        async with db.read_session() as session:
             discussion = await find_discussion(session, discussion_id)
             members = await session.exec(
                 select(col(DiscussionMember.user_id)).where(DiscussionMember.discussion_id == discussion_id)

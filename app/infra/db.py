@@ -79,10 +79,27 @@ class Database:
         else:
             _ping_when_idle(self.engine.sync_engine.pool, self.engine.dialect)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        # Reads that need no transaction (see `read_session`). SQLite needs nothing: Python's
+        # sqlite3 opens a transaction only for a write, and the driver skips the empty rollback.
+        self._read_sessions = self._sessions
+        if not url.startswith("sqlite"):
+            reads = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._read_sessions = async_sessionmaker(reads, class_=AsyncSession, expire_on_commit=False)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self._sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def read_session(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads only, outside any transaction: on PostgreSQL each statement runs
+        on its own (autocommit), so no `BEGIN` and `ROLLBACK` round trips around it (asyncpg's
+        autocommit is a client-side flag: setting and resetting it costs no trip). Under READ
+        COMMITTED, PostgreSQL's default, every statement of a transaction takes its own snapshot
+        anyway, so reads see exactly what they did inside one. Not for anything that writes:
+        each write would commit at once (issue 13)."""
+        async with self._read_sessions() as session:
             yield session
 
     async def ping(self) -> None:

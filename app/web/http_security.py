@@ -65,6 +65,8 @@ SECURITY_HEADERS = {
     # Discussion ids are in page URLs; other sites need not learn them.
     "Referrer-Policy": "same-origin",
 }
+# The same, as (lower-case name, name, value) for `add_security_headers`.
+_SECURITY_ITEMS = tuple((name.lower(), name, value) for name, value in SECURITY_HEADERS.items())
 # Sec-Fetch-Site values a browser sets only for a request our own origin (or the user) made.
 OWN_FETCH_SITES = frozenset({"same-origin", "none"})
 
@@ -113,16 +115,24 @@ def install(app: Quart, settings: Settings) -> None:
 
     @app.before_request
     async def refuse_forgeries_and_non_json() -> None:
-        why = cross_site_refusal(request.method, request.headers, request.host, allowed)
+        method = request.method
+        if method not in STATE_CHANGING_METHODS:
+            return  # nothing to forge, no body to type (and `request.host` is not worked out)
+        why = cross_site_refusal(method, request.headers, request.host, allowed)
         if why is not None:
             raise Forbidden(why, code="cross_site_request")
-        if request.method in STATE_CHANGING_METHODS and _has_body() and not _is_json(request.mimetype):
+        if _has_body() and not _is_json(request.mimetype):
             raise UnsupportedMediaType("send the body as Content-Type: application/json")
 
     @app.after_request
     async def add_security_headers(response: Response) -> Response:
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
+        # One pass over the names already set, instead of `setdefault` per header: werkzeug's
+        # `name in headers` costs ~2 us each, and these four were ~4 % of a GET (issue 13).
+        headers = response.headers
+        present = {name.lower() for name, _ in headers.items()}
+        for lower, name, value in _SECURITY_ITEMS:
+            if lower not in present:
+                headers.add(name, value)
         if _has_body():
             # An answer given before the body was read (a refusal, a 401 or 404 found first)
             # makes Hypercorn close the connection without saying so, and a client that

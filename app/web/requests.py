@@ -23,7 +23,7 @@ from app.core.services import Services, services
 from app.domain.access import readable_discussion
 from app.domain.users import DELETED_USER_ID
 from app.errors import BadRequest, Forbidden, InvalidField, NotFound, PayloadTooLarge, Unauthorized
-from app.text import unstorable_text
+from app.text import storable, unstorable_text
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -166,15 +166,18 @@ async def refuse_unstorable_url() -> None:
     """Before every request and WebSocket: path parameters and query values must be storable
     text too (a discussion id with %00 reached PostgreSQL)."""
     incoming = websocket if has_websocket_context() else request
-    for name, value in (incoming.view_args or {}).items():
-        if isinstance(value, str):
+    view_args = incoming.view_args
+    if view_args:
+        for name, value in view_args.items():
+            if isinstance(value, str) and not storable(value):
+                refuse_unstorable(value, name)
+    if incoming.query_string:  # most requests have none: no query dict parsed for them
+        for name, value in incoming.args.items(multi=True):
             refuse_unstorable(value, name)
-    for name, value in incoming.args.items(multi=True):
-        refuse_unstorable(value, name)
 
 
 async def ensure_readable(identity: Identity, discussion_id: str) -> None:
     """404 unless the caller may read the discussion (`access.readable_discussion`), for
     handlers that need nothing else from the database."""
-    async with services().db.session() as session:
+    async with services().db.read_session() as session:
         await readable_discussion(session, identity, discussion_id)
