@@ -29,7 +29,7 @@ from app.infra.metrics import Metrics
 from app.infra.resources import STATIC_DIR
 from app.notify.worker import NotifyParts, notify_parts, start_notifications
 from app.settings import Settings, StartupError
-from app.web import error_response, http_security
+from app.web import error_response, http_security, request_hooks
 from app.web.contract import enforce_contract
 from app.web.requests import refuse_unstorable_url
 
@@ -96,15 +96,18 @@ def create_app(settings: Settings | None = None) -> Quart:
     )
     for module in blueprints:
         app.register_blueprint(module.blueprint)
-    http_security.install(app, settings)
-    app.before_request(refuse_unstorable_url)
-    app.before_websocket(refuse_unstorable_url)
-
-    if settings.check_responses:
-        app.after_request(enforce_contract)
     app.register_blueprint(account.blueprint)
+    refuse_cross_site, add_security_headers = http_security.install(app, settings)
+    before: list[request_hooks.BeforeRequest] = [refuse_cross_site, refuse_unstorable_url]
+    after: list[request_hooks.AfterRequest] = [add_security_headers]  # last: on every answer
+    if settings.check_responses:
+        after.insert(0, enforce_contract)
     if settings.access_log:
-        access_log.install(app)
+        access_started, access_finished = access_log.hooks()
+        before.append(access_started)
+        after.insert(0, access_finished)
+    request_hooks.install(app, before, after)
+    app.before_websocket(refuse_unstorable_url)
 
     # Every error, one answer shape (`app/web/error_response.py`).
     for kind in (ApiError, HTTPException, RedisError, Exception):

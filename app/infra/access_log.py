@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
-from quart import Quart, Response, g, request
+from quart import Response, g, request
 
 log = logging.getLogger("parley.access")
 
@@ -29,15 +30,14 @@ log = logging.getLogger("parley.access")
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-def install(app: Quart) -> None:
+def hooks() -> tuple[Callable[[], Awaitable[None]], Callable[[Response], Awaitable[Response]]]:
+    """What to run before every request and after every response (`app.web.request_hooks`)."""
     # Its own level: the access log follows its flag, not PARLEY_LOG_LEVEL (WARNING in tests).
     log.setLevel(logging.INFO)
 
-    @app.before_request
     async def started() -> None:
         g.access_started = time.perf_counter()
 
-    @app.after_request
     async def finished(response: Response) -> Response:
         started_at = g.get("access_started")
         duration_ms = None if started_at is None else round((time.perf_counter() - started_at) * 1000, 1)
@@ -62,3 +62,5 @@ def install(app: Quart) -> None:
         )
         log.handle(record)
         return response
+
+    return started, finished
