@@ -61,7 +61,7 @@ def chunk(data: bytes) -> bytes:
 
 # Each heartbeat form's frame, chunked once (a form is shared by every stream that chose it).
 # Streams ticked per turn of the event loop (`LeanStreams._tick_streams`).
-TICK_CHUNK = 500
+TICK_CHUNK = 200
 HEARTBEAT_CHUNKS = {form: chunk(form.heartbeat) for form in (COMMENTS, EVENTS)}
 
 
