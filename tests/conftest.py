@@ -13,6 +13,7 @@ import pytest
 from playwright.async_api import Browser, async_playwright
 
 from app.infra import migrate
+from app.infra.db import Database
 from app.infra.redis_connection import RedisConnection
 
 from .support import Server, free_port, private_redis, server_env
@@ -115,3 +116,16 @@ async def browser() -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A fresh database of each kind: a migrated SQLite file, the shared PostgreSQL one."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"
+        await asyncio.to_thread(migrate.upgrade, url)
+    else:
+        url = request.getfixturevalue("postgres_url")
+    database = Database(url)
+    yield database
+    await database.close()

@@ -4,8 +4,6 @@ changes nothing (issue 13: the Core statements that replaced the unit of work)."
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,20 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.domain import responses
 from app.domain.models import Discussion, Response, User, utcnow
-from app.infra import migrate
 from app.infra.db import Database
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"
-        await asyncio.to_thread(migrate.upgrade, url)
-    else:
-        url = request.getfixturevalue("postgres_url")
-    database = Database(url)
-    yield database
-    await database.close()
 
 
 async def test_insert_sets_the_id_and_moves_only_last_activity(db: Database, tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, asynccontextmanager, suppress
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,25 +19,12 @@ from sqlalchemy import text
 
 from app.auth import Identity
 from app.domain.users import WRITE_BATCH, UserDirectory
-from app.infra import migrate
 from app.infra.db import Database
 
 from .support import statements_sent
 
 POLL_S = 5.0
 OLD = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"
-        await asyncio.to_thread(migrate.upgrade, url)
-    else:
-        url = request.getfixturevalue("postgres_url")
-    database = Database(url)
-    yield database
-    await database.close()
 
 
 @pytest.fixture
