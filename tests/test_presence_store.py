@@ -316,10 +316,10 @@ async def test_redis_sweeps_only_what_is_due_and_the_safety_net_sweeps_the_rest(
         for name in ("a", "b"):
             await store.touch(name, [conn(f"{name}1", f"{name}-user")], now_ms=t0)
         due = {k.decode(): s for k, s in await client.zrange(keys.presence_due, 0, -1, withscores=True)}
-        assert due == {keys.presence("a")[0]: t0 + TIMINGS.ttl_ms, keys.presence("b")[0]: t0 + TIMINGS.ttl_ms}
+        assert due == {keys.presence_conns("a"): t0 + TIMINGS.ttl_ms, keys.presence_conns("b"): t0 + TIMINGS.ttl_ms}
         assert await client.pttl(keys.presence_due) > 0
         assert await store.sweep_many(["a", "b"], now_ms=t0 + 1) == {"a": [], "b": []}
-        await client.zrem(keys.presence_due, keys.presence("b")[0])  # "b"'s deadline unknown
+        await client.zrem(keys.presence_due, keys.presence_conns("b"))  # "b"'s deadline unknown
         expired = t0 + TIMINGS.ttl_ms
         swept = await store.sweep_many(["a", "b"], now_ms=expired)
         assert kinds(swept["a"]) == [("user_left", "a-user", "offline")] and swept["b"] == []

@@ -101,8 +101,12 @@ class RedisKeys:
         """The six keys of one discussion's presence, in presence.lua's KEYS order (the last,
         `presence_due`, is shared by every discussion)."""
         base = f"{self.prefix}:presence:{discussion_id}"
-        discussion = [f"{base}:conns", f"{base}:conn-info", f"{base}:users", f"{base}:typing", f"{base}:typing-info"]
-        return [*discussion, self.presence_due]
+        discussion = [f"{base}:conn-info", f"{base}:users", f"{base}:typing", f"{base}:typing-info"]
+        return [self.presence_conns(discussion_id), *discussion, self.presence_due]
+
+    def presence_conns(self, discussion_id: str) -> str:
+        """One discussion's connections zset; also its name in `presence_due`."""
+        return f"{self.prefix}:presence:{discussion_id}:conns"
 
     @property
     def presence_due(self) -> str:

@@ -176,7 +176,7 @@ class RedisPresenceStore:
         of which would find nothing (at 1,000 discussions, a sweep a second was an eighth of
         the event loop in `bench.run seed`)."""
         due_key = self._keys.presence_due
-        names = [self._keys.presence(d)[0] for d in discussion_ids]
+        names = [self._keys.presence_conns(d) for d in discussion_ids]
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.time()
             pipe.zmscore(due_key, names)
