@@ -45,21 +45,15 @@ async def propositions_of(session: AsyncSession, discussion_id: str) -> list[Pro
     return [PropositionText(pid, text) for pid, text in rows.all()]
 
 
-async def record_stances(
-    session: AsyncSession,
-    dialect: str,
-    *,
-    discussion_id: str,
-    user_id: str,
-    response_id: int,
-    stances: Mapping[str, str],
-) -> None:
-    """Upsert (proposition, user) -> stance. A row moves only to a later response, so the
-    latest stance wins even if two posts of one user commit out of order."""
-    if not stances:
-        return
+STANCE_COLUMNS = ("proposition_id", "user_id", "discussion_id", "stance", "response_id", "updated_at")
+
+
+def stance_rows(
+    *, discussion_id: str, user_id: str, response_id: int, stances: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """The `stances` table's rows for one response's stances (upserted by `stance_upsert`)."""
     now = utcnow()
-    rows = [
+    return [
         {
             "proposition_id": proposition_id,
             "user_id": user_id,
@@ -70,9 +64,14 @@ async def record_stances(
         }
         for proposition_id, stance in sorted(stances.items())
     ]
+
+
+def stance_upsert(dialect: str) -> Any:
+    """Insert (proposition, user) -> stance, or move an existing row to it: only to a later
+    response, so the latest stance wins even if two posts of one user commit out of order."""
     table = Stance.__table__  # type: ignore[attr-defined]
     insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    statement = insert.values(rows).on_conflict_do_update(
+    return insert.on_conflict_do_update(
         index_elements=["proposition_id", "user_id"],
         set_={
             "stance": insert.excluded.stance,
@@ -81,7 +80,22 @@ async def record_stances(
         },
         where=table.c.response_id < insert.excluded.response_id,
     )
-    await session.exec(statement)
+
+
+async def record_stances(
+    session: AsyncSession,
+    dialect: str,
+    *,
+    discussion_id: str,
+    user_id: str,
+    response_id: int,
+    stances: Mapping[str, str],
+) -> None:
+    """Upsert the response's stances in the session's transaction (`stance_upsert`)."""
+    if not stances:
+        return
+    rows = stance_rows(discussion_id=discussion_id, user_id=user_id, response_id=response_id, stances=stances)
+    await session.exec(stance_upsert(dialect).values(rows))
 
 
 async def tally(session: AsyncSession, discussion_id: str) -> tuple[int, dict[str, Counts]]:

@@ -7,15 +7,15 @@ a response commits with its stances (app/analysis/store.py) and its event (app/c
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 from quart import Blueprint
 from redis.exceptions import RedisError
-from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.analysis import store as analysis_store
+from app.api import posting
 from app.api.discussions import StrictBody
 from app.auth import Identity
 from app.core import outbox
@@ -25,6 +25,7 @@ from app.domain import responses as domain
 from app.domain.access import readable_discussion
 from app.domain.models import OutboxEntry, Response
 from app.errors import Conflict, Forbidden, InvalidField, NotFound, RateLimited
+from app.infra.db import Database
 from app.log import topics
 from app.web.contract import documented
 from app.web.requests import NumericId, PageSize, caller, json_body, numeric_id, numeric_id_in_path, query_args
@@ -118,67 +119,57 @@ async def post_response(discussion_id: str) -> tuple[dict[str, Any], int]:
     # Read access from the cache every process keeps exact on membership changes (as stream
     # connects and GET of the discussion do): no database read (issue 13).
     await parley.read_access.check(parley.db, identity, discussion_id)
-    async with parley.db.session() as session:
-        # A repeated client_id is found by the unique constraint at the INSERT below, not by a
-        # read first: that read cost every page post ~0.4 ms (issue 13) to spare the rare retry.
-        stances = dict(new.stances) if new.stances else {}
-        try:
-            parent_id = await domain.parent_in(session, discussion_id, numeric_id(new.parent_id))
-            await domain.check_propositions(session, discussion_id, stances)
-        except InvalidField:
-            # A retry answers the first response even if its parent or propositions are no
-            # longer valid, as when the repeat was looked up first.
-            earlier = await _earlier(session, identity, new.client_id)
-            if earlier is None:
-                raise
-            return earlier, 200
-        response = Response(
-            discussion_id=discussion_id,
-            author_id=identity.user_id,
-            body=new.body,
-            parent_id=parent_id,
-            stances=stances or None,
-            client_id=new.client_id,
-        )
-        try:
-            # The response, the stances it carries and its event are stored together, or none is.
-            await domain.insert(session, response)  # sets its id, for its stances and its event
-            await analysis_store.record_stances(
-                session,
-                parley.db.engine.dialect.name,
-                discussion_id=discussion_id,
-                user_id=identity.user_id,
-                response_id=response.id or 0,
-                stances=stances,
-            )
-            body = domain.response_json(response, identity.name)
-            event = await outbox.insert(
-                session,
-                topics.discussion(discussion_id),
-                "response_posted",
-                discussion_id=discussion_id,
-                user=identity.public,
-                payload={"response": body},
-            )
-            await session.commit()
-        except IntegrityError:
-            # The same client_id again (a retry, or a race with another request): the first wins.
-            await session.rollback()
-            earlier = await _earlier(session, identity, new.client_id)
-            if earlier is None:
-                raise
-            return earlier, 200
+    stances = dict(new.stances) if new.stances else {}
+    try:
+        parent_id = await _checked_references(parley.db, discussion_id, numeric_id(new.parent_id), stances)
+    except InvalidField:
+        # A retry answers the first response even if its parent or propositions are no
+        # longer valid, as when the repeat was looked up first.
+        earlier = await _earlier(parley.db, identity, new.client_id)
+        if earlier is None:
+            raise
+        return earlier, 200
+    response = Response(
+        discussion_id=discussion_id,
+        author_id=identity.user_id,
+        body=new.body,
+        parent_id=parent_id,
+        stances=stances or None,
+        client_id=new.client_id,
+    )
+    # The response, the stances it carries and its event are stored together, or none is.
+    stored = await posting.store(parley.db, identity, response, stances)
+    if stored is None:
+        # The same client_id again (a retry, or a race with another request): the first wins.
+        earlier = await _earlier(parley.db, identity, new.client_id)
+        if earlier is None:
+            raise RuntimeError(f"posting to {discussion_id!r} broke a constraint other than client_id's")
+        return earlier, 200
     # FR-021: posting ends the author's typing at once (before the post reaches anyone).
     await stop_typing(discussion_id, identity)
-    await outbox.relay(parley, event)
-    return body, 201
+    await outbox.relay(parley, stored.event)
+    return stored.body, 201
 
 
-async def _earlier(session: AsyncSession, identity: Identity, client_id: str | None) -> dict[str, Any] | None:
+async def _checked_references(
+    db: Database, discussion_id: str, parent_id: int | None, stances: Mapping[str, str]
+) -> int | None:
+    """The parent (if any) and the propositions of the stances (if any) must be this
+    discussion's (422 otherwise); returns the parent's id. Most posts have neither: no read."""
+    if parent_id is None and not stances:
+        return None
+    async with db.read_session() as session:
+        checked_parent = await domain.parent_in(session, discussion_id, parent_id)
+        await domain.check_propositions(session, discussion_id, stances)
+    return checked_parent
+
+
+async def _earlier(db: Database, identity: Identity, client_id: str | None) -> dict[str, Any] | None:
     """The caller's response already posted with this `client_id`, as answered then."""
     if client_id is None:
         return None
-    earlier = await domain.by_client_id(session, identity.user_id, client_id)
+    async with db.read_session() as session:
+        earlier = await domain.by_client_id(session, identity.user_id, client_id)
     return None if earlier is None else domain.response_json(earlier, identity.name)
 
 

@@ -60,10 +60,25 @@ DELETE_BATCH = 500
 MAX_APPENDED = 100_000
 
 _OUTBOX = OutboxEntry.__table__  # type: ignore[attr-defined]
-_INSERT_ENTRY = sa_insert(_OUTBOX).returning(_OUTBOX.c.id)  # built once, run with parameters
+# Built once, run with parameters (also compiled for the SQLite thread by app/api/posting.py).
+ENTRY_COLUMNS = ("key", "topic", "event_type", "body", "created_at")
+INSERT_ENTRY = sa_insert(_OUTBOX).returning(_OUTBOX.c.id)
 
 # Per database: ids of rows their request appended, for the relay's next pass to delete.
 _appended: weakref.WeakKeyDictionary[Database, list[int]] = weakref.WeakKeyDictionary()
+
+
+def entry(
+    topic: str,
+    event_type: str,
+    *,
+    discussion_id: str | None,
+    user: dict[str, str] | None,
+    payload: dict[str, Any],
+) -> OutboxEntry:
+    """The event's row, not yet stored (`stage` or `insert` it)."""
+    body = envelope_body(event_type, discussion_id=discussion_id, user=user, payload=payload)
+    return OutboxEntry(key=secrets.token_hex(16), topic=topic, event_type=event_type, body=body.decode())
 
 
 def stage(
@@ -76,37 +91,21 @@ def stage(
     payload: dict[str, Any],
 ) -> OutboxEntry:
     """Add the event to the session's transaction; `relay` it after the commit."""
-    body = envelope_body(event_type, discussion_id=discussion_id, user=user, payload=payload)
-    entry = OutboxEntry(key=secrets.token_hex(16), topic=topic, event_type=event_type, body=body.decode())
-    session.add(entry)
-    return entry
+    staged = entry(topic, event_type, discussion_id=discussion_id, user=user, payload=payload)
+    session.add(staged)
+    return staged
 
 
-async def insert(
-    session: AsyncSession,
-    topic: str,
-    event_type: str,
-    *,
-    discussion_id: str | None,
-    user: dict[str, str] | None,
-    payload: dict[str, Any],
-) -> OutboxEntry:
-    """`stage`, written at once as one Core statement (the hot path of a post: no ORM flush
-    at the commit); its `id` is set. `relay` it after the commit."""
-    body = envelope_body(event_type, discussion_id=discussion_id, user=user, payload=payload)
-    entry = OutboxEntry(key=secrets.token_hex(16), topic=topic, event_type=event_type, body=body.decode())
-    inserted = await session.exec(
-        _INSERT_ENTRY,
-        params={
-            "key": entry.key,
-            "topic": topic,
-            "event_type": event_type,
-            "body": entry.body,
-            "created_at": entry.created_at,
-        },
-    )
-    entry.id = inserted.scalar_one()
-    return entry
+def entry_row(unstored: OutboxEntry) -> dict[str, Any]:
+    """`INSERT_ENTRY`'s parameters."""
+    return {column: getattr(unstored, column) for column in ENTRY_COLUMNS}
+
+
+async def insert(session: AsyncSession, unstored: OutboxEntry) -> None:
+    """Write an `entry` at once as one Core statement, setting its `id`: the hot path of a
+    post, no ORM flush at the commit. `relay` it after the commit."""
+    inserted = await session.exec(INSERT_ENTRY, params=entry_row(unstored))
+    unstored.id = inserted.scalar_one()
 
 
 async def relay(parley: Services, entry: OutboxEntry) -> None:

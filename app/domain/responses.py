@@ -91,39 +91,45 @@ async def check_propositions(session: AsyncSession, discussion_id: str, stances:
 _RESPONSES = Response.__table__  # type: ignore[attr-defined]
 _DISCUSSIONS = Discussion.__table__  # type: ignore[attr-defined]
 # Built once, run with parameters: a statement built per call with `.values(...)` costs its
-# construction and its cache key each time (~3 % of a post).
-_INSERT_RESPONSE = sa_insert(_RESPONSES).returning(_RESPONSES.c.id)
-_TOUCH_DISCUSSION = (
+# construction and its cache key each time (~3 % of a post). Also compiled for the SQLite
+# thread by app/api/posting.py.
+RESPONSE_COLUMNS = (
+    "discussion_id",
+    "author_id",
+    "body",
+    "parent_id",
+    "stances",
+    "client_id",
+    "created_at",
+    "edited_at",
+    "deleted",
+    "deleted_at",
+)
+INSERT_RESPONSE = sa_insert(_RESPONSES).returning(_RESPONSES.c.id)
+TOUCH_DISCUSSION = (
     sa_update(_DISCUSSIONS)
     .where(_DISCUSSIONS.c.id == bindparam("discussion_id"))
     .values(last_activity_at=bindparam("last_activity_at"))
 )
 
 
+def response_row(response: Response) -> dict[str, Any]:
+    """`INSERT_RESPONSE`'s parameters."""
+    return {column: getattr(response, column) for column in RESPONSE_COLUMNS}
+
+
+def touch_row(response: Response) -> dict[str, Any]:
+    """`TOUCH_DISCUSSION`'s parameters: the discussion's last activity is the new response."""
+    return {"discussion_id": response.discussion_id, "last_activity_at": response.created_at}
+
+
 async def insert(session: AsyncSession, response: Response) -> None:
     """Store a new response (its `id` set from the database) in the session's transaction; the
     discussion's last activity moves to it. Two Core statements, not the ORM's unit of work
     (issue 13). IntegrityError for a repeated `client_id`."""
-    inserted = await session.exec(
-        _INSERT_RESPONSE,
-        params={
-            "discussion_id": response.discussion_id,
-            "author_id": response.author_id,
-            "body": response.body,
-            "parent_id": response.parent_id,
-            "stances": response.stances,
-            "client_id": response.client_id,
-            "created_at": response.created_at,
-            "edited_at": response.edited_at,
-            "deleted": response.deleted,
-            "deleted_at": response.deleted_at,
-        },
-    )
+    inserted = await session.exec(INSERT_RESPONSE, params=response_row(response))
     response.id = inserted.scalar_one()
-    await session.exec(
-        _TOUCH_DISCUSSION,
-        params={"discussion_id": response.discussion_id, "last_activity_at": response.created_at},
-    )
+    await session.exec(TOUCH_DISCUSSION, params=touch_row(response))
 
 
 async def readable_response(session: AsyncSession, identity: Identity, response_id: int) -> tuple[Response, Discussion]:

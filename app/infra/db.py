@@ -69,7 +69,9 @@ class Database:
         # A reconnect storm opens many sessions at once: a larger pool, and a wait for a free
         # connection well past a burst instead of a 500.
         options: dict[str, Any] = {}
-        if url.startswith("sqlite+aiosqlite") and dbapi_module is not None:
+        # Whole transactions can run on the SQLite thread (app/infra/sqlite_trip.py).
+        self.one_trip = url.startswith("sqlite+aiosqlite") and dbapi_module is not None
+        if self.one_trip:
             # One trip to the SQLite thread per statement, none for an empty commit or rollback
             # (app/infra/sqlite_driver.py): most of a REST request's database CPU was trips.
             options["module"] = dbapi_module()
