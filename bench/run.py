@@ -94,9 +94,9 @@ async def started(args: argparse.Namespace, kind: str, processes: int = 1) -> As
             env |= {"REDIS_URL": redis_url, "PARLEY_REDIS_PREFIX": prefix}
         name = "reference" if kind == "reference" else f"parley-{args.backend}"
         separate = args.workers == "separate" and kind == "parley"
-        if separate:
+        if args.workers != "in-process" and kind == "parley":
             if redis_url is None:
-                raise SystemExit("--workers separate needs --backend redis")
+                raise SystemExit(f"--workers {args.workers} needs --backend redis")
             env["PARLEY_WORKERS"] = "0"
         if args.profile and kind == "parley":
             # bench/profile_hook/sitecustomize.py: snapshots and profiles on signals, app untouched.
@@ -605,9 +605,12 @@ def main() -> None:
     parser.add_argument("--retry-ms", type=float, default=200.0, help="herd: client reconnect delay")
     parser.add_argument(
         "--workers",
-        choices=["in-process", "separate"],
+        choices=["in-process", "separate", "none"],
         default="in-process",
-        help="separate: the journal workers in a `parley work` process (client core), servers with PARLEY_WORKERS=0",
+        help=(
+            "separate: the journal workers in a `parley work` process (client core), servers with PARLEY_WORKERS=0; "
+            "none: no journal workers at all (fan-out only, the work Socket.IO's server does)"
+        ),
     )
     parser.add_argument("--reference", action="store_true", help="also run on bench/reference_server.py")
     parser.add_argument("--profile", action="store_true", help="tracemalloc (idle) or cProfile the server")

@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 from app.infra.redis_cluster import AnyRedis
 from app.infra.redis_keys import LogShardKeys
 from app.log.cursor import ORIGIN, Position
+from app.log.direct_read import DirectReads, Entry
 from app.log.eventlog import LOG_GAP, LogGap
 from app.log.events import Event
 from app.log.log_epochs import log_epoch
@@ -49,8 +50,6 @@ MAX_PENDING = 4 * TAIL_BATCH
 GAP_CHECK_S = 5.0
 MAX_BACKOFF_S = 5.0
 CLOSE_TIMEOUT_S = 1.0
-
-Entry = tuple[bytes, dict[bytes, bytes]]
 
 
 class TailSource(Protocol):
@@ -91,10 +90,13 @@ class ShardedTail:
         self._pending: list[tuple[Position, int, bytes, dict[bytes, bytes]]] = []
         self._pending_count = [0] * count
         self._fetches: dict[int, asyncio.Task[list[tuple[int, list[Entry]]]]] = {}
+        self._direct: DirectReads | None = None  # on one Redis: XREAD past redis-py's command path
         self._firehoses = {keys.firehose.encode(): index for index, keys in enumerate(source.shards)}
 
     async def run(self) -> AsyncIterator[Event | LogGap]:
         reader = self._source.reader()
+        if not self._source.cluster:
+            self._direct = DirectReads(reader)  # type: ignore[arg-type]  # not a cluster: a Redis
         loop = asyncio.get_running_loop()
         backoff_s = 0.1
         next_gap_check = 0.0
@@ -112,17 +114,11 @@ class ShardedTail:
                         next_gap_check = loop.time() + GAP_CHECK_S
                         if await self._check_gaps():
                             yield LOG_GAP
-                    self._start_fetches(reader)
-                    done, _ = await asyncio.wait(
-                        self._fetches.values(), timeout=GAP_CHECK_S, return_when=asyncio.FIRST_COMPLETED
-                    )
+                    read = await self._read_some(reader)
                     backoff_s = 0.1
-                    for group, fetch in list(self._fetches.items()):
-                        if fetch in done:
-                            del self._fetches[group]
-                            for shard, entries in fetch.result():
-                                if self._take(shard, entries):
-                                    yield LOG_GAP
+                    for shard, entries in read:
+                        if self._take(shard, entries):
+                            yield LOG_GAP
                     for event in self._release():
                         yield event
                     await self._tick_laggards()
@@ -141,25 +137,53 @@ class ShardedTail:
                     backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
         finally:
             await self._cancel_fetches()
+            if self._direct is not None:
+                await self._direct.close()
             # Closing can wait on the cancelled in-flight XREAD; never let it hold up shutdown.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(reader.aclose(), CLOSE_TIMEOUT_S)
+
+    async def _read_some(self, reader: AnyRedis) -> list[tuple[int, list[Entry]]]:
+        """What the next blocking read(s) bring, per shard. One XREAD names every shard (one
+        Redis): awaited here, without a task and a wait around it, which cost each event a
+        turn or two of the loop (issue 13). A read per shard (a cluster): the first to answer."""
+        if len(self._groups) == 1:
+            wanted = self._wanted(self._groups[0])
+            return await self._fetch(reader, wanted) if wanted else []
+        self._start_fetches(reader)
+        if not self._fetches:
+            return []
+        done, _ = await asyncio.wait(self._fetches.values(), timeout=GAP_CHECK_S, return_when=asyncio.FIRST_COMPLETED)
+        read: list[tuple[int, list[Entry]]] = []
+        for group, fetch in list(self._fetches.items()):
+            if fetch in done:
+                del self._fetches[group]
+                read += fetch.result()
+        return read
+
+    def _wanted(self, group: list[int]) -> dict[str, str]:
+        """The group's firehoses to read, and from where (not a shard with too much waiting)."""
+        return {
+            self._source.shards[shard].firehose: str(self._read[shard])
+            for shard in group
+            if self._pending_count[shard] < MAX_PENDING
+        }
 
     def _start_fetches(self, reader: AnyRedis) -> None:
         for index, group in enumerate(self._groups):
             if index in self._fetches:
                 continue
-            wanted = {
-                self._source.shards[shard].firehose: str(self._read[shard])
-                for shard in group
-                if self._pending_count[shard] < MAX_PENDING
-            }
+            wanted = self._wanted(group)
             if wanted:
                 self._fetches[index] = asyncio.create_task(self._fetch(reader, wanted))
 
     async def _fetch(self, reader: AnyRedis, wanted: dict[str, str]) -> list[tuple[int, list[Entry]]]:
-        response = await reader.xread(wanted, block=TAIL_BLOCK_MS, count=TAIL_BATCH)  # type: ignore[arg-type]
-        batches: list[tuple[bytes, list[Entry]]] = response or []  # type: ignore[assignment]
+        batches: list[tuple[bytes, list[Entry]]]
+        if self._direct is not None:
+            batches = await self._direct.xread(wanted, block_ms=TAIL_BLOCK_MS, count=TAIL_BATCH)
+        else:
+            response = await reader.xread(wanted, block=TAIL_BLOCK_MS, count=TAIL_BATCH)  # type: ignore[arg-type]
+            batches = response or []  # type: ignore[assignment]
         return [(self._firehoses[key if isinstance(key, bytes) else key.encode()], entries) for key, entries in batches]
 
     async def _cancel_fetches(self) -> None:
