@@ -1,12 +1,15 @@
 """Publishes responses at a target rate, and prints what it published as one JSON line.
 
-Two ways in:
+Three ways in:
 - `--mode api` (default): `POST /api/discussions/{id}/responses` over a few keep-alive HTTP
   connections (httpx), as a user would; the send time therefore covers the whole API path
   (auth, validation, the SQLite write, the log append) as well as the fan-out.
 - `--mode redis`: straight into the log with `app.log.eventlog_redis.RedisEventLog.append` (the
   same Lua script the server uses), for rates the API path on one core cannot reach. The
   server's hub reads it from the firehose like any other event.
+- `--mode redis-ephemeral`: the same, not durable: the script writes the firehose only (not the
+  topic stream and the journal), as Parley publishes typing and presence, and as Socket.IO's
+  Redis Streams adapter writes its one stream: the same Redis work for both (issue 13).
 
 Every body carries `bench t=<time.time_ns()> i=<n>`: the send time the load generator turns
 into delivery latency. Discussions are taken round-robin. Pacing is open-loop: event i is due
@@ -60,7 +63,9 @@ async def api_sender(url: str, connections: int) -> tuple[Send, Callable[[], Awa
     return send, client.aclose
 
 
-async def redis_sender(redis_url: str, prefix: str) -> tuple[Send, Callable[[], Awaitable[None]]]:
+async def redis_sender(
+    redis_url: str, prefix: str, *, durable: bool = True
+) -> tuple[Send, Callable[[], Awaitable[None]]]:
     from app.infra.redis_connection import RedisConnection
     from app.log import topics
     from app.log.eventlog_redis import RedisEventLog
@@ -75,7 +80,7 @@ async def redis_sender(redis_url: str, prefix: str) -> tuple[Send, Callable[[], 
         # The same envelope the API would publish, minus the database write.
         response = {"id": str(index), "discussion_id": discussion, "body": body_text(index)}
         body = envelope_body("response_posted", discussion_id=discussion, user=user, payload={"response": response})
-        await log.append(topics.discussion(discussion), "response_posted", body)
+        await log.append(topics.discussion(discussion), "response_posted", body, durable=durable)
         return True
 
     async def close() -> None:
@@ -136,7 +141,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     if args.mode == "api":
         send, close = await api_sender(args.url, args.connections)
     else:
-        send, close = await redis_sender(args.redis_url, args.prefix)
+        send, close = await redis_sender(args.redis_url, args.prefix, durable=args.mode == "redis")
     try:
         return await publish(send, discussions, args.rate, args.duration_s, args.connections)
     finally:
@@ -145,7 +150,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=["api", "redis"], default="api")
+    parser.add_argument("--mode", choices=["api", "redis", "redis-ephemeral"], default="api")
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--prefix", default="parley")

@@ -270,8 +270,8 @@ def stop_py_spy(sampler: subprocess.Popen[bytes] | None) -> None:
 
 
 def publish_mode(args: argparse.Namespace, target: Target) -> str:
-    if args.publish == "redis" and target.redis_url is None:
-        raise SystemExit("--publish redis needs --backend redis")
+    if args.publish != "api" and target.redis_url is None:
+        raise SystemExit(f"--publish {args.publish} needs --backend redis")
     return args.publish if target.name != "reference" else "api"
 
 
@@ -593,7 +593,16 @@ def main() -> None:
     parser.add_argument("--discussions", type=int, help="discussions the clients spread over")
     parser.add_argument("--rate", type=float, help="responses per second")
     parser.add_argument("--duration-s", type=float, default=20.0, help="publishing time per measurement")
-    parser.add_argument("--publish", choices=["api", "redis"], default="api", help="publisher path")
+    parser.add_argument(
+        "--publish",
+        choices=["api", "redis", "redis-ephemeral"],
+        default="api",
+        help=(
+            "publisher path: the REST API; the Redis log (append.lua, as the API's relay does: firehose, topic "
+            "stream and journal); redis-ephemeral: the firehose only (as typing and presence are published), "
+            "one stream as Socket.IO's adapter writes"
+        ),
+    )
     parser.add_argument("--publish-connections", type=int, default=4)
     parser.add_argument("--heartbeat-s", type=float, default=30.0)
     parser.add_argument("--idle-s", type=float, default=65.0, help="idle window for bytes/connection/min")
