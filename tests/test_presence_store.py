@@ -288,6 +288,22 @@ async def test_sweep_many_is_sweep_for_each(store: PresenceStore, t0: int) -> No
     assert await store.sweep_many([], now_ms=t0) == {}
 
 
+async def test_sweep_and_snapshot_is_sweep_then_snapshot(store: PresenceStore, t0: int) -> None:
+    """One call (one round trip on Redis) answers what `sweep` then `snapshot` would: the
+    expired leave with their event, the snapshot shows who is left and who is typing."""
+    await store.touch(D, [conn("a1", "alice"), conn("b1", "bob", "away")], now_ms=t0)
+    await store.touch(D, [conn("b1", "bob", "away")], now_ms=t0 + 9_000)
+    await store.typing(D, "bob", "Bob", True, now_ms=t0 + 9_000)
+    changes, here = await store.sweep_and_snapshot(D, now_ms=t0 + TIMINGS.ttl_ms - 1)
+    assert changes == [] and [p.user_id for p in here.participants] == ["alice", "bob"]
+    changes, here = await store.sweep_and_snapshot(D, now_ms=t0 + TIMINGS.ttl_ms)
+    assert kinds(changes) == [("user_left", "alice", "offline")]
+    assert [(p.user_id, p.status) for p in here.participants] == [("bob", "away")]
+    assert here.typing == [("bob", "Bob")]
+    assert await store.sweep(D, now_ms=t0 + TIMINGS.ttl_ms) == []  # the sweep was done, once
+    assert await store.sweep_and_snapshot("nobody", now_ms=t0) == ([], await store.snapshot("nobody", now_ms=t0))
+
+
 async def test_touch_many_is_touch_for_each(store: PresenceStore, t0: int) -> None:
     """Several discussions touched in one call: each gets what its own `touch` returns (a first
     connection joins, a second of the same user changes nothing, a refresh changes nothing)."""

@@ -248,8 +248,9 @@ class PresenceTracker:
 
     async def snapshot(self, discussion_id: str) -> Snapshot:
         """Who is here and who is typing; sweeps first, so nothing expired is shown."""
-        await self._emit(discussion_id, await self.store.sweep(discussion_id))
-        return await self.store.snapshot(discussion_id)
+        changes, here = await self.store.sweep_and_snapshot(discussion_id)
+        await self._emit(discussion_id, changes)
+        return here
 
     # -- idle (FR-035) ----------------------------------------------------------------------
 

@@ -7,7 +7,7 @@
 -- KEYS[6] due zset, shared by every discussion (KEYS[1]'s name -> the earliest deadline in
 --         KEYS[1] or KEYS[4], ms): what a sweep must look at (`reschedule`, after every op)
 -- KEYS[7..] touch only: the user index zset (discussion id -> expiry) of each connection, in order
--- ARGV[1] op: touch | leave | status | typing | stop_typing | sweep | snapshot
+-- ARGV[1] op: touch | leave | status | typing | stop_typing | sweep | snapshot | sweep_snapshot
 -- ARGV[2] now ms, or "" for the server's clock   ARGV[3] connection ttl ms   ARGV[4] grace ms
 -- ARGV[5] typing ttl ms   ARGV[6] throttle ms   ARGV[7] key ttl ms   ARGV[8] max connections
 -- ARGV[9..] per op:
@@ -16,9 +16,10 @@
 --   status:      user id, status, conn id or "" (all the user's live connections)
 --   typing:      user id, name, "1" | "0"
 --   stop_typing: user id
---   sweep:       batch size
+--   sweep, sweep_snapshot: batch size
 -- Returns the events caused, flat: type, user id, name, status ("" for typing), ...
--- (snapshot: {{user id, name, status, ...}, {user id, name, ...}}).
+-- (snapshot: {{user id, name, status, ...}, {user id, name, ...}}; sweep_snapshot: the sweep's
+-- events, then the snapshot's two lists, in one reply: a GET of a discussion was two calls).
 -- Typing states: T typing, announced; U typing, not announced yet (throttled: the sweep
 -- announces it when the window ends); S stop held back by the throttle (the sweep emits it);
 -- C cooling down after a broadcast (no event when it goes).
@@ -126,7 +127,8 @@ local function reschedule()
   end
 end
 
-if op == 'snapshot' then
+-- Who is here (user id, name, status, ...) and who is typing (user id, name, ...).
+local function snapshot()
   local people, typers = {}, {}
   local users = redis.call('HGETALL', KEYS[3])
   for i = 1, #users, 2 do
@@ -147,6 +149,63 @@ if op == 'snapshot' then
     end
   end
   return {people, typers}
+end
+
+-- Expired connections and typing entries go, with the events that tells (at most `batch` each).
+local function sweep(batch)
+  local touched, order = {}, {}
+  for _, conn in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, batch)) do
+    local raw = redis.call('HGET', KEYS[2], conn)
+    redis.call('ZREM', KEYS[1], conn)
+    redis.call('HDEL', KEYS[2], conn)
+    if raw then
+      local info = cjson.decode(raw)
+      local u = touched[info.u]
+      if u == nil then
+        u = get_user(info.u) or false
+        touched[info.u] = u
+        order[#order + 1] = info.u
+      end
+      if u then
+        u.c = u.c - 1
+        if info.l == 0 then
+          u.v = u.v - 1
+          if info.s == 'online' then u.o = u.o - 1 end
+        end
+      end
+    end
+  end
+  for _, uid in ipairs(order) do
+    if touched[uid] then settle(uid, touched[uid], true) end
+  end
+  for _, uid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, batch)) do
+    local e = typing_get(uid)
+    if not e then
+      redis.call('ZREM', KEYS[4], uid)
+    elseif e.t == 'T' or e.t == 'S' then
+      typing_stopped(uid, e)
+    elseif e.t == 'U' and now < e.l + typing_ttl then
+      emit('typing_started', uid, e.n)
+      typing_put(uid, {n = e.n, t = 'T', b = now}, e.l + typing_ttl)
+    else
+      typing_del(uid)
+    end
+  end
+end
+
+if op == 'snapshot' then
+  return snapshot()
+end
+
+if op == 'sweep' or op == 'sweep_snapshot' then
+  sweep(tonumber(ARGV[9]))
+  reschedule()
+  if #out > 0 then expire_all() end
+  if op == 'sweep_snapshot' then
+    local here = snapshot()
+    return {out, here[1], here[2]}
+  end
+  return out
 end
 
 if op == 'touch' then
@@ -259,50 +318,6 @@ elseif op == 'stop_typing' then
     typing_stopped(uid, e)
   elseif e and e.t == 'U' then
     typing_drop_unannounced(uid, e)
-  end
-elseif op == 'sweep' then
-  local batch = tonumber(ARGV[9])
-  local touched, order = {}, {}
-  for _, conn in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, batch)) do
-    local raw = redis.call('HGET', KEYS[2], conn)
-    redis.call('ZREM', KEYS[1], conn)
-    redis.call('HDEL', KEYS[2], conn)
-    if raw then
-      local info = cjson.decode(raw)
-      local u = touched[info.u]
-      if u == nil then
-        u = get_user(info.u) or false
-        touched[info.u] = u
-        order[#order + 1] = info.u
-      end
-      if u then
-        u.c = u.c - 1
-        if info.l == 0 then
-          u.v = u.v - 1
-          if info.s == 'online' then u.o = u.o - 1 end
-        end
-      end
-    end
-  end
-  for _, uid in ipairs(order) do
-    if touched[uid] then settle(uid, touched[uid], true) end
-  end
-  for _, uid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, batch)) do
-    local e = typing_get(uid)
-    if not e then
-      redis.call('ZREM', KEYS[4], uid)
-    elseif e.t == 'T' or e.t == 'S' then
-      typing_stopped(uid, e)
-    elseif e.t == 'U' and now < e.l + typing_ttl then
-      emit('typing_started', uid, e.n)
-      typing_put(uid, {n = e.n, t = 'T', b = now}, e.l + typing_ttl)
-    else
-      typing_del(uid)
-    end
-  end
-  if #out == 0 then
-    reschedule()
-    return out
   end
 end
 reschedule()

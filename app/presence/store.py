@@ -160,6 +160,11 @@ class PresenceStore(Protocol):
 
     async def snapshot(self, discussion_id: str, *, now_ms: int | None = None) -> Snapshot: ...
 
+    async def sweep_and_snapshot(
+        self, discussion_id: str, *, now_ms: int | None = None
+    ) -> tuple[list[PresenceChange], Snapshot]:
+        """`sweep`, then `snapshot`, at the same moment: one round trip (a GET of a discussion)."""
+
     async def mark_active(self, user_id: str, *, now_ms: int | None = None) -> None:
         """Record user activity (typing, a presence signal, a post), for the idle timeout."""
 

@@ -319,6 +319,12 @@ class MemoryPresenceStore:
         typing.sort(key=lambda x: (x[1], x[0]))
         return Snapshot(participants, typing)
 
+    async def sweep_and_snapshot(
+        self, discussion_id: str, *, now_ms: int | None = None
+    ) -> tuple[list[PresenceChange], Snapshot]:
+        now = _clock_ms() if now_ms is None else now_ms
+        return self._sweep_now(discussion_id, now), await self.snapshot(discussion_id, now_ms=now)
+
     async def mark_active(self, user_id: str, *, now_ms: int | None = None) -> None:
         now = _clock_ms() if now_ms is None else now_ms
         self._active[user_id] = now

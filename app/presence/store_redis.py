@@ -38,6 +38,16 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _snapshot(people: list[Any], typers: list[Any]) -> Snapshot:
+    p = [_text(v) for v in people]
+    t = [_text(v) for v in typers]
+    participants = [Participant(p[i], p[i + 1], p[i + 2]) for i in range(0, len(p), 3)]
+    typing = [(t[i], t[i + 1]) for i in range(0, len(t), 2)]
+    participants.sort(key=lambda x: (x.name, x.user_id))
+    typing.sort(key=lambda x: (x[1], x[0]))
+    return Snapshot(participants, typing)
+
+
 def _changes(flat: list[Any]) -> list[PresenceChange]:
     items = [_text(v) for v in flat]
     return [PresenceChange(items[i], items[i + 1], items[i + 2], items[i + 3] or None) for i in range(0, len(items), 4)]
@@ -188,13 +198,13 @@ class RedisPresenceStore:
 
     async def snapshot(self, discussion_id: str, *, now_ms: int | None = None) -> Snapshot:
         people, typers = await self._run("snapshot", discussion_id, [], now_ms)
-        p = [_text(v) for v in people]
-        t = [_text(v) for v in typers]
-        participants = [Participant(p[i], p[i + 1], p[i + 2]) for i in range(0, len(p), 3)]
-        typing = [(t[i], t[i + 1]) for i in range(0, len(t), 2)]
-        participants.sort(key=lambda x: (x.name, x.user_id))
-        typing.sort(key=lambda x: (x[1], x[0]))
-        return Snapshot(participants, typing)
+        return _snapshot(people, typers)
+
+    async def sweep_and_snapshot(
+        self, discussion_id: str, *, now_ms: int | None = None
+    ) -> tuple[list[PresenceChange], Snapshot]:
+        changes, people, typers = await self._run("sweep_snapshot", discussion_id, [SWEEP_BATCH], now_ms)
+        return _changes(changes), _snapshot(people, typers)
 
     async def mark_active(self, user_id: str, *, now_ms: int | None = None) -> None:
         if now_ms is None:
