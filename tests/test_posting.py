@@ -73,6 +73,7 @@ async def test_a_post_is_stored_with_its_stances_and_event_and_a_repeat_stores_n
     assert response is not None and response.body == "hello" and response.created_at == posted.created_at
     assert response.stances == {proposition_id: "agree"} and response.deleted is False
     assert discussion is not None and discussion.last_activity_at == posted.created_at
+    assert discussion.title == "T" and discussion.created_at < posted.created_at  # nothing else of it moved
     assert event is not None and event.body == stored.event.body and event.key == stored.event.key
     assert [(s.proposition_id, s.stance, s.response_id) for s in stances] == [(proposition_id, "agree", posted.id)]
 

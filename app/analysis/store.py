@@ -1,7 +1,7 @@
 """Stored stances and analyses: the database side of common ground (app/analysis/rules.py).
 
-- `record_stances` upserts a participant's stances in the caller's transaction (the response
-  and its stances commit together, or neither does).
+- `stance_rows` and `stance_upsert` store a participant's stances, in the transaction of the
+  response that carries them (app/api/posting.py: they commit together, or neither does).
 - `tally` counts a discussion's current stances from scratch (one GROUP BY).
 - `current` is the stored document, or version 0 when nothing was computed yet.
 - `save` stores the next version with a compare-and-set on the previous one: whoever writes
@@ -80,22 +80,6 @@ def stance_upsert(dialect: str) -> Any:
         },
         where=table.c.response_id < insert.excluded.response_id,
     )
-
-
-async def record_stances(
-    session: AsyncSession,
-    dialect: str,
-    *,
-    discussion_id: str,
-    user_id: str,
-    response_id: int,
-    stances: Mapping[str, str],
-) -> None:
-    """Upsert the response's stances in the session's transaction (`stance_upsert`)."""
-    if not stances:
-        return
-    rows = stance_rows(discussion_id=discussion_id, user_id=user_id, response_id=response_id, stances=stances)
-    await session.exec(stance_upsert(dialect).values(rows))
 
 
 async def tally(session: AsyncSession, discussion_id: str) -> tuple[int, dict[str, Counts]]:

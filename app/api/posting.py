@@ -4,8 +4,8 @@
 On SQLite (the embedded default) the transaction is one trip to the SQLite thread
 (app/infra/sqlite_trip.py): the same Core statements, compiled once, run there one after the
 other. Through the async session they were four trips and an ORM session per post, a third of
-its CPU (issue 13, docs/PERFORMANCE.md). On PostgreSQL the statements go through a session, one
-round trip each.
+its CPU (issue 13, docs/PERFORMANCE.md). On PostgreSQL the statements run on a Core connection,
+one round trip each.
 
 A repeated `client_id` of the same author is found by the unique constraint at the insert
 (`store` answers None; the handler then answers the first response): a read first would cost
@@ -49,7 +49,7 @@ async def store(db: Database, identity: Identity, response: Response, stances: M
         return await sqlite_trip.in_one_trip(
             db.engine, lambda connection: _on_sqlite(connection, statements, identity, response, stances)
         )
-    return await _in_session(db, identity, response, stances)
+    return await _in_transaction(db, identity, response, stances)
 
 
 def _event(identity: Identity, body: dict[str, Any]) -> OutboxEntry:
@@ -63,27 +63,30 @@ def _event(identity: Identity, body: dict[str, Any]) -> OutboxEntry:
     )
 
 
-async def _in_session(
+async def _in_transaction(
     db: Database, identity: Identity, response: Response, stances: Mapping[str, str]
 ) -> Stored | None:
-    async with db.session() as session:
-        try:
-            await domain.insert(session, response)  # sets its id, for its stances and its event
-            await analysis_store.record_stances(
-                session,
-                db.engine.dialect.name,
-                discussion_id=response.discussion_id,
-                user_id=response.author_id,
-                response_id=response.id or 0,
-                stances=stances,
-            )
+    """The same statements on a Core connection (no ORM session: nothing here is an object it
+    would track), one round trip each."""
+    try:
+        async with db.engine.begin() as connection:
+            inserted = await connection.execute(domain.INSERT_RESPONSE, domain.response_row(response))
+            response.id = inserted.scalar_one()
+            await connection.execute(domain.TOUCH_DISCUSSION, domain.touch_row(response))
+            if stances:
+                rows = analysis_store.stance_rows(
+                    discussion_id=response.discussion_id,
+                    user_id=response.author_id,
+                    response_id=response.id,
+                    stances=stances,
+                )
+                await connection.execute(analysis_store.stance_upsert(db.engine.dialect.name), rows)
             body = domain.response_json(response, identity.name)
             event = _event(identity, body)
-            await outbox.insert(session, event)
-            await session.commit()
-        except IntegrityError:
-            await session.rollback()
-            return None
+            entry = await connection.execute(outbox.INSERT_ENTRY, outbox.entry_row(event))
+            event.id = entry.scalar_one()
+    except IntegrityError:
+        return None
     return Stored(body, event)
 
 

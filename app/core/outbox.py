@@ -101,13 +101,6 @@ def entry_row(unstored: OutboxEntry) -> dict[str, Any]:
     return {column: getattr(unstored, column) for column in ENTRY_COLUMNS}
 
 
-async def insert(session: AsyncSession, unstored: OutboxEntry) -> None:
-    """Write an `entry` at once as one Core statement, setting its `id`: the hot path of a
-    post, no ORM flush at the commit. `relay` it after the commit."""
-    inserted = await session.exec(INSERT_ENTRY, params=entry_row(unstored))
-    unstored.id = inserted.scalar_one()
-
-
 async def relay(parley: Services, entry: OutboxEntry) -> None:
     """Append a committed entry now; its row is deleted by the relay's next pass. Never raises
     for the log being unreachable: the row stays, and `OutboxRelay` appends it later."""

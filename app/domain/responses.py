@@ -123,15 +123,6 @@ def touch_row(response: Response) -> dict[str, Any]:
     return {"discussion_id": response.discussion_id, "last_activity_at": response.created_at}
 
 
-async def insert(session: AsyncSession, response: Response) -> None:
-    """Store a new response (its `id` set from the database) in the session's transaction; the
-    discussion's last activity moves to it. Two Core statements, not the ORM's unit of work
-    (issue 13). IntegrityError for a repeated `client_id`."""
-    inserted = await session.exec(INSERT_RESPONSE, params=response_row(response))
-    response.id = inserted.scalar_one()
-    await session.exec(TOUCH_DISCUSSION, params=touch_row(response))
-
-
 async def readable_response(session: AsyncSession, identity: Identity, response_id: int) -> tuple[Response, Discussion]:
     """The response and its discussion, if the caller may read that discussion (404 otherwise)."""
     response = await session.get(Response, response_id)
