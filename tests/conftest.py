@@ -118,6 +118,16 @@ async def browser() -> AsyncIterator[Browser]:
             await browser.close()
 
 
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A fresh, migrated SQLite database."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"
+    await asyncio.to_thread(migrate.upgrade, url)
+    database = Database(url)
+    yield database
+    await database.close()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A fresh database of each kind: a migrated SQLite file, the shared PostgreSQL one."""

@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +18,6 @@ from app.auth import Identity
 from app.domain.access import ReadAccessCache, discussion_json, find_discussion, readers_among
 from app.domain.models import Discussion, DiscussionMember, User
 from app.errors import NotFound
-from app.infra import migrate
 from app.infra.db import Database
 
 from .support import statements_sent
@@ -30,12 +27,8 @@ READS_DISCUSSIONS = re.compile(r"^\s*SELECT\b.*\bFROM\s+discussions\b", re.IGNOR
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"
-    await asyncio.to_thread(migrate.upgrade, url)
-    database = Database(url)
-    yield database
-    await database.close()
+def db(sqlite_db: Database) -> Database:
+    return sqlite_db
 
 
 def who(user_id: str) -> Identity:

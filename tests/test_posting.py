@@ -5,21 +5,17 @@ column values as the session path it replaced."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy
 from sqlmodel import select
 
 from app.api import posting
 from app.auth import Identity
 from app.domain.models import Discussion, OutboxEntry, Proposition, Response, Stance, User, utcnow
-from app.infra import migrate
 from app.infra.db import Database
 
 
@@ -103,15 +99,6 @@ async def _raw_rows(db: Database, discussion_id: str) -> list[dict[str, Any]]:
             )
             rows += [{"table": table, **row._asdict()} for row in result]
     return rows
-
-
-@pytest.fixture
-async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"
-    await asyncio.to_thread(migrate.upgrade, url)
-    database = Database(url)
-    yield database
-    await database.close()
 
 
 async def test_on_sqlite_one_trip_stores_what_the_session_stores(sqlite_db: Database) -> None:

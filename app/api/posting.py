@@ -52,6 +52,15 @@ async def store(db: Database, identity: Identity, response: Response, stances: M
     return await _in_transaction(db, identity, response, stances)
 
 
+def _stance_rows(response: Response, stances: Mapping[str, str]) -> list[dict[str, Any]]:
+    return analysis_store.stance_rows(
+        discussion_id=response.discussion_id,
+        user_id=response.author_id,
+        response_id=response.id or 0,
+        stances=stances,
+    )
+
+
 def _event(identity: Identity, body: dict[str, Any]) -> OutboxEntry:
     discussion_id = body["discussion_id"]
     return outbox.entry(
@@ -74,13 +83,9 @@ async def _in_transaction(
             response.id = inserted.scalar_one()
             await connection.execute(domain.TOUCH_DISCUSSION, domain.touch_row(response))
             if stances:
-                rows = analysis_store.stance_rows(
-                    discussion_id=response.discussion_id,
-                    user_id=response.author_id,
-                    response_id=response.id,
-                    stances=stances,
+                await connection.execute(
+                    analysis_store.stance_upsert(db.engine.dialect.name), _stance_rows(response, stances)
                 )
-                await connection.execute(analysis_store.stance_upsert(db.engine.dialect.name), rows)
             body = domain.response_json(response, identity.name)
             event = _event(identity, body)
             entry = await connection.execute(outbox.INSERT_ENTRY, outbox.entry_row(event))
@@ -132,12 +137,7 @@ def _on_sqlite(
         statements.touch.parameters(domain.touch_row(response)),
     )
     if stances:
-        rows = analysis_store.stance_rows(
-            discussion_id=response.discussion_id,
-            user_id=response.author_id,
-            response_id=response.id,
-            stances=stances,
-        )
+        rows = _stance_rows(response, stances)
         connection.executemany(statements.stance.sql, [statements.stance.parameters(row) for row in rows])
     body = domain.response_json(response, identity.name)
     event = _event(identity, body)
