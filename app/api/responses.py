@@ -2,6 +2,7 @@
 
 The rules and queries are `app.domain.responses`; a handler here owns the transaction, because
 a response commits with its stances (app/analysis/store.py) and its event (app/core/outbox.py).
+A new response's transaction is `app.api.posting` (on SQLite, one trip to the SQLite thread).
 """
 
 from __future__ import annotations
