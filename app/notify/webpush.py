@@ -18,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +94,9 @@ def validate_subscription(endpoint: str, p256dh: str, auth: str, *, allow_insecu
 def load_vapid(private_key: str | None, data_dir: Path) -> Vapid02:
     """The VAPID key: from `PARLEY_VAPID_PRIVATE_KEY` (PEM, DER or raw, base64url), else the
     one generated once and kept in `data_dir` (the embedded default). Several processes
-    sharing a data dir race safely: the file is created exclusively and the losers read it.
+    sharing a data dir race safely: each writes its key whole under a temporary name and links
+    it into place, which fails if the name exists, so the first wins, the others read its key,
+    and nobody reads a half-written file (workers of `WEB_CONCURRENCY` start at once).
     Several *servers* must share one key: set `PARLEY_VAPID_PRIVATE_KEY`."""
     if private_key:
         text = private_key.strip()
@@ -106,11 +108,16 @@ def load_vapid(private_key: str | None, data_dir: Path) -> Vapid02:
         data_dir.mkdir(parents=True, exist_ok=True)
         vapid = Vapid02()
         vapid.generate_keys()
-        with contextlib.suppress(FileExistsError):
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        descriptor, temporary = tempfile.mkstemp(dir=data_dir, prefix=".vapid-")  # mode 0600
+        try:
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(vapid.private_pem())
+            os.link(temporary, path)
             return vapid
+        except FileExistsError:
+            pass  # another process's key is in place, whole
+        finally:
+            os.unlink(temporary)
     return Vapid02.from_file(str(path))
 
 
