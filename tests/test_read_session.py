@@ -4,15 +4,12 @@ sessions that write. Against a real PostgreSQL (skipped when none is reachable) 
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.domain.models import User
-from app.infra import migrate
 from app.infra.db import Database
 
 
@@ -43,16 +40,10 @@ async def test_postgres_reads_need_no_transaction_and_writers_still_get_one(post
         await db.close()
 
 
-async def test_sqlite_read_session_reads_what_was_committed(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"
-    await asyncio.to_thread(migrate.upgrade, url)
-    db = Database(url)
-    try:
-        async with db.session() as session:
-            session.add(User(id="alice", name="Alice"))
-            await session.commit()
-        async with db.read_session() as session:
-            found = await session.get(User, "alice")
-        assert found is not None and found.name == "Alice"
-    finally:
-        await db.close()
+async def test_sqlite_read_session_reads_what_was_committed(sqlite_db: Database) -> None:
+    async with sqlite_db.session() as session:
+        session.add(User(id="alice", name="Alice"))
+        await session.commit()
+    async with sqlite_db.read_session() as session:
+        found = await session.get(User, "alice")
+    assert found is not None and found.name == "Alice"

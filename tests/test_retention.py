@@ -15,7 +15,6 @@ from sqlmodel import col, select
 
 from app.domain import retention
 from app.domain.models import Notification, Response, User, utcnow
-from app.infra import migrate
 from app.infra.db import Database
 from app.settings import Settings
 
@@ -77,20 +76,14 @@ async def test_the_server_prunes_old_notifications_and_erases_deleted_words_afte
         await db.close()
 
 
-async def test_a_sweep_works_through_more_rows_than_one_batch(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'retention.db'}"
-    await asyncio.to_thread(migrate.upgrade, url)
-    db = Database(url)
-    try:
-        async with db.session() as session:
-            session.add(User(id="u", name="u"))
-            session.add_all([old_notification("u", 200) for _ in range(retention.BATCH * 2 + 7)])
-            session.add_all([old_notification("u", 1) for _ in range(3)])
-            await session.commit()
-        swept = await retention.sweep(db, Settings())
-        assert swept.notifications == retention.BATCH * 2 + 7
-        assert (await retention.sweep(db, Settings())).notifications == 0
-        async with db.session() as session:
-            assert len((await session.exec(select(Notification.id))).all()) == 3
-    finally:
-        await db.close()
+async def test_a_sweep_works_through_more_rows_than_one_batch(sqlite_db: Database) -> None:
+    async with sqlite_db.session() as session:
+        session.add(User(id="u", name="u"))
+        session.add_all([old_notification("u", 200) for _ in range(retention.BATCH * 2 + 7)])
+        session.add_all([old_notification("u", 1) for _ in range(3)])
+        await session.commit()
+    swept = await retention.sweep(sqlite_db, Settings())
+    assert swept.notifications == retention.BATCH * 2 + 7
+    assert (await retention.sweep(sqlite_db, Settings())).notifications == 0
+    async with sqlite_db.session() as session:
+        assert len((await session.exec(select(Notification.id))).all()) == 3
